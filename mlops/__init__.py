@@ -1,0 +1,1 @@
+"""mlops: end-to-end MLOps pipelines on Apache Airflow."""
