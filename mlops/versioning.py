@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
 from pathlib import Path
@@ -16,11 +18,12 @@ class VersioningError(RuntimeError):
 
 
 def _repo(root: Path):  # type: ignore[no-untyped-def]
+    """The DVC repository holding ``root`` (the project may sit in a sub-folder of it)."""
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
     try:
-        return Repo(str(root))
+        return Repo(Repo.find_root(str(root)))
     except NotDvcRepoError as exc:
         raise VersioningError(
             f"{root}: not a DVC repository; run `git init && dvc init` there first"
@@ -35,17 +38,19 @@ def track(root: Path, paths: list[Path], push: bool, wait_s: float = 60.0) -> di
     """
     from dvc.lock import LockError
 
-    rel = [str(p.resolve().relative_to(root.resolve())) for p in paths]
     deadline = time.monotonic() + wait_s
     delay = 0.5
     while True:
         try:
             repo = _repo(root)
+            rel = [str(p.resolve()) for p in paths]
             try:
-                repo.add(rel)
-                if push:
-                    pushed = repo.push(targets=[f"{r}.dvc" for r in rel])
-                    log.info("dvc push: %s file(s) sent", pushed)
+                # DVC prints git hints on stdout; the stage prints its own summary.
+                with contextlib.redirect_stdout(io.StringIO()):
+                    repo.add(rel)
+                    if push:
+                        pushed = repo.push(targets=[f"{r}.dvc" for r in rel])
+                        log.info("dvc push: %s file(s) sent", pushed)
             finally:
                 repo.close()
             break
@@ -60,7 +65,7 @@ def track(root: Path, paths: list[Path], push: bool, wait_s: float = 60.0) -> di
         except Exception as exc:
             if isinstance(exc, VersioningError):
                 raise
-            raise VersioningError(f"dvc could not track {rel}: {exc}") from exc
+            raise VersioningError(f"dvc could not track {[str(p) for p in paths]}: {exc}") from exc
     return {str(p): content_hash(p) for p in paths}
 
 

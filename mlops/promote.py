@@ -1,0 +1,78 @@
+"""promote: the promotion gate, then the alias moves it allows.
+
+``should_promote`` decides, purely, from the evaluation: an absolute floor on the gate
+metric and, when a champion exists, a minimum improvement over it. Only then are aliases
+moved: ``champion`` directly in approval mode ``auto``; in mode ``manual`` the candidate
+becomes ``challenger`` with a pending-approval tag and waits for a person.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops import io, models
+from mlops.config import Params, Promote, Settings
+
+PENDING, APPROVED, REJECTED, AUTO = "pending", "approved", "rejected", "auto"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's verdict and the reasons, in words a reviewer can read."""
+
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def should_promote(
+    candidate: dict[str, float], champion: dict[str, float] | None, gate: Promote, metric: str
+) -> Decision:
+    """Pure gate: floor first, then improvement over the champion (if there is one)."""
+    higher = models.HIGHER_IS_BETTER[metric]
+    value = candidate.get(metric)
+    if value is None or value != value:
+        return Decision(False, [f"candidate has no {metric} on the holdout"])
+    reasons = []
+    ok = value >= gate.floor if higher else value <= gate.floor
+    cmp = ">=" if higher else "<="
+    reasons.append(f"{metric} {value:.4f} {cmp} floor {gate.floor}: {'yes' if ok else 'no'}")
+    if champion is None:
+        reasons.append("no champion yet: floor only")
+        return Decision(ok, reasons)
+    base = champion.get(metric)
+    if base is None or base != base:
+        reasons.append(f"champion has no {metric}: floor only")
+        return Decision(ok, reasons)
+    gain = value - base if higher else base - value
+    improved = gain >= gate.min_improvement
+    reasons.append(
+        f"gain over champion {gain:+.4f} ({value:.4f} vs {base:.4f}) >= "
+        f"{gate.min_improvement}: {'yes' if improved else 'no'}"
+    )
+    return Decision(ok and improved, reasons)
+
+
+def run(params: Params, st: Settings) -> dict[str, Any]:
+    """Apply the gate to the last evaluation and move aliases as the decision allows."""
+    from mlops import governance
+
+    t0 = time.perf_counter()
+    state = st.state_dir / "evaluate.json"
+    if not state.is_file():
+        raise FileNotFoundError(f"{state}: no evaluation; run `mlops evaluate` first")
+    ev = io.read_json(state)
+    name, version, metric = ev["model_name"], ev["candidate"]["version"], ev["metric"]
+    champ = ev["champion"]
+    decision = should_promote(
+        ev["candidate"]["metrics"], champ["metrics"] if champ else None, params.promote, metric
+    )
+    outcome = governance.apply_gate(st, name, version, decision, params.promote.approval)
+    result = {"model_name": name, "version": version, "promote": decision.promote,
+              "reasons": decision.reasons, "approval": params.promote.approval,
+              "outcome": outcome}
+    io.write_json(st.state_dir / "promote.json", result)
+    print(f"promote: {name} v{version} gate {'PASSED' if decision.promote else 'FAILED'} "
+          f"({'; '.join(decision.reasons)}) -> {outcome} in {time.perf_counter() - t0:.1f}s")
+    return result

@@ -1,0 +1,155 @@
+"""The MLflow tracking store and model registry: clients, aliases, loading by version.
+
+Aliases only (``champion``, ``challenger``), never the deprecated stages. Loading goes
+through the native flavour (XGBoost's own format, scikit-learn via skops), so loading
+a model runs no arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlops.config import Settings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+T = TypeVar("T")
+
+
+class RegistryError(RuntimeError):
+    """A model, version or alias is not what the caller expects; the message says which."""
+
+
+def client(st: Settings):  # type: ignore[no-untyped-def]
+    """An MlflowClient on the configured tracking URI (set explicitly, never on import)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    mlflow.set_tracking_uri(st.tracking_uri)
+    mlflow.set_registry_uri(st.tracking_uri)
+    return MlflowClient(tracking_uri=st.tracking_uri, registry_uri=st.tracking_uri)
+
+
+def retry(fn: Callable[[], T], what: str, attempts: int = 4, first_delay: float = 1.0) -> T:
+    """Call ``fn`` with exponential back-off on connection-type errors, then fail clearly."""
+    from mlflow.exceptions import MlflowException
+
+    delay = first_delay
+    for i in range(attempts):
+        try:
+            return fn()
+        except MlflowException as exc:
+            transient = exc.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR") or (
+                "connection" in str(exc).lower() or "max retries" in str(exc).lower()
+            )
+            if not transient or i == attempts - 1:
+                raise RegistryError(f"MLflow {what} failed: {exc.message}") from exc
+        except (ConnectionError, OSError) as exc:
+            if i == attempts - 1:
+                raise RegistryError(f"MLflow {what} failed after {attempts} tries: {exc}") from exc
+        time.sleep(delay)
+        delay *= 2
+    raise AssertionError("unreachable")
+
+
+def experiment_id(st: Settings, name: str) -> str:
+    """Create the experiment on first use, with artifacts under the project."""
+    c = client(st)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None
+    if st.tracking_uri.startswith(("sqlite:", "postgresql", "mysql")) or "://" not in st.tracking_uri:
+        st.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        location = st.artifacts_dir.as_uri()
+    try:
+        return str(c.create_experiment(name, artifact_location=location))
+    except Exception:  # noqa: BLE001 - a concurrent creator won the race
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def version_by_alias(st: Settings, model: str, alias: str):  # type: ignore[no-untyped-def]
+    """The model version holding ``alias``, or None when the alias (or model) is unset."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(st)
+    try:
+        return c.get_model_version_by_alias(model, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or (
+            "not found" in str(exc).lower()
+        ):
+            return None
+        raise
+
+
+def get_version(st: Settings, model: str, version: str | int):  # type: ignore[no-untyped-def]
+    from mlflow.exceptions import MlflowException
+
+    c = client(st)
+    try:
+        return c.get_model_version(model, str(version))
+    except MlflowException as exc:
+        try:
+            c.get_registered_model(model)
+        except MlflowException:
+            raise RegistryError(f"model {model!r} is not registered") from None
+        raise RegistryError(f"model {model!r} has no version {version}") from exc
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model ready to predict, with what it needs to prepare its input."""
+
+    model: Any
+    name: str
+    version: str
+    run_id: str
+    flavor: str
+    categories: dict[str, list[str]]
+    features: list[str]
+
+
+def load(st: Settings, model: str, version: str | int) -> Loaded:
+    """Load one exact version through its native flavour."""
+    import mlflow
+
+    mv = get_version(st, model, version)
+    client(st)
+    uri = f"models:/{model}/{mv.version}"
+    info = mlflow.models.get_model_info(uri)
+    flavor = "xgboost" if "xgboost" in info.flavors else "sklearn"
+    if flavor == "xgboost":
+        m = mlflow.xgboost.load_model(uri)
+    else:
+        m = mlflow.sklearn.load_model(uri)
+    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="features.json")
+    meta = json.loads(Path(local).read_text())
+    return Loaded(m, model, str(mv.version), mv.run_id, flavor, meta["categories"],
+                  meta["features"])
+
+
+def git_revision(root: Path) -> str:
+    """The code revision, marked ``-dirty`` when the work tree has changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -1,0 +1,283 @@
+"""train: fit every candidate from config, log each to MLflow, register the best.
+
+The training set comes from Feast (point-in-time correct, one row per label row). The
+most recent partitions are held out; candidates are compared on the gate metric there.
+Each candidate becomes an MLflow run with params, holdout metrics, signature, input
+example, plots and the model in a format that loads without running code (XGBoost's
+own format, scikit-learn through skops). The best is registered as a new version.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops import io, models
+from mlops.config import Candidate, Params, Settings
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+REFERENCE_ROWS = 50_000
+
+
+@dataclass
+class Fitted:
+    """One fitted candidate and its holdout result."""
+
+    candidate: Candidate
+    model: Any
+    metrics: dict[str, float]
+    holdout_pred: np.ndarray
+    fit_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split(df: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pure: hold out the most recent ``holdout_partitions`` partitions of the window."""
+    pids = io.partition_ids(df[params.contract.timestamp], params.ingest.partition)
+    hold = set(sorted(params.train.partitions)[-params.train.holdout_partitions :])
+    mask = pids.isin(hold).to_numpy()
+    train_df, hold_df = df.loc[~mask], df.loc[mask]
+    if train_df.empty or hold_df.empty:
+        raise ValueError(
+            f"train: split left {len(train_df)} training and {len(hold_df)} holdout rows; "
+            f"check train.partitions and train.holdout_partitions"
+        )
+    return train_df, hold_df
+
+
+def learned_categories(x: pd.DataFrame) -> dict[str, list[str]]:
+    return {c: [str(v) for v in x[c].cat.categories] for c in x.columns
+            if str(x[c].dtype) == "category"}
+
+
+def fit_candidates(
+    train_df: pd.DataFrame, hold_df: pd.DataFrame, params: Params
+) -> tuple[list[Fitted], dict[str, list[str]]]:
+    """Pure core: fit each candidate on the training rows, score it on the holdout."""
+    c = params.contract
+    x_tr = models.matrix(train_df, c)
+    cats = learned_categories(x_tr)
+    x_ho = models.align_categories(models.matrix(hold_df, c), cats)
+    y_tr, y_ho = models.target(train_df, c), models.target(hold_df, c)
+    if c.task == "classification" and len(set(y_tr.tolist())) < 2:
+        raise ValueError(f"train: target {c.target!r} has a single class in the training rows")
+    out = []
+    for cand in params.train.candidates:
+        est = models.build(cand, c, params.train.seed)
+        t0 = time.perf_counter()
+        est.fit(models.fit_input(x_tr, cand.kind), y_tr)
+        secs = time.perf_counter() - t0
+        pred = models.predict(est, models.fit_input(x_ho, cand.kind), c.task)
+        out.append(Fitted(cand, est, models.metrics(y_ho, pred, c.task), pred, secs))
+    return out, cats
+
+
+def best(fitted: list[Fitted], metric: str) -> Fitted:
+    """Pure: the candidate with the best holdout value of ``metric`` (first wins ties)."""
+    scored = [f for f in fitted if metric in f.metrics]
+    if not scored:
+        raise ValueError(f"train: no candidate has a holdout {metric!r} (one class only?)")
+    top = scored[0]
+    for f in scored[1:]:
+        if models.better(f.metrics[metric], top.metrics[metric], metric):
+            top = f
+    return top
+
+
+# --------------------------------------------------------------------------- logging
+def _requirements(kind: str) -> list[str]:
+    pkgs = ["mlflow", "scikit-learn", "pandas", "numpy", "scipy"]
+    pkgs += ["xgboost"] if kind == "xgboost" else ["skops"]
+    return [f"{p}=={importlib.metadata.version(p)}" for p in pkgs]
+
+
+def _plots(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if task == "classification":
+        from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        RocCurveDisplay.from_predictions(y, f.holdout_pred, ax=axes[0])
+        PrecisionRecallDisplay.from_predictions(y, f.holdout_pred, ax=axes[1])
+        axes[0].set_title("ROC (holdout)")
+        axes[1].set_title("Precision-recall (holdout)")
+        fig.tight_layout()
+        fig.savefig(out / "roc_pr.png", dpi=80)
+    else:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.scatter(f.holdout_pred, y - f.holdout_pred, s=2, alpha=0.3)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlabel("prediction")
+        ax.set_ylabel("residual")
+        ax.set_title("Residuals (holdout)")
+        fig.tight_layout()
+        fig.savefig(out / "residuals.png", dpi=80)
+    plt.close(fig)
+
+    imp = _importance(f, y, x_ho, task)
+    (out / "feature_importance.json").write_text(json.dumps(imp, indent=2))
+    names = list(imp)[::-1]
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(names))))
+    ax.barh(names, [imp[n] for n in names])
+    ax.set_title("Feature importance")
+    fig.tight_layout()
+    fig.savefig(out / "feature_importance.png", dpi=80)
+    plt.close(fig)
+    del np
+
+
+def _importance(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str) -> dict[str, float]:
+    """Native importances where the model has them, else permutation importance."""
+    cols = list(x_ho.columns)
+    if hasattr(f.model, "feature_importances_"):
+        vals = f.model.feature_importances_
+    else:
+        from sklearn.inspection import permutation_importance
+
+        n = min(len(x_ho), 2000)
+        xs = models.fit_input(x_ho.iloc[:n], f.candidate.kind)
+        scoring = "roc_auc" if task == "classification" and len(set(y[:n])) > 1 else None
+        vals = permutation_importance(
+            f.model, xs, y[:n], n_repeats=1, random_state=0, scoring=scoring
+        ).importances_mean
+    pairs = sorted(zip(cols, (float(v) for v in vals), strict=True), key=lambda p: -p[1])
+    return dict(pairs)
+
+
+def log_candidate(
+    f: Fitted,
+    params: Params,
+    st: Settings,
+    exp_id: str,
+    x_ho: pd.DataFrame,
+    y_ho: np.ndarray,
+    reference: pd.DataFrame,
+    cats: dict[str, list[str]],
+    lineage: dict[str, str],
+) -> tuple[str, str]:
+    """Log one candidate as an MLflow run; return (run_id, model_uri)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    c = params.contract
+    example = models.fit_input(x_ho.head(5), f.candidate.kind)
+    sig = infer_signature(models.fit_input(x_ho.head(5), "sklearn"), f.holdout_pred[:5])
+    with mlflow.start_run(experiment_id=exp_id, run_name=f.candidate.name) as run:
+        mlflow.set_tags({"mlops.stage": "train", "mlops.candidate": f.candidate.name,
+                         "mlops.kind": f.candidate.kind, **lineage})
+        mlflow.log_params({"kind": f.candidate.kind, **f.candidate.params,
+                           "train_partitions": ",".join(params.train.partitions)})
+        mlflow.log_metrics({**{f"holdout_{k}": v for k, v in f.metrics.items()},
+                            "fit_seconds": f.fit_seconds})
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            (out / "features.json").write_text(json.dumps(
+                {"features": c.feature_names, "categories": cats, "task": c.task,
+                 "target": c.target}, indent=2))
+            _plots(f, y_ho, x_ho, c.task, out)
+            ref = reference.copy()
+            ref["prediction"] = models.predict(
+                f.model, models.fit_input(
+                    models.align_categories(models.matrix(ref, c), cats), f.candidate.kind),
+                c.task)
+            io.write_parquet(out / "reference.parquet", ref)
+            mlflow.log_artifacts(str(out))
+        common = {"name": "model", "pip_requirements": _requirements(f.candidate.kind),
+                  "signature": sig, "input_example": example}
+        if f.candidate.kind == "xgboost":
+            # The serving check goes through JSON, which cannot carry the category dtype
+            # XGBoost needs; the native flavour used for scoring keeps it.
+            info = mlflow.xgboost.log_model(
+                f.model, model_format="ubj", validate_serving_input=False, **common)
+        else:
+            info = mlflow.sklearn.log_model(
+                f.model, serialization_format="skops",
+                skops_trusted_types=models.SKOPS_TRUSTED, **common)
+        return run.info.run_id, info.model_uri
+
+
+def _lineage(params: Params, st: Settings) -> dict[str, str]:
+    from mlops.registry import git_revision
+
+    manifest_path = st.state_dir / "ingest.json"
+    manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
+    hashes = {p: manifest.get(p, {}).get("md5", "unknown") for p in params.train.partitions}
+    return {
+        "mlops.data.partitions": ",".join(params.train.partitions),
+        "mlops.data.md5": json.dumps(hashes, sort_keys=True),
+        "mlops.feature_service": f"{params.materialize.project}_model",
+        "mlops.code_revision": git_revision(st.root),
+    }
+
+
+def run(params: Params, st: Settings) -> dict[str, Any]:
+    """Fit, log and register; write ``state/train.json`` naming the new version."""
+    import mlflow
+
+    from mlops import materialize
+    from mlops.registry import client, experiment_id, retry
+
+    t0 = time.perf_counter()
+    df = materialize.training_frame(params, st, params.train.partitions)
+    train_df, hold_df = split(df, params)
+    fitted, cats = fit_candidates(train_df, hold_df, params)
+    metric = params.gate_metric
+    top = best(fitted, metric)
+
+    c = params.contract
+    x_ho = models.align_categories(models.matrix(hold_df, c), cats)
+    y_ho = models.target(hold_df, c)
+    n_ref = min(len(train_df), REFERENCE_ROWS)
+    reference = train_df.sample(n=n_ref, random_state=params.train.seed).sort_index()
+    client(st)
+    exp_id = retry(lambda: experiment_id(st, params.model_name), "create experiment")
+    lineage = _lineage(params, st)
+    runs = {}
+    for f in fitted:
+        runs[f.candidate.name] = retry(
+            lambda f=f: log_candidate(f, params, st, exp_id, x_ho, y_ho, reference, cats,
+                                      lineage),
+            f"log candidate {f.candidate.name}",
+        )
+    run_id, model_uri = runs[top.candidate.name]
+    cl = client(st)
+    cl.set_tag(run_id, "mlops.selected", "true")
+    mv = retry(lambda: mlflow.register_model(model_uri, params.model_name,
+                                            await_registration_for=0), "register model")
+    tags = {"mlops.candidate": top.candidate.name, "mlops.run_id": run_id,
+            f"mlops.holdout_{metric}": f"{top.metrics[metric]:.6f}", **lineage}
+    for k, v in tags.items():
+        cl.set_model_version_tag(params.model_name, mv.version, k, v)
+    result = {
+        "model_name": params.model_name,
+        "version": str(mv.version),
+        "run_id": run_id,
+        "candidate": top.candidate.name,
+        "metric": metric,
+        "holdout": {f.candidate.name: f.metrics for f in fitted},
+        "rows": {"train": len(train_df), "holdout": len(hold_df)},
+    }
+    io.write_json(st.state_dir / "train.json", result)
+    scores = ", ".join(f"{f.candidate.name} {f.metrics.get(metric, float('nan')):.4f}"
+                       for f in fitted)
+    print(
+        f"train: {len(train_df):,} rows, holdout {len(hold_df):,}; {metric}: {scores}; "
+        f"registered {params.model_name} v{mv.version} ({top.candidate.name}) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
+    return result
