@@ -1,0 +1,37 @@
+# One command installs from the lock file and runs the demo: `make demo`.
+# One more runs the tests: `make test`.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export FEAST_USAGE := False
+
+.PHONY: install demo test lint airflow bench clean
+
+install: $(VENV)/.installed
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# --frozen installs exactly uv.lock; bytecode is compiled at install time so that every
+# task process does not recompile mlflow, feast, great_expectations and evidently.
+$(VENV)/.installed: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --compile-bytecode
+	touch $@
+
+demo: install
+	$(VENV)/bin/mlops run
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check mlops dags tests
+	$(VENV)/bin/mypy mlops
+
+clean:
+	rm -rf data mlflow.db mlartifacts great_expectations/uncommitted .dvcstore
