@@ -179,19 +179,29 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
+    """Keep the output to one line per stage: libraries' notices go to the debug log."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("FEAST_USAGE", "False")
     for name in ("mlflow", "dvc", "great_expectations", "feast", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("py.warnings", "mlflow.utils.environment", "mlflow.models.model"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    if not args.verbose:
+        _quiet_libraries()
     try:
         params = load_params(args.params)
         st = settings(args.params)

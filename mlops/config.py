@@ -154,7 +154,11 @@ class Validate(Strict):
 class Materialize(Strict):
     project: str = Field(pattern=r"^[A-Za-z0-9_]+$")
     ttl_days: int = Field(3650, ge=1)
-    online: bool = True
+    online: Literal["latest", "all", "off"] = Field(
+        "latest",
+        description="Online store load: the newest partition of each call (latest values "
+        "per entity), every partition given, or none.",
+    )
 
 
 ModelKind = Literal[

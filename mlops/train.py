@@ -200,10 +200,15 @@ def log_candidate(
         common = {"name": "model", "pip_requirements": _requirements(f.candidate.kind),
                   "signature": sig, "input_example": example}
         if f.candidate.kind == "xgboost":
-            # The serving check goes through JSON, which cannot carry the category dtype
-            # XGBoost needs; the native flavour used for scoring keeps it.
-            info = mlflow.xgboost.log_model(
-                f.model, model_format="ubj", validate_serving_input=False, **common)
+            # MLflow's serving check goes through JSON, which cannot carry the category
+            # dtype XGBoost needs, and only warns; the native flavour used here keeps it.
+            quiet = logging.getLogger("mlflow.models.model")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                info = mlflow.xgboost.log_model(f.model, model_format="ubj", **common)
+            finally:
+                quiet.setLevel(level)
         else:
             info = mlflow.sklearn.log_model(
                 f.model, serialization_format="skops",

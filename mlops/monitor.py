@@ -1,0 +1,317 @@
+"""monitor: compare a partition with the reference data and decide whether drift is a breach.
+
+The report holds one Evidently ``ValueDrift`` per column, with the method and threshold
+taken from ``params.monitor``: Evidently's defaults change with the number of rows, and its
+drift preset computes every column three times. Both sides are sampled down to
+``monitor.max_rows`` first, because the statistical tests use every row they are given.
+The decision itself, :func:`is_breach`, is a pure function of the summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from mlops import io
+from mlops.config import Contract, Monitor, Params, Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PREDICTION = "prediction"
+SAMPLE_SEED = 42
+
+
+def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    if len(df) <= n:
+        return df
+    # Row order is kept so Evidently's per-index plots still read left to right in time.
+    return df.sample(n=n, random_state=seed).sort_index()
+
+
+def _number(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _frames(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    contract: Contract,
+    prediction_col: str | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, str | None, str | None]:
+    """Project both sides onto the columns the report reads; say which target/prediction to use.
+
+    Entity keys and the timestamp are left out: no metric reads them, and Evidently
+    re-profiles every column of the frame for each performance metric.
+    """
+    features = contract.feature_names
+    for side, df in (("reference", reference), ("current", current)):
+        if df.empty:
+            raise ValueError(f"monitor: the {side} data has no rows; nothing to compare")
+        missing = [c for c in features if c not in df.columns]
+        if missing:
+            raise ValueError(
+                f"monitor: the {side} data lacks contract feature column(s) {missing}; "
+                "pass frames with every feature of params.yaml contract.features"
+            )
+    target: str | None = contract.target
+    if target not in reference.columns or target not in current.columns:
+        target = None
+    pred = prediction_col
+    if pred is not None and (pred not in reference.columns or pred not in current.columns):
+        pred = None
+    keep = [*features, *([target] if target else []), *([pred] if pred else [])]
+    ref, cur = reference[keep], current[keep]
+    if target and contract.task == "classification" and ref[target].dtype == bool:
+        # Evidently reads a single probability column only against an integer 0/1 target.
+        ref = ref.assign(**{target: ref[target].astype("int64")})
+        cur = cur.assign(**{target: cur[target].astype("int64")})
+    return ref, cur, target, pred
+
+
+def _performance_metrics(
+    contract: Contract, ref: pd.DataFrame, cur: pd.DataFrame, target: str, pred: str
+) -> tuple[dict[str, Any], Any]:
+    """Evidently metrics (by summary name) and the task definition, or ({}, None) if unsupported."""
+    from evidently import BinaryClassification, Regression
+    from evidently.metrics import MAE, RMSE, Accuracy, LogLoss, R2Score, RocAuc
+
+    # tests=[] turns off Evidently's own "within 20% of reference" checks: this module
+    # decides, and a report that shows a second, different verdict would confuse.
+    if contract.task == "regression":
+        metrics = {
+            "rmse": RMSE(tests=[]),
+            "mae": MAE(mean_tests=[], std_tests=[]),
+            "r2": R2Score(tests=[]),
+        }
+        return metrics, Regression(target=target, prediction=pred)
+    labels = set(ref[target].dropna().unique()) | set(cur[target].dropna().unique())
+    if not labels <= {0, 1} or cur[pred].dtype.kind != "f":
+        return {}, None
+    metrics = {
+        # The ROC curve plot costs about a sixth of the whole report at 100k rows.
+        "roc_auc": RocAuc(roc_curve=False, tests=[]),
+        "log_loss": LogLoss(tests=[]),
+        "accuracy": Accuracy(tests=[]),
+    }
+    return metrics, BinaryClassification(target=target, prediction_probas=pred, pos_label=1)
+
+
+def drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    contract: Contract,
+    cfg: Monitor,
+    prediction_col: str | None = PREDICTION,
+    seed: int = SAMPLE_SEED,
+) -> tuple[dict[str, Any], str]:
+    """Compare ``current`` with ``reference``: feature, prediction and target drift, performance.
+
+    Target drift and performance are included when the target is in both frames, prediction
+    drift when ``prediction_col`` is (a probability for classification, a value for
+    regression). Frames above ``cfg.max_rows`` are sampled with a fixed seed.
+
+    Returns:
+        A JSON-serialisable summary and the report as a self-contained HTML page.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.core.metric_types import TestStatus
+    from evidently.metrics import ValueDrift
+
+    rows = {
+        "reference": len(reference),
+        "current": len(current),
+        "sampled": len(reference) > cfg.max_rows or len(current) > cfg.max_rows,
+        "max_rows": cfg.max_rows,
+    }
+    ref, cur, target, pred = _frames(
+        _sample(reference, cfg.max_rows, seed),
+        _sample(current, cfg.max_rows, seed),
+        contract,
+        prediction_col,
+    )
+
+    num_method = (cfg.numerical_method, cfg.numerical_threshold)
+    cat_method = (cfg.categorical_method, cfg.categorical_threshold)
+    numerical = [f.name for f in contract.features if f.dtype in ("float", "int")]
+    categorical = [f.name for f in contract.features if f.dtype in ("category", "bool")]
+    kinds = {**dict.fromkeys(numerical, "numerical"), **dict.fromkeys(categorical, "categorical")}
+    if target:
+        kinds[target] = "numerical" if contract.task == "regression" else "categorical"
+    if pred:
+        kinds[pred] = "numerical" if cur[pred].dtype.kind in "fiu" else "categorical"
+
+    checked: dict[str, dict[str, Any]] = {}
+    drift_metrics = {}
+    for col, kind in kinds.items():
+        method, threshold = num_method if kind == "numerical" else cat_method
+        checked[col] = {"kind": kind, "method": method, "threshold": threshold}
+        has_ref, has_cur = ref[col].notna().any(), cur[col].notna().any()
+        if has_ref and has_cur:
+            drift_metrics[col] = ValueDrift(column=col, method=method, threshold=threshold)
+        else:
+            # Evidently refuses an all-null column; a side that empties out has drifted.
+            checked[col].update(value=None, drifted=bool(has_ref != has_cur), note="all null")
+
+    perf_metrics: dict[str, Any] = {}
+    task = None
+    if target and pred:
+        perf_metrics, task = _performance_metrics(contract, ref, cur, target, pred)
+
+    # Every column list is given, so Evidently infers nothing: the target and the prediction
+    # are typed here but only ever compared through their own metrics, never as features.
+    definition = DataDefinition(
+        numerical_columns=[c for c, k in kinds.items() if k == "numerical"],
+        categorical_columns=[c for c, k in kinds.items() if k == "categorical"],
+        text_columns=[],
+        datetime_columns=[],
+        list_columns=[],
+        unknown_columns=[],
+        classification=[task] if task is not None and contract.task == "classification" else None,
+        regression=[task] if task is not None and contract.task == "regression" else None,
+    )
+    report = Report([*drift_metrics.values(), *perf_metrics.values()], include_tests=True)
+    snapshot = report.run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+    )
+
+    for col, metric in drift_metrics.items():
+        result = snapshot.metric_results[metric.metric_id]
+        checked[col]["value"] = _number(result.value)
+        checked[col]["drifted"] = any(t.status == TestStatus.FAIL for t in result.tests)
+
+    performance = None
+    if perf_metrics:
+        performance = {}
+        for name, metric in perf_metrics.items():
+            cur_res = snapshot.metric_results[metric.metric_id]
+            ref_res = snapshot.context.get_reference_metric_result(metric.metric_id)
+            performance[name] = {
+                "current": _number(_value(cur_res)),
+                "reference": _number(_value(ref_res)),
+            }
+
+    columns = {c: checked[c] for c in contract.feature_names}
+    drifted = sum(1 for c in columns.values() if c["drifted"])
+    summary = {
+        "columns": columns,
+        "drifted_features": drifted,
+        "n_features": len(columns),
+        "share": drifted / len(columns),
+        "prediction_drift": {"column": pred, **checked[pred]} if pred else None,
+        "target_drift": {"column": target, **checked[target]} if target else None,
+        "performance": performance,
+        "rows": rows,
+    }
+    return summary, snapshot.get_html_str(as_iframe=False)
+
+
+def _value(result: Any) -> Any:
+    """The headline number of an Evidently result (MAE comes back as a mean and a std)."""
+    return result.mean.value if hasattr(result, "mean") else result.value
+
+
+def is_breach(summary: dict[str, Any], cfg: Monitor) -> tuple[bool, list[str]]:
+    """Decide from a drift summary whether the model's inputs or outputs moved too far.
+
+    A breach is a share of drifted features at or above ``cfg.drift_share``, or a drifted
+    prediction when ``cfg.breach_on_prediction_drift`` is set.
+
+    Returns:
+        Whether it is a breach, and one human-readable reason per rule that fired.
+    """
+    reasons = []
+    n, total = summary["drifted_features"], summary["n_features"]
+    share = n / total if total else 0.0
+    if total and share >= cfg.drift_share:
+        names = sorted(c for c, r in summary["columns"].items() if r["drifted"])
+        reasons.append(
+            f"{n}/{total} features drifted ({share:.0%} >= drift_share {cfg.drift_share:.0%}): "
+            + ", ".join(names)
+        )
+    pred = summary.get("prediction_drift")
+    if pred and pred["drifted"] and cfg.breach_on_prediction_drift:
+        value = "n/a" if pred["value"] is None else f"{pred['value']:.3g}"
+        reasons.append(
+            f"prediction column {pred['column']!r} drifted "
+            f"({pred['method']} {value}, threshold {pred['threshold']:g})"
+        )
+    return bool(reasons), reasons
+
+
+def run(
+    params: Params,
+    st: Settings,
+    partition: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+) -> dict[str, Any]:
+    """Report drift of ``current`` (one partition) against ``reference`` and decide on a breach.
+
+    Writes ``<reports_dir>/<partition>/drift.html`` and ``drift.json`` (summary, breach,
+    reasons) and returns that summary with the two paths added.
+    """
+    io.partition_interval(partition)  # raises on a malformed id before any work
+    t0 = time.perf_counter()
+    summary, html = drift_report(reference, current, params.contract, params.monitor)
+    breach, reasons = is_breach(summary, params.monitor)
+    result = {**summary, "partition": partition, "breach": breach, "reasons": reasons}
+
+    out = st.reports_dir / partition
+    html_path = io.write_text(out / "drift.html", html)
+    # The JSON goes last: when it exists, the HTML it describes does too.
+    json_path = io.write_json(out / "drift.json", result)
+
+    pred = summary["prediction_drift"]
+    pred_txt = "n/a" if pred is None else ("yes" if pred["drifted"] else "no")
+    print(
+        f"monitor: {partition} drift {summary['drifted_features']}/{summary['n_features']} "
+        f"features ({summary['share']:.0%}), prediction drift {pred_txt} -> "
+        f"{'BREACH' if breach else 'ok'} (report: {html_path}) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
+    return {**result, "html_path": str(html_path), "json_path": str(json_path)}
+
+
+def run_partition(params: Params, st: Settings, partition: str) -> dict[str, Any]:
+    """Monitor a scored partition against the reference of the model that scored it.
+
+    The reference (a sample of that model's training rows with its predictions) is read
+    from the model's MLflow run; the current side is the partition's features, its
+    labels when present, and the predictions. The report and summary are logged to
+    MLflow as a ``monitor`` run.
+    """
+    import mlflow
+    import pandas as pd
+
+    from mlops import materialize
+    from mlops.registry import client, experiment_id, get_version
+
+    pred_path = io.partition_file(st.predictions_dir, partition)
+    if not pred_path.is_file():
+        raise FileNotFoundError(f"{pred_path}: no predictions for {partition}; run score first")
+    preds = pd.read_parquet(pred_path)
+    name, version = str(preds["model_name"].iloc[0]), str(preds["model_version"].iloc[0])
+    mv = get_version(st, name, version)
+    client(st)
+    ref_file = mlflow.artifacts.download_artifacts(
+        run_id=mv.run_id, artifact_path="reference.parquet"
+    )
+    reference = pd.read_parquet(ref_file)
+    feats = materialize.scoring_frame(params, st, [partition])
+    keys = [*params.contract.entity_keys, params.contract.timestamp]
+    current = feats.merge(preds[[*keys, PREDICTION]], on=keys, how="inner", validate="1:1")
+    out = run(params, st, partition, reference, current)
+
+    exp = experiment_id(st, params.model_name)
+    with mlflow.start_run(experiment_id=exp, run_name=f"monitor {partition}"):
+        mlflow.set_tags({"mlops.stage": "monitor", "mlops.partition": partition,
+                         "mlops.model_version": version, "mlops.breach": str(out["breach"])})
+        mlflow.log_metrics({"drift_share": float(out["share"]),
+                            "drifted_features": float(out["drifted_features"])})
+        mlflow.log_artifact(out["html_path"], artifact_path=f"drift/{partition}")
+        mlflow.log_artifact(out["json_path"], artifact_path=f"drift/{partition}")
+    return {**out, "html": out["html_path"], "model_version": version}

@@ -1,0 +1,216 @@
+"""monitor: drift on real seasonal data, the breach decision, and the written report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops import monitor
+from mlops.config import Monitor, Params, Settings, load_params, settings
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def months() -> dict[str, pd.DataFrame]:
+    """The real 2013-01 and 2013-07 partitions (built from the source if not ingested)."""
+    raw = {pid: REPO / "data" / "raw" / f"{pid}.parquet" for pid in ("2013-01", "2013-07")}
+    if all(p.is_file() for p in raw.values()):
+        return {pid: pd.read_parquet(p) for pid, p in raw.items()}
+    from mlops.ingest import split_partitions
+    from mlops.source import load
+
+    p = load_params(REPO / "params.yaml")
+    df = load(p.source, REPO)
+    return split_partitions(df, p.contract, p.source.timestamp_column, "month", list(raw))
+
+
+@pytest.fixture(scope="module")
+def frames(months: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Random rows (a month's weather varies by day, so no head()), scored by a real model.
+
+    ``reference`` and ``january`` are disjoint samples of 2013-01; ``july`` is from 2013-07.
+    """
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    p = load_params(REPO / "params.yaml")
+    numeric = [f.name for f in p.contract.features if f.dtype in ("float", "int")]
+    jan = months["2013-01"].sample(n=2 * ROWS, random_state=0)
+    reference, january = jan.iloc[:ROWS], jan.iloc[ROWS:]
+    july = months["2013-07"].sample(n=ROWS, random_state=0)
+    model = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression())
+    model.fit(reference[numeric], reference[p.contract.target])
+
+    def scored(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(prediction=model.predict_proba(df[numeric])[:, 1])
+
+    return {"reference": scored(reference), "january": scored(january), "july": scored(july)}
+
+
+def make_project(tmp_path: Path) -> tuple[Params, Settings]:
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    return load_params(tmp_path / "params.yaml"), settings(tmp_path / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def july_run(tmp_path_factory, frames) -> tuple[Settings, dict]:
+    """``monitor.run`` on January (reference) against July, in a throwaway project."""
+    params, st = make_project(tmp_path_factory.mktemp("proj"))
+    return st, monitor.run(params, st, "2013-07", frames["reference"], frames["july"])
+
+
+# --------------------------------------------------------------------------- real data
+def test_seasonal_drift_is_a_breach(july_run):
+    # given January as reference and July as current (summer weather)
+    _, result = july_run
+
+    # then the weather columns drifted, ids/target are not counted as features, and it breaches
+    cols = result["columns"]
+    assert cols["temp"]["drifted"] and cols["dewp"]["drifted"]
+    assert cols["temp"]["method"] == "wasserstein" and cols["temp"]["threshold"] == 0.1
+    assert cols["temp"]["value"] > 1.0
+    assert result["n_features"] == 14
+    assert "flight_id" not in cols and "is_delayed" not in cols and "prediction" not in cols
+    assert result["share"] >= 0.3
+    assert result["breach"] is True
+    assert any("features drifted" in r and "temp" in r for r in result["reasons"])
+    # the model leans on temperature, so its output moved too
+    assert result["prediction_drift"]["drifted"] is True
+    assert any("prediction" in r for r in result["reasons"])
+    assert result["target_drift"]["column"] == "is_delayed"
+    assert result["performance"]["roc_auc"]["reference"] > 0.5
+    assert result["rows"] == {
+        "reference": ROWS,
+        "current": ROWS,
+        "sampled": False,
+        "max_rows": 100_000,
+    }
+
+
+def test_run_writes_html_and_json(july_run):
+    # given the July run
+    st, result = july_run
+
+    # then both files sit in reports/<partition>/, the HTML is a real report and the JSON
+    # holds the summary with the decision
+    html, js = Path(result["html_path"]), Path(result["json_path"])
+    assert html == st.reports_dir / "2013-07" / "drift.html"
+    assert js == st.reports_dir / "2013-07" / "drift.json"
+    text = html.read_text()
+    assert len(text) > 100_000 and "<html" in text.lower() and "temp" in text
+    saved = json.loads(js.read_text())
+    assert saved["breach"] is True and saved["reasons"] == result["reasons"]
+    assert saved["columns"]["temp"] == result["columns"]["temp"]
+    assert saved["partition"] == "2013-07"
+    assert not list(js.parent.glob(".*.tmp"))
+
+
+def test_same_month_is_no_breach(frames):
+    # given two disjoint samples of the same month
+    params = load_params(REPO / "params.yaml")
+
+    # when compared
+    summary, html = monitor.drift_report(
+        frames["reference"], frames["january"], params.contract, params.monitor
+    )
+    breach, reasons = monitor.is_breach(summary, params.monitor)
+
+    # then nothing that matters moved, and the summary is plain JSON
+    assert not summary["columns"]["temp"]["drifted"]
+    assert not summary["columns"]["dewp"]["drifted"]
+    assert summary["share"] < params.monitor.drift_share
+    assert summary["prediction_drift"]["drifted"] is False
+    assert (breach, reasons) == (False, [])
+    json.dumps(summary, allow_nan=False)
+    assert html.lstrip().lower().startswith("<!doctype html>")
+
+
+# chi-square divides by zero for a destination the reference never saw (p-value 0: drift)
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_config_sets_method_and_sampling_is_seeded(frames):
+    # given a KS/chi-square policy and a row cap below the frame size
+    params = load_params(REPO / "params.yaml")
+    cfg = Monitor(
+        numerical_method="ks",
+        numerical_threshold=0.05,
+        categorical_method="chisquare",
+        categorical_threshold=0.05,
+        max_rows=1000,
+    )
+
+    # when the report is built twice
+    a, _ = monitor.drift_report(frames["reference"], frames["july"], params.contract, cfg, None)
+    b, _ = monitor.drift_report(frames["reference"], frames["july"], params.contract, cfg, None)
+
+    # then every column uses the configured test (p-values: drift below the threshold),
+    # both sides were sampled, and the same seed gives the same answer
+    assert {c["method"] for n, c in a["columns"].items() if c["kind"] == "numerical"} == {"ks"}
+    assert a["columns"]["carrier"]["method"] == "chisquare"
+    temp = a["columns"]["temp"]
+    assert temp["value"] < 0.05 and temp["drifted"]
+    assert a["rows"]["sampled"] is True
+    assert a["prediction_drift"] is None and a["performance"] is None
+    assert a == b
+
+
+def test_missing_feature_is_named(frames):
+    params = load_params(REPO / "params.yaml")
+    current = frames["july"].drop(columns=["dewp"])
+    with pytest.raises(ValueError, match=r"current data lacks .*'dewp'"):
+        monitor.drift_report(frames["reference"], current, params.contract, params.monitor)
+    with pytest.raises(ValueError, match="reference data has no rows"):
+        monitor.drift_report(frames["reference"].iloc[:0], current, params.contract, params.monitor)
+
+
+# --------------------------------------------------------------------------- is_breach
+def summary_with(drifted: int, total: int, prediction: bool | None) -> dict:
+    columns = {f"f{i}": {"drifted": i < drifted} for i in range(total)}
+    pred = None
+    if prediction is not None:
+        pred = {
+            "column": "prediction",
+            "method": "wasserstein",
+            "threshold": 0.1,
+            "value": 0.4 if prediction else 0.01,
+            "drifted": prediction,
+        }
+    return {
+        "columns": columns,
+        "drifted_features": drifted,
+        "n_features": total,
+        "share": drifted / total,
+        "prediction_drift": pred,
+    }
+
+
+@pytest.mark.parametrize(
+    ("drifted", "total", "prediction", "on_prediction", "breach", "n_reasons"),
+    [
+        (4, 14, False, True, False, 0),  # 28.6% just below 30%
+        (5, 14, False, True, True, 1),  # 35.7% just above
+        (3, 10, None, True, True, 1),  # exactly at the threshold breaches
+        (0, 14, True, True, True, 1),  # prediction drift alone
+        (0, 14, True, False, False, 0),  # ... unless the policy ignores it
+        (5, 14, True, True, True, 2),  # both rules fire, both are reported
+        (0, 14, None, True, False, 0),  # no prediction column
+    ],
+)
+def test_is_breach_table(drifted, total, prediction, on_prediction, breach, n_reasons):
+    cfg = Monitor(drift_share=0.3, breach_on_prediction_drift=on_prediction)
+    got, reasons = monitor.is_breach(summary_with(drifted, total, prediction), cfg)
+    assert got is breach
+    assert len(reasons) == n_reasons
+    assert all(isinstance(r, str) and r for r in reasons)
+
+
+def test_breach_reason_names_columns_and_share():
+    cfg = Monitor(drift_share=0.3)
+    _, reasons = monitor.is_breach(summary_with(5, 14, None), cfg)
+    assert reasons == ["5/14 features drifted (36% >= drift_share 30%): f0, f1, f2, f3, f4"]
