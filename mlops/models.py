@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 # trusted only because this project wrote the files it loads from its own registry.
 SKOPS_TRUSTED = [
     "functools.partial",
+    "numpy.dtype",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.utils.validation.check_array",
 ]
