@@ -55,9 +55,24 @@ def do_evaluate(p: Params, st: Settings, a: argparse.Namespace) -> Any:
 
 
 def do_promote(p: Params, st: Settings, a: argparse.Namespace) -> Any:
-    from mlops import promote
+    """Without arguments the pipeline stage (the gate); with MODEL VERSION a manual move."""
+    model, version = getattr(a, "model", None), getattr(a, "version", None)
+    if model is None:
+        from mlops import promote
 
-    return promote.run(p, st)
+        return promote.run(p, st)
+    if version is None:
+        raise ConfigError("promote: give both MODEL and VERSION (or neither, to run the gate)")
+    from mlops import governance
+
+    out = governance.promote(st, model, version, by=a.by, reason=a.reason,
+                             override=a.override)
+    if not out["moved"]:
+        print(f"promote: {model} v{out['to_version']} is already champion; nothing moved")
+    else:
+        print(f"promote: {model} champion v{out['from_version'] or '-'} -> v{out['to_version']} "
+              f"by {out['by']} ({out['reason']})")
+    return out
 
 
 def do_score(p: Params, st: Settings, a: argparse.Namespace) -> Any:
@@ -93,47 +108,125 @@ def do_run(p: Params, st: Settings, a: argparse.Namespace) -> Any:
 def do_approve(p: Params, st: Settings, a: argparse.Namespace) -> Any:
     from mlops import governance
 
-    out = governance.decide(st, a.model, a.version, a.command == "approve", a.by, a.note,
+    approve = a.command == "approve"
+    out = governance.decide(st, a.model, a.version, approve, a.by, a.note,
                             getattr(a, "override", False))
-    print(f"{a.command}: {a.model} v{a.version} {out['status']} by {a.by}")
+    extra = " (gate OVERRIDDEN, recorded)" if out["override"] else ""
+    print(f"{a.command}: {a.model} v{out['version']} {out['status']} by {out['by']} at "
+          f"{out['at']}{extra}")
+    if approve and getattr(a, "promote", False):
+        print(f"{a.command}: {governance.complete_approval(st, a.model, out['version'])}")
     return out
 
 
-def do_status(p: Params, st: Settings, a: argparse.Namespace) -> Any:
-    from mlops.registry import CHALLENGER, CHAMPION, version_by_alias
+KEY_METRICS = ("roc_auc", "average_precision", "log_loss", "rmse", "mae", "r2")
 
-    name = a.model or p.model_name
-    for alias in (CHAMPION, CHALLENGER):
-        mv = version_by_alias(st, name, alias)
-        if mv is None:
-            print(f"{name} @{alias}: none")
-            continue
-        tags = mv.tags
-        metric = p.gate_metric
-        print(f"{name} @{alias}: v{mv.version} {metric} "
-              f"{tags.get(f'mlops.eval.{metric}', tags.get(f'mlops.holdout_{metric}', '?'))} "
-              f"approval {tags.get('mlops.approval.status', '-')} "
-              f"data {tags.get('mlops.data.partitions', '?')} "
-              f"since {tags.get('mlops.champion_since', '-')}")
-    return None
+
+def _metric_text(d: dict[str, Any], metric: str) -> str:
+    value = d["eval"].get(metric, d["holdout_metrics"].get(metric))
+    if value is None:
+        return f"{metric} -"
+    return f"{metric} {float(value):.4f}"
+
+
+def do_status(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    import json
+
+    from mlops import governance
+
+    rows = governance.status(st, a.model)
+    if a.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return rows
+    if not rows:
+        print("status: no registered model yet; run the pipeline first")
+    for r in rows:
+        print(f"{r['model']}  ({r['events']} governance events)")
+        for alias in ("champion", "challenger"):
+            d = r[alias]
+            if d is None:
+                print(f"  @{alias:<10} none")
+                continue
+            metric = p.gate_metric if r["model"] == p.model_name else next(
+                (k for k in KEY_METRICS if k in d["holdout_metrics"]), p.gate_metric)
+            approval = d["approval"] or "-"
+            if d["approval_by"]:
+                approval += f" by {d['approval_by']} at {d['approval_at']}"
+            if d["override"]:
+                approval += " (gate OVERRIDDEN)"
+            md5 = ", ".join(f"{k} {v[:8]}" for k, v in sorted(d["data_md5"].items()))
+            print(f"  @{alias:<10} v{d['version']}  since {d['since'] or '-'}")
+            holdout = ", ".join(f"{k} {d['holdout_metrics'][k]:.4f}" for k in KEY_METRICS
+                                if k in d["holdout_metrics"])
+            print(f"      metrics   {_metric_text(d, metric)} (holdout at training: "
+                  f"{holdout or '-'})")
+            print(f"      gate      {d['gate'] or '-'}; approval {approval}")
+            print(f"      data      {', '.join(d['partitions']) or '-'}"
+                  f"{' (md5 ' + md5 + ')' if md5 else ''}")
+            print(f"      run       {d['run_id']} ({d['candidate'] or '-'}), code "
+                  f"{d['code_revision'] or '-'}")
+        for problem in r["history_problems"]:
+            print(f"  ! {problem}")
+    return rows
 
 
 def do_history(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    import json
+
     from mlops import governance
 
-    rows = governance.history(st, a.model or p.model_name)
+    model = a.model or p.model_name
+    governance.require_model(st, model)
+    rows = governance.history(st, model, limit=a.limit)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return rows
+    if not rows:
+        print(f"history: {model} has no recorded governance events")
     for r in rows:
-        print(f"{r.get('at')}  {r.get('action'):<10} {r.get('alias')}: "
-              f"v{r.get('from_version') or '-'} -> v{r.get('to_version')}  by {r.get('actor')}"
-              f"  ({r.get('reason')})")
+        if r.get("alias"):
+            move = (f"{r['alias']}: v{r.get('from_version') or '-'} -> "
+                    f"v{r.get('to_version') or '-'}")
+        else:
+            move = f"v{r.get('version')}"
+        override = "  OVERRIDE" if r.get("override") else ""
+        print(f"#{r.get('seq'):>3} {r.get('at')}  {r.get('action'):<10} {move}  "
+              f"by {r.get('actor')}{override}  ({r.get('reason') or '-'})")
     return rows
+
+
+def do_rollback(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    from mlops import governance
+
+    out = governance.rollback(st, a.model, to=a.to, by=a.by, reason=a.reason)
+    print(f"rollback: {a.model} champion v{out['from_version']} -> v{out['to_version']} "
+          f"by {out['by']} ({out['reason']})")
+    return out
+
+
+def do_lineage(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    import json
+
+    from mlops import lineage
+
+    lin = lineage.trace(st, a.target, a.version)
+    print(json.dumps(lin, indent=2, default=str) if a.json else lineage.format_text(lin))
+    return lin
+
+
+def do_card(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    from mlops import card
+
+    slices = [c.strip() for c in a.slices.split(",") if c.strip()] if a.slices else None
+    return card.run(p, st, a.model, a.version, slices=slices, log=not a.no_log)
 
 
 COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], Any]] = {
     "ingest": do_ingest, "validate": do_validate, "materialize": do_materialize,
     "train": do_train, "evaluate": do_evaluate, "promote": do_promote, "score": do_score,
     "monitor": do_monitor, "run": do_run, "approve": do_approve, "reject": do_approve,
-    "status": do_status, "history": do_history,
+    "status": do_status, "history": do_history, "rollback": do_rollback,
+    "lineage": do_lineage, "card": do_card,
 }
 
 HELP = {
@@ -142,20 +235,29 @@ HELP = {
     "materialize": "load features into Feast's offline and online stores",
     "train": "fit the candidates, log them to MLflow, register the best",
     "evaluate": "score the candidate and the champion on the same holdout",
-    "promote": "apply the promotion gate and move aliases",
+    "promote": "apply the promotion gate and move aliases; with MODEL VERSION, make that "
+               "version champion by hand",
     "score": "batch predictions for partitions with the champion",
     "monitor": "Evidently drift report and breach decision for scored partitions",
     "run": "the whole pipeline, in order",
-    "approve": "approve a pending model version",
-    "reject": "reject a pending model version",
-    "status": "champion and challenger of the model",
-    "history": "alias moves of the model, newest first",
+    "approve": "approve a model version (who, when, why)",
+    "reject": "reject a model version (who, when, why)",
+    "status": "champion and challenger of each registered model",
+    "history": "alias moves and decisions of a model, newest first",
+    "rollback": "move champion back to the previous champion (or --to VERSION)",
+    "lineage": "trace a prediction file, run or model version back to its data, or a data "
+               "version (md5 or partition) forward to models and predictions",
+    "card": "write a model card (Markdown, HTML) and log it to the version's run",
 }
+
+
+BY_HELP = "who acts (default: $MLOPS_ACTOR, $MLFLOW_TRACKING_USERNAME or the login name)"
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
-    ap.add_argument("--params", help="path to params.yaml (default: $MLOPS_PARAMS or ./params.yaml)")
+    ap.add_argument("--params",
+                    help="path to params.yaml (default: $MLOPS_PARAMS or ./params.yaml)")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -172,9 +274,43 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--note", default="", help="why")
             if name == "approve":
                 sp.add_argument("--override", action="store_true",
-                                help="approve a version that failed the gate (recorded)")
-        if name in ("status", "history"):
+                                help="approve a version that failed the gate (needs --note; "
+                                "recorded)")
+                sp.add_argument("--promote", action="store_true",
+                                help="also make it champion now (without Airflow)")
+        if name == "promote":
+            sp.add_argument("model", nargs="?", help="registered model (omit to run the gate)")
+            sp.add_argument("version", nargs="?", help="version to make champion")
+            sp.add_argument("--by", default=None, help=BY_HELP)
+            sp.add_argument("--reason", default="", help="why (recorded in the history)")
+            sp.add_argument("--override", action="store_true",
+                            help="promote despite the gate or approval (needs --reason)")
+        if name == "rollback":
+            sp.add_argument("model")
+            sp.add_argument("--to", default=None, metavar="VERSION",
+                            help="a former champion (default: the previous champion)")
+            sp.add_argument("--by", default=None, help=BY_HELP)
+            sp.add_argument("--reason", default="", help="why (recorded in the history)")
+        if name == "status":
+            sp.add_argument("model", nargs="?", help="registered model (default: all)")
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "history":
             sp.add_argument("model", nargs="?", help="registered model (default: params)")
+            sp.add_argument("--limit", type=int, default=None, help="newest N events only")
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "lineage":
+            sp.add_argument("target", help="prediction file, run id, registered model, "
+                            "DVC md5 or partition id")
+            sp.add_argument("version", nargs="?", help="model version (when TARGET is a model)")
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "card":
+            sp.add_argument("model")
+            sp.add_argument("version")
+            sp.add_argument("--slices", default=None, metavar="COL,COL",
+                            help="slice columns (default: the contract's category features "
+                            "with a declared category list)")
+            sp.add_argument("--no-log", action="store_true",
+                            help="write the files only; do not log them to MLflow")
     return ap
 
 
