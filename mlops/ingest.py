@@ -11,7 +11,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from mlops import io
+from mlops import faults, io
 from mlops.config import Contract, Params, Settings
 from mlops.source import load
 
@@ -44,9 +44,18 @@ def split_partitions(
 
 def run(params: Params, st: Settings, partitions: list[str]) -> dict[str, dict[str, object]]:
     """Ingest ``partitions`` from the source; return partition -> {path, md5, rows}."""
+    t0 = time.perf_counter()
+    for pid in partitions:
+        io.partition_interval(pid)  # a malformed id fails before the source is read
+    with io.exclusive(st.state_dir / "locks", "ingest", partitions):
+        return _run(params, st, partitions, t0)
+
+
+def _run(
+    params: Params, st: Settings, partitions: list[str], t0: float
+) -> dict[str, dict[str, object]]:
     from mlops.versioning import track
 
-    t0 = time.perf_counter()
     df = load(params.source, st.root)
     parts = split_partitions(
         df, params.contract, params.source.timestamp_column, params.ingest.partition, partitions
@@ -54,6 +63,7 @@ def run(params: Params, st: Settings, partitions: list[str]) -> dict[str, dict[s
     paths = []
     for pid, part in parts.items():
         paths.append(io.write_parquet(io.partition_file(st.raw_dir, pid), part))
+    faults.point("ingest.before_track")
     hashes = track(st.root, paths, push=params.ingest.push)
 
     manifest_path = st.state_dir / "ingest.json"
@@ -70,8 +80,9 @@ def run(params: Params, st: Settings, partitions: list[str]) -> dict[str, dict[s
         result[pid] = entry
     io.write_json(manifest_path, manifest)
     rows = sum(len(p) for p in parts.values())
+    pushed = ", pushed" if params.ingest.push else ""
     print(
         f"ingest: {len(parts)} partition(s), {rows:,} rows -> {st.raw_dir} "
-        f"(dvc tracked{', pushed' if params.ingest.push else ''}) in {time.perf_counter() - t0:.1f}s"
+        f"(dvc tracked{pushed}) in {time.perf_counter() - t0:.1f}s"
     )
     return result

@@ -6,32 +6,144 @@ so a task killed half-way leaves the previous good file.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops import faults
+
 if TYPE_CHECKING:
     import pandas as pd
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+class DiskFull(OSError):
+    """A write ran out of space; the target file was left as it was."""
+
+
+class Busy(RuntimeError):
+    """Another process is running the same stage on the same partition or model."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temporary files of ``target`` left by processes that were killed mid-write.
+
+    Temporary names carry the writer's pid, so a live writer's file is never touched.
+    """
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _is_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and (
+        exc.errno in _FULL or any(t in str(exc) for t in _FULL_TEXT)
+    )
 
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
+    """Yield a temporary path beside ``target``; rename it over ``target`` on success.
+
+    A failed or killed write leaves ``target`` as it was. Out of space, ``DiskFull`` names
+    the target. Leftovers of writers killed earlier are removed on the next write.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _remove_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600; give the file the mode a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        faults.point("io.before_rename", target.name)
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if _is_full(exc):
+            full = DiskFull(
+                f"{target}: cannot write, the disk is full ({exc}); the previous file is "
+                "unchanged; free space and re-run"
+            )
+            full.errno = getattr(exc, "errno", None) or errno.ENOSPC
+            raise full from exc
         raise
+
+
+@contextmanager
+def exclusive(lock_dir: Path, stage: str, keys: list[str]) -> Iterator[None]:
+    """Refuse to run ``stage`` on ``keys`` while another process runs it on any of them.
+
+    One lock file per key (``<lock_dir>/<stage>.<key>.lock``) held with ``flock``; the
+    kernel releases it when the holder exits or is killed, so a crash never leaves a stale
+    lock. A second run is refused at once with ``Busy`` rather than queued, so the same
+    partition is never written twice at the same time.
+    """
+    bad = [k for k in keys if not k or "/" in k or k.startswith(".")]
+    if bad:
+        raise ValueError(f"{stage}: {bad} cannot name a lock file (no '/' or leading '.')")
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    held = []
+    try:
+        for key in sorted(set(keys)):
+            path = lock_dir / f"{stage}.{key}.lock"
+            fh = path.open("a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                fh.close()
+                raise Busy(
+                    f"{stage} {key}: already running in process {holder} (lock {path}); "
+                    "this run was refused so nothing is written twice; re-run when it ends"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            held.append(fh)
+        yield
+    finally:
+        for fh in held:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
 
 
 def write_text(target: Path, text: str) -> Path:
@@ -68,6 +180,10 @@ def md5(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- partitions
+# Also what keeps ids from the CLI or a DAG from naming a path outside the data root.
+_PID = re.compile(r"\d{4}-\d{2}|\d{4}-\d{2}-\d{2}|\d{4}-W\d{2}")
+
+
 def partition_ids(ts: pd.Series, freq: str) -> pd.Series:
     """Name the partition of each timestamp: 2013-01 (month), 2013-W05 (week), 2013-01-05."""
     if freq == "month":
@@ -85,6 +201,8 @@ def partition_interval(pid: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     import pandas as pd
 
     try:
+        if not _PID.fullmatch(pid):
+            raise ValueError(pid)
         if "-W" in pid:
             year, week = pid.split("-W")
             start = pd.Timestamp.fromisocalendar(int(year), int(week), 1).tz_localize("UTC")
@@ -112,6 +230,11 @@ def partition_for_interval(start: Any, freq: str) -> str:
 
 
 def partition_file(folder: Path, pid: str) -> Path:
+    """``<folder>/<pid>.parquet``; an id that is not a partition id (``../x``) is refused."""
+    if not _PID.fullmatch(pid):
+        raise ValueError(
+            f"partition {pid!r} is not a partition id (expected 2013-01, 2013-W05 or 2013-01-05)"
+        )
     return folder / f"{pid}.parquet"
 
 

@@ -15,7 +15,9 @@ import contextlib
 import hashlib
 import io as _io
 import json
+import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -24,13 +26,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlops import io
+from mlops import faults, io
 from mlops.config import ConfigError, Contract, Params, Settings
 
 if TYPE_CHECKING:
     import pandas as pd
     from feast import Entity, FeatureService, FeatureStore, FeatureView, FileSource, RepoConfig
 
+log = logging.getLogger(__name__)
 ENV_ONLINE = "MLOPS_FEAST_ONLINE"
 FINGERPRINT_TAG = "mlops_definitions"
 KeyType = Literal["string", "int"]
@@ -308,16 +311,23 @@ def run(params: Params, st: Settings, partitions: list[str]) -> dict[str, Any]:
     Each partition replaces its own feature file, so re-running one is idempotent. The
     online store is then loaded with the latest row per entity over ``online_interval``.
     """
-    import pandas as pd
-
     t0 = time.perf_counter()
     if not partitions:
         raise ValueError("materialize: no partitions given")
+    for pid in partitions:
+        io.partition_interval(pid)
+    online_store_config(st)  # a bad MLOPS_FEAST_ONLINE fails before any work
+    with io.exclusive(st.state_dir / "locks", "materialize", partitions):
+        return _run(params, st, partitions, t0)
+
+
+def _run(params: Params, st: Settings, partitions: list[str], t0: float) -> dict[str, Any]:
+    import pandas as pd
+
     c = params.contract
     keys = []
     key_types: dict[str, KeyType] | None = None
     for pid in partitions:
-        io.partition_interval(pid)
         df = io.read_partitions(st.validated_dir, [pid], what="validated partition")
         key_types = key_types or {
             k: "int" if k in df and pd.api.types.is_integer_dtype(df[k]) else "string"
@@ -340,14 +350,14 @@ def run(params: Params, st: Settings, partitions: list[str]) -> dict[str, Any]:
                 else [max(range(len(partitions)), key=lambda i: partitions[i])])
         start, end = online_interval(params, st, [partitions[i] for i in pick],
                                      pd.concat([keys[i] for i in pick], ignore_index=True))
-        with _lock(st):
-            _quietly(
-                fs.materialize,
-                start_date=start.to_pydatetime(),
-                # Feast's end is inclusive; partitions are half-open.
-                end_date=(end - pd.Timedelta(microseconds=1)).to_pydatetime(),
-                feature_views=[params.materialize.project],
-            )
+        faults.point("materialize.before_online")
+        _load_online(
+            fs, params, st, partitions,
+            start_date=start.to_pydatetime(),
+            # Feast's end is inclusive; partitions are half-open.
+            end_date=(end - pd.Timedelta(microseconds=1)).to_pydatetime(),
+            feature_views=[params.materialize.project],
+        )
         online = f"{fs.config.online_store.type} [{start:%Y-%m-%d}, {end:%Y-%m-%d})"
     secs = time.perf_counter() - t0
     print(
@@ -361,6 +371,69 @@ def run(params: Params, st: Settings, partitions: list[str]) -> dict[str, Any]:
         "online": online,
         "seconds": round(secs, 3),
     }
+
+
+def _online_errors() -> tuple[type[BaseException], ...]:
+    """Errors that may mean the online store is unreachable or busy, worth another try."""
+    import sqlite3
+
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError, sqlite3.OperationalError]
+    try:
+        import redis.exceptions as rx
+
+        errors += [rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _describe_online(st: Settings) -> str:
+    """The online store for messages: type and place, never a password."""
+    cfg = online_store_config(st)
+    if cfg["type"] == "redis":
+        return f"redis {cfg['connection_string'].split(',')[0]}"
+    return f"{cfg['type']} {cfg.get('path', '')}".strip()
+
+
+def _load_online(
+    fs: FeatureStore, params: Params, st: Settings, partitions: list[str], **kwargs: Any
+) -> None:
+    """Run Feast's materialize with back-off while the online store is unreachable.
+
+    Tries ``MLOPS_RETRY_ATTEMPTS`` times (default 4), waiting ``MLOPS_RETRY_DELAY_S``
+    (default 1 s), doubled each time. The offline feature files are already complete; a
+    failure leaves them as written and re-running materialize loads the online store.
+    """
+    import sqlite3
+
+    attempts = max(1, int(os.environ.get("MLOPS_RETRY_ATTEMPTS", "4")))
+    delay = float(os.environ.get("MLOPS_RETRY_DELAY_S", "1"))
+    transient = _online_errors()
+    for i in range(attempts):
+        try:
+            with _lock(st):
+                _quietly(fs.materialize, retried=transient, **kwargs)
+            return
+        except transient as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" not in str(exc):
+                raise  # a broken SQLite file or schema, not a busy one
+            if i == attempts - 1:
+                raise FeatureError(
+                    f"online store {_describe_online(st)} unavailable after {attempts} tries "
+                    f"({type(exc).__name__}: {_redact(str(exc))}); the offline features of "
+                    f"{', '.join(partitions)} in {source_dir(params, st)} are complete; "
+                    "re-run materialize when the online store is back"
+                ) from exc
+            log.warning("online store %s unavailable (%s); retrying in %.1fs",
+                        _describe_online(st), _redact(str(exc)), delay)
+            time.sleep(delay)
+            delay *= 2
+
+
+def _redact(text: str) -> str:
+    """Hide credentials in URLs and connection strings."""
+    text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+    return re.sub(r"(password=)[^,\s]+", r"\1***", text)
 
 
 def online_interval(
@@ -393,14 +466,16 @@ def online_interval(
     return start, end
 
 
-def _quietly(fn: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` without Feast's banners and progress bars; show them if it fails."""
+def _quietly(fn: Any, retried: tuple[type[BaseException], ...] = (), **kwargs: Any) -> Any:
+    """Call ``fn`` without Feast's banners and progress bars; show them if it fails with
+    an error other than ``retried`` (those will be tried again)."""
     buf = _io.StringIO()
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             return fn(**kwargs)
-    except BaseException:
-        sys.stderr.write(buf.getvalue())
+    except BaseException as exc:
+        if not isinstance(exc, retried):
+            sys.stderr.write(buf.getvalue())
         raise
 
 

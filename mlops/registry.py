@@ -38,23 +38,44 @@ def client(st: Settings):  # type: ignore[no-untyped-def]
     return MlflowClient(tracking_uri=st.tracking_uri, registry_uri=st.tracking_uri)
 
 
-def retry(fn: Callable[[], T], what: str, attempts: int = 4, first_delay: float = 1.0) -> T:
-    """Call ``fn`` with exponential back-off on connection-type errors, then fail clearly."""
+def retry(
+    fn: Callable[[], T], what: str, attempts: int | None = None, first_delay: float | None = None
+) -> T:
+    """Call ``fn`` with exponential back-off on connection-type errors, then fail clearly.
+
+    ``attempts`` and ``first_delay`` default to ``MLOPS_RETRY_ATTEMPTS`` (4) and
+    ``MLOPS_RETRY_DELAY_S`` (1 s, doubled after each try). MLflow's HTTP client also
+    retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT``). The final error names the operation and the number
+    of tries, with any credentials in URLs masked.
+    """
+    import re
+
     from mlflow.exceptions import MlflowException
 
-    delay = first_delay
+    if attempts is None:
+        attempts = max(1, int(os.environ.get("MLOPS_RETRY_ATTEMPTS", "4")))
+    delay = first_delay if first_delay is not None else float(
+        os.environ.get("MLOPS_RETRY_DELAY_S", "1"))
+
+    def fail(detail: str, tries: int | None) -> RegistryError:
+        detail = re.sub(r"(://)[^/@\s]+@", r"\1***@", detail)
+        after = f" after {tries} tries with back-off" if tries and tries > 1 else ""
+        return RegistryError(f"MLflow {what} failed{after}: {detail}")
+
     for i in range(attempts):
         try:
             return fn()
         except MlflowException as exc:
             transient = exc.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR") or (
                 "connection" in str(exc).lower() or "max retries" in str(exc).lower()
+                or "timeout" in str(exc).lower()
             )
             if not transient or i == attempts - 1:
-                raise RegistryError(f"MLflow {what} failed: {exc.message}") from exc
+                raise fail(exc.message, i + 1 if transient else None) from exc
         except (ConnectionError, OSError) as exc:
             if i == attempts - 1:
-                raise RegistryError(f"MLflow {what} failed after {attempts} tries: {exc}") from exc
+                raise fail(str(exc), i + 1) from exc
         time.sleep(delay)
         delay *= 2
     raise AssertionError("unreachable")

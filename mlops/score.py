@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import io, models
+from mlops import faults, io, models
 from mlops.config import Params, Settings
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def write_predictions(target, chunks: Iterator[pd.DataFrame]) -> int:  # type: i
                     writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
                 writer.write_table(table)
                 rows += len(chunk)
+                faults.point("score.chunk_written")
         finally:
             if writer is not None:
                 writer.close()
@@ -68,19 +70,29 @@ def write_predictions(target, chunks: Iterator[pd.DataFrame]) -> int:  # type: i
 
 
 def run(params: Params, st: Settings, partition: str) -> dict[str, Any]:
-    """Score one partition with the current champion; return where and with what."""
+    """Score one partition with the current champion; return where and with what.
+
+    A second run for the same partition while one is going is refused. The previous
+    predictions stay in place until the new file is complete.
+    """
+    target = io.partition_file(st.predictions_dir, partition)  # refuses a malformed id
+    with io.exclusive(st.state_dir / "locks", "score", [partition]):
+        return _run(params, st, partition, target)
+
+
+def _run(params: Params, st: Settings, partition: str, target: Path) -> dict[str, Any]:
     from mlops import materialize
-    from mlops.registry import CHAMPION, RegistryError, load, version_by_alias
+    from mlops.registry import CHAMPION, RegistryError, load, retry, version_by_alias
 
     t0 = time.perf_counter()
-    mv = version_by_alias(st, params.model_name, CHAMPION)
+    name = params.model_name
+    mv = retry(lambda: version_by_alias(st, name, CHAMPION), f"resolve {name}@{CHAMPION}")
     if mv is None:
         raise RegistryError(
-            f"model {params.model_name!r} has no '{CHAMPION}' version; train and promote first"
+            f"model {name!r} has no '{CHAMPION}' version; train and promote first"
         )
-    loaded = load(st, params.model_name, mv.version)
+    loaded = retry(lambda: load(st, name, mv.version), f"load {name} v{mv.version}")
     df = materialize.scoring_frame(params, st, [partition])
-    target = io.partition_file(st.predictions_dir, partition)
     rows = write_predictions(target, predict_chunks(df, loaded, params, params.score.chunk_rows))
     meta = {"partition": partition, "rows": rows, "path": str(target),
             "model_name": loaded.name, "model_version": loaded.version,

@@ -43,8 +43,38 @@ def _files(path: Path, fmt: str) -> list[Path]:
     return [path]
 
 
+def check_csv_complete(path: Path) -> None:
+    """Refuse a plain CSV file cut off mid-row (a truncated copy or download).
+
+    pandas fills a short last row with missing values instead of failing, so a file that
+    does not end with a newline and whose last row has fewer fields than its header is
+    taken to be truncated.
+    """
+    import csv
+
+    if path.suffix != ".csv":
+        return  # compressed files fail in the decompressor when truncated
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        header = fh.readline()
+        fh.seek(max(0, size - (1 << 16)))
+        tail = fh.read()
+    if not tail or tail.endswith(b"\n") or b"\n" not in tail:
+        return
+    last = tail.rsplit(b"\n", 1)[1].decode("utf-8", "replace")
+    first = header.decode("utf-8", "replace")
+    want = len(next(csv.reader([first]), []))
+    got = len(next(csv.reader([last]), []))
+    if got < want:
+        raise SourceError(
+            f"{path}: file looks truncated: it ends mid-row (last row has {got} of {want} "
+            "fields and no final newline); copy or download it again"
+        )
+
+
 def read_table(path: Path, fmt: str, parse_dates: list[str] | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet file or folder; a corrupt file is named in the error."""
+    """Read a CSV or Parquet file or folder; a corrupt or truncated file is named in the
+    error."""
     import pandas as pd
 
     frames = []
@@ -53,7 +83,10 @@ def read_table(path: Path, fmt: str, parse_dates: list[str] | None = None) -> pd
             if fmt == "parquet" or f.suffix == ".parquet":
                 frames.append(pd.read_parquet(f))
             else:
+                check_csv_complete(f)
                 frames.append(pd.read_csv(f, low_memory=False))
+        except SourceError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any reader failure means an unreadable file
             raise SourceError(f"{f}: cannot read as {fmt}: {exc}") from exc
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -9,6 +9,7 @@ own format, scikit-learn through skops). The best is registered as a new version
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import logging
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import io, models
+from mlops import faults, io, models
 from mlops.config import Candidate, Params, Settings
 
 if TYPE_CHECKING:
@@ -231,7 +232,16 @@ def _lineage(params: Params, st: Settings) -> dict[str, str]:
 
 
 def run(params: Params, st: Settings) -> dict[str, Any]:
-    """Fit, log and register; write ``state/train.json`` naming the new version."""
+    """Fit, log and register; write ``state/train.json`` naming the new version.
+
+    One training of a model at a time: a second run while one is going is refused, so a
+    retried task never registers two versions from the same data.
+    """
+    with io.exclusive(st.state_dir / "locks", "train", [params.model_name]):
+        return _run(params, st)
+
+
+def _run(params: Params, st: Settings) -> dict[str, Any]:
     import mlflow
 
     from mlops import materialize
@@ -255,19 +265,21 @@ def run(params: Params, st: Settings) -> dict[str, Any]:
     runs = {}
     for f in fitted:
         runs[f.candidate.name] = retry(
-            lambda f=f: log_candidate(f, params, st, exp_id, x_ho, y_ho, reference, cats,
-                                      lineage),
+            functools.partial(log_candidate, f, params, st, exp_id, x_ho, y_ho, reference,
+                              cats, lineage),
             f"log candidate {f.candidate.name}",
         )
     run_id, model_uri = runs[top.candidate.name]
     cl = client(st)
-    cl.set_tag(run_id, "mlops.selected", "true")
-    mv = retry(lambda: mlflow.register_model(model_uri, params.model_name,
-                                            await_registration_for=0), "register model")
+    retry(lambda: cl.set_tag(run_id, "mlops.selected", "true"), "tag the selected run")
     tags = {"mlops.candidate": top.candidate.name, "mlops.run_id": run_id,
             f"mlops.holdout_{metric}": f"{top.metrics[metric]:.6f}", **lineage}
-    for k, v in tags.items():
-        cl.set_model_version_tag(params.model_name, mv.version, k, v)
+    # Tags go in with the version (one request, one transaction): a version is never
+    # seen without its lineage, even if this process dies right after.
+    mv = retry(lambda: mlflow.register_model(model_uri, params.model_name,
+                                            await_registration_for=0, tags=tags),
+               "register model")
+    faults.point("train.after_register")
     result = {
         "model_name": params.model_name,
         "version": str(mv.version),

@@ -615,7 +615,7 @@ def run(params: Params, st: Settings, partitions: list[str]) -> dict[str, dict[s
     passed: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
     messages: list[str] = []
-    with _locked(st.gx_root):
+    with io.exclusive(st.state_dir / "locks", "validate", partitions), _locked(st.gx_root):
         ctx = get_context(st.gx_root)
         checkpoint = ensure_checkpoint(ctx, params)
         for pid, path in paths.items():

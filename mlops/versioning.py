@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
 from pathlib import Path
 
 import yaml
 
 log = logging.getLogger(__name__)
+ENV_LOCK_WAIT = "MLOPS_DVC_LOCK_WAIT_S"
 
 
 class VersioningError(RuntimeError):
@@ -30,14 +32,28 @@ def _repo(root: Path):  # type: ignore[no-untyped-def]
         ) from exc
 
 
-def track(root: Path, paths: list[Path], push: bool, wait_s: float = 60.0) -> dict[str, str]:
+def lock_wait_s() -> float:
+    """How long to wait for DVC's repository lock: ``MLOPS_DVC_LOCK_WAIT_S``, else 60 s."""
+    value = os.environ.get(ENV_LOCK_WAIT, "60")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise VersioningError(f"{ENV_LOCK_WAIT}={value!r} is not a number of seconds") from None
+
+
+def track(
+    root: Path, paths: list[Path], push: bool, wait_s: float | None = None
+) -> dict[str, str]:
     """``dvc add`` the files (and push them to the default remote); return path -> md5.
 
-    DVC's repository lock is retried for up to ``wait_s`` seconds, then a clear error
-    is raised: never a forced lock and never a corrupted cache.
+    DVC's repository lock is retried for up to ``wait_s`` seconds (default
+    ``lock_wait_s()``), then a clear error is raised: never a forced lock and never a
+    corrupted cache.
     """
     from dvc.lock import LockError
 
+    if wait_s is None:
+        wait_s = lock_wait_s()
     deadline = time.monotonic() + wait_s
     delay = 0.5
     while True:
@@ -57,8 +73,9 @@ def track(root: Path, paths: list[Path], push: bool, wait_s: float = 60.0) -> di
         except LockError as exc:
             if time.monotonic() > deadline:
                 raise VersioningError(
-                    f"{root}/.dvc/tmp: DVC repository lock held by another process for over "
-                    f"{wait_s:.0f}s; retry when it finishes"
+                    f"{root}/.dvc/tmp/lock: DVC repository lock held by another process for "
+                    f"over {wait_s:.0f}s ({ENV_LOCK_WAIT}); the lock was not forced and the DVC "
+                    "cache is consistent; re-run when the other process finishes"
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

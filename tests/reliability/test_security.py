@@ -1,0 +1,270 @@
+"""Security basics: no pickles, no secrets, no paths outside the data root."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlops.cli import main
+from mlops.models import SKOPS_TRUSTED
+from tests.conftest import REPO
+from tests.reliability.conftest import Project, digests
+
+AREA = "Security"
+PACKAGE = REPO / "mlops"
+# Modules and calls that deserialise arbitrary Python objects (run code on load).
+UNSAFE_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "cloudpickle",
+    "dill",
+    "joblib",
+    "shelve",
+    "marshal",
+}
+UNSAFE_CALLS = {"read_pickle", "load_pickle", "pyfunc.load_model", "torch.load"}
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def unsafe_loads(source: str) -> list[str]:
+    """Imports of pickle-like modules and calls that load pickles, with line numbers."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [(node.module or "").split(".")[0]]
+        elif isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            allow_pickle = any(
+                k.arg == "allow_pickle" and getattr(k.value, "value", False) for k in node.keywords
+            )
+            if any(name == c or name.endswith("." + c) for c in UNSAFE_CALLS) or allow_pickle:
+                found.append(f"line {node.lineno}: {name}(...)")
+            continue
+        else:
+            continue
+        found += [f"line {node.lineno}: import {n}" for n in names if n in UNSAFE_MODULES]
+    return found
+
+
+def test_scanner_sees_pickle_loads() -> None:
+    """Self-check: the pickle scanner reports `import pickle`, `from joblib import load`,
+    `pd.read_pickle` and `np.load(..., allow_pickle=True)`."""
+    src = (
+        "import pickle\nfrom joblib import load\nimport pandas as pd\nimport numpy as np\n"
+        "pd.read_pickle('x')\nnp.load('x', allow_pickle=True)\n"
+    )
+    assert len(unsafe_loads(src)) == 4
+
+
+def test_no_code_loads_pickles() -> None:
+    """Case: Code that could deserialise a pickle (`pickle`, `joblib`, `cloudpickle`, `dill`,
+    `read_pickle`, MLflow pyfunc loading).
+    Behaviour: none in `mlops/` or `dags/`: models load through XGBoost's own format or skops
+    with an explicit list of trusted types
+    """
+    offenders = {}
+    for path in sorted([*PACKAGE.rglob("*.py"), *(REPO / "dags").rglob("*.py")]):
+        found = unsafe_loads(path.read_text())
+        if found:
+            offenders[str(path.relative_to(REPO))] = found
+    assert offenders == {}
+
+
+@pytest.mark.integration
+def test_registered_models_are_not_pickles(proj: Project) -> None:
+    """Case: A registered model stored in a format whose loading runs code.
+    Behaviour: every registered version is XGBoost UBJ or skops (trusted types limited to
+    `models.SKOPS_TRUSTED`); no `.pkl`, `.pickle` or `.joblib` file among the artifacts
+    """
+    from mlops.registry import client, get_version
+
+    st = proj.st
+    c = client(st)
+    versions = c.search_model_versions(f"name='{proj.params.model_name}'")
+    assert versions
+    for mv in versions:
+        source = get_version(st, proj.params.model_name, mv.version).source
+        run_models = [
+            p
+            for p in (st.artifacts_dir / "models").glob("*/artifacts/MLmodel")
+            if p.parent.parent.name in source
+        ]
+        (mlmodel,) = run_models
+        flavors = yaml.safe_load(mlmodel.read_text())["flavors"]
+        if "xgboost" in flavors:
+            assert flavors["xgboost"]["data"].endswith(".ubj")
+        else:
+            assert flavors["sklearn"]["serialization_format"] == "skops"
+            assert set(flavors["sklearn"]["skops_trusted_types"]) <= set(SKOPS_TRUSTED)
+    pickles = [p for ext in ("pkl", "pickle", "joblib") for p in st.artifacts_dir.rglob(f"*.{ext}")]
+    assert pickles == []
+
+
+SECRET_PATTERNS = {
+    "password assignment": re.compile(
+        r"""(?i)(password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token)["']?\s*[:=]\s*"""
+        r"""["'][^"'\s$<{][^"'\s]{5,}["']"""
+    ),
+    "credentials in a URL": re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:[^/\s@'\"$<{]{4,}@"),
+    "AWS access key": re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+}
+# Placeholders documentation may show; anything else that matches is treated as a secret.
+PLACEHOLDERS = re.compile(r"(?i)example|changeme|placeholder|your[_-]|<|\*\*\*|xxx|s3cr3t-pw")
+
+
+def _repo_files() -> list[Path]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [REPO / line for line in out.splitlines() if (REPO / line).is_file()]
+
+
+def find_secrets(text: str) -> list[str]:
+    hits = []
+    for what, pattern in SECRET_PATTERNS.items():
+        for m in pattern.finditer(text):
+            if not PLACEHOLDERS.search(m.group(0)):
+                hits.append(f"{what}: {m.group(0)[:60]}")
+    return hits
+
+
+def test_secret_scanner_sees_secrets() -> None:
+    """Self-check: the secret scanner reports a password literal, credentials in a URL, an AWS
+    key and a private key, and not a placeholder."""
+    # assembled at run time, so this file itself holds no secret-looking literal
+    text = (
+        'db_password = "'
+        + "hunter2" * 2
+        + '"\nurl: postgresql://app:'
+        + "Tr0ub4dor"
+        + "@db/x\n"
+        + "AKIA"
+        + "ABCDEFGHIJKLMNOP\n"
+        + "-----BEGIN RSA "
+        + "PRIVATE KEY"
+        + '-----\npassword: "'
+        + 'changeme-example"\n'
+    )
+    assert len(find_secrets(text)) == 4
+
+
+def test_no_secrets_in_the_repository() -> None:
+    """Case: A password, token, key or credential-bearing URL committed to the repository.
+    Behaviour: none in any tracked or untracked-but-not-ignored file; connections come from the
+    environment (`MLFLOW_TRACKING_URI`, `MLOPS_FEAST_ONLINE`) or Airflow connections
+    """
+    hits = {}
+    for path in _repo_files():
+        if path.suffix in {".parquet", ".png", ".db", ".zip", ".gz", ".ubj", ".skops"}:
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        found = find_secrets(text)
+        if found:
+            hits[str(path.relative_to(REPO))] = found
+    assert hits == {}
+
+
+@pytest.mark.integration
+def test_no_secrets_in_mlflow_params_or_tags(proj: Project) -> None:
+    """Case: A credential ending up in MLflow run params or tags (e.g. a tracking URI with a
+    password).
+    Behaviour: no run param or tag of the project holds a password-like value or a URL with
+    credentials
+    """
+    from mlops.registry import client
+
+    c = client(proj.st)
+    hits = []
+    for exp in c.search_experiments():
+        for run in c.search_runs([exp.experiment_id]):
+            for k, v in {**run.data.params, **run.data.tags}.items():
+                hits += [f"{run.info.run_id} {k}: {h}" for h in find_secrets(f'{k}: "{v}"')]
+    assert hits == []
+
+
+@pytest.mark.parametrize("variable", ["MLOPS_DATA_ROOT", "MLOPS_FEAST_REPO"])
+@pytest.mark.parametrize("value", ["../outside", "/etc", "data/../../outside"])
+def test_locations_cannot_leave_the_project(
+    tmp_path: Path, capsys, monkeypatch, variable: str, value: str
+) -> None:
+    """Case: A location from the environment points outside the project (`..`, an absolute path
+    elsewhere).
+    Behaviour: every command exits 2 naming the variable and the resolved path before any
+    work, unless `MLOPS_ALLOW_PATHS_OUTSIDE_ROOT=1`
+    """
+    project = tmp_path / "proj"
+    project.mkdir()
+    params = project / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    monkeypatch.setenv(variable, value)
+
+    code = main(["--params", str(params), "ingest", "--partitions", "2013-01"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{variable}={value!r}" in err and "outside the project root" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["params.yaml", "proj"]
+
+
+def test_symlinked_data_root_cannot_leave_the_project(tmp_path: Path, capsys) -> None:
+    """Case: The data folder is a symbolic link to a place outside the project.
+    Behaviour: the link is resolved and refused like `..` (exit 2)
+    """
+    project, elsewhere = tmp_path / "proj", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "data").symlink_to(elsewhere)
+    params = project / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+
+    code = main(["--params", str(params), "validate", "--partitions", "2013-01"])
+
+    assert code == 2
+    assert "outside the project root" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("verb", ["ingest", "validate", "materialize", "score", "monitor"])
+@pytest.mark.parametrize(
+    "partition", ["../../../escaped", "2013-01-05/../../../escaped", "/tmp/escaped"]
+)
+@pytest.mark.integration
+def test_partition_ids_cannot_name_paths(proj: Project, capsys, verb: str, partition: str) -> None:
+    """Case: A partition id from the CLI or a DAG that is really a path (`../../x`,
+    `2013-01-05/../../x`, `/tmp/x`).
+    Behaviour: every stage exits 1 with `is not a partition id` before reading or writing
+    anything
+    """
+    st = proj.st
+    folders = (st.raw_dir, st.validated_dir, st.predictions_dir)
+    before = {d.name: digests(d) for d in folders}
+    outside = sorted(p.name for p in proj.root.parent.iterdir())
+
+    code = proj.cli(verb, "--partitions", partition)
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"partition {partition!r} is not a partition id" in err
+    assert {d.name: digests(d) for d in folders} == before
+    assert sorted(p.name for p in proj.root.parent.iterdir()) == outside
