@@ -332,6 +332,13 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _safe(exc: BaseException) -> str:
+    """The error message with any ``user:password@`` in a URL masked."""
+    import re
+
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -342,17 +349,17 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         st = settings(args.params)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_safe(exc)}", file=sys.stderr)
         return 2
     try:
         COMMANDS[args.command](params, st, args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_safe(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one readable line, the trace with -v
         if args.verbose:
             raise
-        print(f"error: {args.command}: {exc}", file=sys.stderr)
+        print(f"error: {args.command}: {_safe(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -72,6 +72,14 @@ class Contract(Strict):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"contract.features: duplicate names {sorted(dupes)}")
+        if self.target in (self.timestamp, *self.entity_keys):
+            raise ValueError(
+                f"contract.target {self.target!r} is also an entity key or the timestamp"
+            )
+        if len(set(self.entity_keys)) != len(self.entity_keys) or (
+            self.timestamp in self.entity_keys
+        ):
+            raise ValueError("contract.entity_keys: must be unique and differ from the timestamp")
         reserved = {self.target, self.timestamp, *self.entity_keys}
         clash = reserved.intersection(names)
         if clash:

@@ -431,8 +431,12 @@ def rollback(st: Settings, model: str, to: str | None = None, by: str | None = N
 def apply_gate(st: Settings, model: str, version: str, decision: Decision, mode: str) -> str:
     """Record the gate on the version, then move aliases as the decision and mode allow."""
     c = client(st)
-    c.set_model_version_tag(model, version, TAG_GATE, "passed" if decision.promote else "failed")
-    c.set_model_version_tag(model, version, TAG_GATE_REASONS, "; ".join(decision.reasons))
+    retry(lambda: c.set_model_version_tag(model, version, TAG_GATE,
+                                          "passed" if decision.promote else "failed"),
+          f"record the gate on {model} v{version}")
+    retry(lambda: c.set_model_version_tag(model, version, TAG_GATE_REASONS,
+                                          "; ".join(decision.reasons)),
+          f"record the gate on {model} v{version}")
     if not decision.promote:
         return "champion unchanged (gate failed)"
     if mode == "auto":

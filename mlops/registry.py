@@ -33,6 +33,9 @@ def client(st: Settings):  # type: ignore[no-untyped-def]
     from mlflow import MlflowClient
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's own HTTP retries (7 by default, minutes per request) would multiply with
+    # ours; keep them short and let ``retry`` do the back-off.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     mlflow.set_tracking_uri(st.tracking_uri)
     mlflow.set_registry_uri(st.tracking_uri)
     return MlflowClient(tracking_uri=st.tracking_uri, registry_uri=st.tracking_uri)
@@ -151,6 +154,7 @@ def load(st: Settings, model: str, version: str | int) -> Loaded:
     uri = f"models:/{model}/{mv.version}"
     info = mlflow.models.get_model_info(uri)
     flavor = "xgboost" if "xgboost" in info.flavors else "sklearn"
+    _refuse_unsafe(info.flavors, flavor, model, str(mv.version))
     if flavor == "xgboost":
         m = mlflow.xgboost.load_model(uri)
     else:
@@ -159,6 +163,24 @@ def load(st: Settings, model: str, version: str | int) -> Loaded:
     meta = json.loads(Path(local).read_text())
     return Loaded(m, model, str(mv.version), mv.run_id, flavor, meta["categories"],
                   meta["features"])
+
+
+def _refuse_unsafe(flavors: dict[str, Any], flavor: str, model: str, version: str) -> None:
+    """Refuse a model whose loading could run code: only XGBoost UBJ/JSON or skops."""
+    from mlops.models import SKOPS_TRUSTED
+
+    conf = flavors.get(flavor, {})
+    if flavor == "xgboost":
+        if not str(conf.get("data", "")).endswith((".ubj", ".json")):
+            raise RegistryError(f"{model} v{version}: XGBoost model stored as "
+                                f"{conf.get('data')!r}; only UBJ/JSON load without running code")
+        return
+    if "sklearn" not in flavors or conf.get("serialization_format") != "skops":
+        raise RegistryError(f"{model} v{version}: not a skops model "
+                            f"({conf.get('serialization_format')!r}); refusing to unpickle")
+    extra = set(conf.get("skops_trusted_types") or []) - set(SKOPS_TRUSTED)
+    if extra:
+        raise RegistryError(f"{model} v{version}: trusts unknown types {sorted(extra)}")
 
 
 def git_revision(root: Path) -> str:

@@ -156,7 +156,7 @@ def test_mlflow_down_during_promote(proj: Project, capsys, monkeypatch, endpoint
     err = capsys.readouterr().err
     assert code == 1
     assert "error: promote:" in err and "API request to" in err
-    assert f"127.0.0.1:{endpoint.port}" in err
+    assert f"127.0.0.1:{endpoint.port}" in err and SECRET not in err
     assert endpoint.connections >= 2
     assert proj.versions() == versions and proj.champion() == champion
 
