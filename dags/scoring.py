@@ -1,35 +1,48 @@
 """
 ### scoring
 
-Scores each monthly data interval with the `champion` model and monitors drift.
+Scores each data interval with the `champion` model, then monitors it for drift.
 
 `ingest → validate → materialize → score → monitor`
 
-* Scheduled monthly with `catchup`: unpausing it replays the configured period month by
-  month as a backfill. The partition is the run's data interval, never "now".
-* `monitor` writes the Evidently report and, only when the drift policy says the
-  partition breached, updates the `drift_breach` asset, which starts `training`.
-* `max_active_runs=1`: runs share DVC's repository lock and the online store.
+* **Monthly with catchup.** Unpausing the DAG replays the period from
+  `MLOPS_SCORING_START` (2013-07-01) to `MLOPS_SCORING_END` (2013-12-31) month by month,
+  one run at a time. The partition is the run's data interval, never "now"; the cadence
+  (`MLOPS_SCORING_CRON`) must match `ingest.partition` in params.yaml.
+* **`score`** writes `data/predictions/<partition>.parquet`; every row names the model
+  version that scored it.
+* **`monitor`** writes the Evidently report `data/reports/<partition>/drift.html` (also
+  logged to MLflow). Only when the drift policy (`monitor` in params.yaml) says the
+  partition breached does it update the `drift_breach` asset, which starts `training`;
+  the event carries the partition and the reasons. No breach, no event.
+* `max_active_runs=1`: runs share DVC's repository and the online store. `ingest` uses
+  the `mlops_dvc` pool, shared with `training`.
 """
 
 from __future__ import annotations
 
-import os
-
 import pendulum
 from airflow.sdk import AssetAlias, CronDataIntervalTimetable, dag, task
 
-from mlops.dagdefaults import DEFAULT_ARGS, SERVICE_RETRIES
+from mlops import tasks
+from mlops.dagdefaults import (
+    DEFAULT_ARGS,
+    DRIFT_BREACH_ALIAS,
+    DVC_POOL,
+    SERVICE_RETRIES,
+    scoring_cron,
+    scoring_end,
+    scoring_start,
+)
 
-START = os.environ.get("MLOPS_SCORING_START", "2013-07-01")
-END = os.environ.get("MLOPS_SCORING_END", "2013-12-31")
+END = scoring_end()
 
 
 @dag(
     dag_id="scoring",
-    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
-    start_date=pendulum.parse(START),
-    end_date=pendulum.parse(END) if END else None,
+    schedule=CronDataIntervalTimetable(scoring_cron(), timezone="UTC"),
+    start_date=pendulum.parse(scoring_start(), tz="UTC"),
+    end_date=pendulum.parse(END, tz="UTC") if END else None,
     catchup=True,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -37,38 +50,28 @@ END = os.environ.get("MLOPS_SCORING_END", "2013-12-31")
     doc_md=__doc__,
 )
 def scoring():
-    @task(task_id="ingest", **SERVICE_RETRIES)
-    def ingest(data_interval_start=None):
-        from mlops import tasks
-
-        return tasks.ingest([tasks.partition_of(data_interval_start)])
+    @task(task_id="ingest", pool=DVC_POOL, **SERVICE_RETRIES)
+    def ingest(data_interval_start=None, data_interval_end=None):
+        return tasks.ingest(tasks.partition_of(data_interval_start, data_interval_end))
 
     @task(task_id="validate")
     def validate(partitions):
-        from mlops import tasks
-
         return tasks.validate(partitions)
 
     @task(task_id="materialize", **SERVICE_RETRIES)
     def materialize(partitions):
-        from mlops import tasks
-
         return tasks.materialize(partitions)
 
     @task(task_id="score", **SERVICE_RETRIES)
     def score(partitions):
-        from mlops import tasks
+        return tasks.score(partitions)
 
-        return tasks.score(partitions[0])
+    @task(task_id="monitor", outlets=[AssetAlias(DRIFT_BREACH_ALIAS)], **SERVICE_RETRIES)
+    def monitor(partitions, outlet_events=None):
+        return tasks.monitor(partitions, outlet_events)
 
-    @task(task_id="monitor", outlets=[AssetAlias("drift-breach-alias")], **SERVICE_RETRIES)
-    def monitor(partitions, predictions, outlet_events=None):
-        from mlops import tasks
-
-        return tasks.monitor(partitions[0], outlet_events)
-
-    parts = materialize(validate(ingest()))
-    monitor(parts, score(parts))
+    partitions = materialize(validate(ingest()))
+    score(partitions) >> monitor(partitions)
 
 
 scoring()

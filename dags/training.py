@@ -1,110 +1,110 @@
 """
 ### training
 
-Trains on the configured window, or retrains after a drift breach.
+Trains on the configured window, and retrains when the scoring DAG reports drift.
 
-`plan → ingest → validate → materialize → train → evaluate → promote → approval → finish`
+`plan → ingest → validate → materialize → train → evaluate → promote → approval → apply_approval`
 
-* Runs quarterly **and** whenever the `drift_breach` asset is updated by the scoring DAG
-  (this one DAG is both the training and the retraining DAG).
-* On a breach the training window slides to end at the breached partition. Inside the
-  cooldown (`monitor.cooldown_hours`) after a retrain, `plan` skips the run and logs
-  every skipped breach with its reason, so a burst of breaches starts one retrain.
-* With `promote.approval: manual` the candidate waits as `challenger` with a pending tag;
-  `approval` waits in reschedule mode (no worker slot held) until it is approved or
-  rejected in the MLflow UI or with `mlops approve/reject`, or times out and leaves the
-  champion unchanged.
+* **One DAG for training and retraining.** It runs on its time schedule (quarterly;
+  `MLOPS_TRAINING_CRON`, `none` for breaches only) **and** whenever the `drift_breach`
+  asset is updated by `scoring`'s `monitor` task.
+* **`plan`** reads every drift-breach event not handled yet. A breach slides the training
+  window (same length as `train.partitions`) to end at the breached partition. Within
+  `monitor.cooldown_hours` after a drift retrain, the run is skipped and each skipped
+  breach is logged with the reason, so a burst of breaches starts one retrain. Decisions
+  are kept in `data/state/retrain.json`.
+* **`promote`** applies the gate. With `promote.approval: auto` a passing candidate
+  becomes `champion` at once and the approval steps are skipped.
+* **`approval`**, with `promote.approval: manual`: the candidate waits as `challenger`
+  with `mlops.approval.status=pending` in the MLflow registry. The sensor checks in
+  reschedule mode (no worker slot held between checks) until the tag is `approved` or
+  `rejected` (`mlops approve|reject --version N`, or the MLflow UI), or until
+  `promote.approval_timeout_hours` pass; then `apply_approval` makes an approved version
+  champion, and otherwise retires the challenger and leaves the champion unchanged.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from mlops.dagdefaults import APPROVAL_TIMEOUT, DEFAULT_ARGS, SERVICE_RETRIES
+from mlops import tasks
+from mlops.dagdefaults import (
+    APPROVAL_BACKSTOP,
+    DEFAULT_ARGS,
+    DRIFT_BREACH_NAME,
+    DRIFT_BREACH_URI,
+    DVC_POOL,
+    SERVICE_RETRIES,
+    approval_poke_interval,
+    training_cron,
+)
 
-DRIFT_BREACH = Asset(name="drift_breach", uri="mlops://drift-breach")
+DRIFT_BREACH = Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI)
+CRON = training_cron()
+SCHEDULE = (
+    AssetOrTimeSchedule(timetable=CronTriggerTimetable(CRON, timezone="UTC"), assets=[DRIFT_BREACH])
+    if CRON
+    else [DRIFT_BREACH]
+)
 
 
 @dag(
     dag_id="training",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 1 */3 *", timezone="UTC"), assets=[DRIFT_BREACH]
-    ),
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    tags=["mlops", "training"],
+    tags=["mlops", "training", "retraining"],
     doc_md=__doc__,
 )
 def training():
     @task(task_id="plan", inlets=[DRIFT_BREACH])
-    def plan(inlet_events=None):
-        from mlops import tasks
+    def plan(inlet_events=None, run_id=None, triggering_asset_events=None):
+        return tasks.plan(inlet_events, run_id, bool(triggering_asset_events))
 
-        return tasks.plan(inlet_events)
-
-    @task(task_id="ingest", **SERVICE_RETRIES)
+    @task(task_id="ingest", pool=DVC_POOL, **SERVICE_RETRIES)
     def ingest(partitions):
-        from mlops import tasks
-
         return tasks.ingest(partitions)
 
     @task(task_id="validate")
     def validate(partitions):
-        from mlops import tasks
-
         return tasks.validate(partitions)
 
     @task(task_id="materialize", **SERVICE_RETRIES)
     def materialize(partitions):
-        from mlops import tasks
-
         return tasks.materialize(partitions)
 
     @task(task_id="train", **SERVICE_RETRIES)
     def train(partitions):
-        from mlops import tasks
-
         return tasks.train(partitions)
 
     @task(task_id="evaluate", **SERVICE_RETRIES)
     def evaluate(partitions, version):
-        from mlops import tasks
-
         return tasks.evaluate(partitions, version)
 
     @task(task_id="promote", **SERVICE_RETRIES)
     def promote(partitions, evaluation):
-        from mlops import tasks
+        return tasks.promote(partitions, evaluation)
 
-        return tasks.promote(partitions)
-
-    @task.sensor(task_id="approval", mode="reschedule", poke_interval=30,
-                 timeout=APPROVAL_TIMEOUT, soft_fail=True)
+    @task.sensor(
+        task_id="approval",
+        mode="reschedule",
+        poke_interval=approval_poke_interval(),
+        timeout=APPROVAL_BACKSTOP,
+        **SERVICE_RETRIES,
+    )
     def approval(decision):
-        from mlops import tasks
+        return tasks.approval(decision)
 
-        if not decision["promote"] or decision["approval"] != "manual":
-            return True
-        return tasks.approval(decision["version"])
+    @task(task_id="apply_approval", **SERVICE_RETRIES)
+    def apply_approval(decision, outcome):
+        return tasks.apply_approval(decision, outcome)
 
-    @task(task_id="finish", **SERVICE_RETRIES)
-    def finish(decision):
-        from mlops import tasks
-
-        if not decision["promote"] or decision["approval"] != "manual":
-            return decision["outcome"]
-        return tasks.finish_approval(decision["version"])
-
-    window = plan()
-    checked = materialize(validate(ingest(window)))
-    version = train(checked)
-    decision = promote(window, evaluate(window, version))
-    approval(decision) >> finish(decision)
+    partitions = materialize(validate(ingest(plan())))
+    decision = promote(partitions, evaluate(partitions, train(partitions)))
+    apply_approval(decision, approval(decision))
 
 
 training()

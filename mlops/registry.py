@@ -36,8 +36,16 @@ def client(st: Settings):  # type: ignore[no-untyped-def]
     # MLflow's own HTTP retries (7 by default, minutes per request) would multiply with
     # ours; keep them short and let ``retry`` do the back-off.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    # set_tracking_uri exports MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI, which settings()
+    # reads as configuration; keep the environment as the user set it.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(st.tracking_uri)
     mlflow.set_registry_uri(st.tracking_uri)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     return MlflowClient(tracking_uri=st.tracking_uri, registry_uri=st.tracking_uri)
 
 

@@ -1,0 +1,396 @@
+"""A local Airflow for this project: API server with the UI, scheduler, DAG processor, triggerer.
+
+``python -m mlops.airflow_local`` (or ``make airflow``) is ``airflow standalone`` made
+safe for a laptop: the API binds to 127.0.0.1 only, the metadata DB is SQLite in
+``<repo>/airflow/`` (the Airflow home, git-ignored), tasks run with the LocalExecutor at
+a parallelism of 4, new DAG files show up within 10 s, and the ``admin`` login gets a
+random password that is printed along with the file it is kept in. The pools the DAGs
+use are created before the scheduler starts. Ctrl-C stops every component.
+
+The same functions start the throwaway Airflow of the scheduler tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parents[1]
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# With the LocalExecutor every log is a local file the API server reads itself, so the
+# log servers (which would listen on every interface) are not started.
+ARGS = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
+USER = "admin"
+PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+SIMPLE_AUTH_MANAGER = (
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
+# Imported by the packages every task loads; if these lack bytecode, so does the rest.
+BYTECODE_SENTINELS = ("airflow", "mlflow", "feast", "great_expectations", "evidently")
+
+
+class AirflowStartError(RuntimeError):
+    """A component did not start; the message names it and shows the end of its log."""
+
+
+def airflow_env(
+    home: Path,
+    params: Path,
+    port: int = 8080,
+    db_url: str | None = None,
+    dags: Path = REPO / "dags",
+    base: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment every component runs with.
+
+    Args:
+        home: AIRFLOW_HOME.
+        params: The project's params.yaml, passed to tasks as ``MLOPS_PARAMS``.
+        port: Port of the API server and UI on 127.0.0.1.
+        db_url: Metadata DB URL (default: SQLite in ``home``).
+        dags: The DAGs folder.
+        base: Environment to start from (default: ``os.environ``).
+        extra: Variables set last, for example ``MLOPS_SCORING_CRON``.
+    """
+    home = home.resolve()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags.resolve()),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url or f"sqlite:///{home / 'airflow.db'}",
+            # Bind locally; workers reach the execution API through the same address.
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / PASSWORDS_FILE),
+            "MLOPS_PARAMS": str(params.resolve()),
+            "DVC_NO_ANALYTICS": "1",
+            "GX_ANALYTICS_ENABLED": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "FEAST_USAGE": "False",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def ensure_bytecode(paths: list[Path] | None = None, quiet: bool = False) -> None:
+    """Compile our code, and the environment if it was installed without bytecode.
+
+    Task processes import mlflow, feast, great_expectations and evidently; without
+    ``.pyc`` files each import takes two to three times longer, in every task.
+    """
+    for p in paths or [REPO / "mlops", REPO / "dags"]:
+        compileall.compile_dir(p, quiet=1, force=False)
+    missing = []
+    for name in BYTECODE_SENTINELS:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec and spec.origin and spec.origin.endswith("__init__.py"):
+            pyc = Path(importlib.util.cache_from_source(spec.origin))
+            if not pyc.is_file():
+                missing.append(Path(spec.origin).parent)
+    if missing:
+        if not quiet:
+            print(
+                f"compiling bytecode for {', '.join(p.name for p in missing)} (once; "
+                "a minute or two)...",
+                flush=True,
+            )
+        for p in missing:
+            compileall.compile_dir(p, quiet=1, workers=0)
+
+
+def _init_metadata() -> None:
+    """In a child process with the Airflow environment: config file, DB, pools."""
+    from airflow.configuration import write_default_airflow_configuration_if_needed
+
+    # One process writes airflow.cfg (with its JWT secret) before the components start,
+    # so that they all sign and check tokens with the same secret.
+    write_default_airflow_configuration_if_needed()
+    from airflow.models.pool import Pool
+    from airflow.utils.db import initdb
+
+    from mlops.dagdefaults import POOLS
+
+    initdb()
+    for name, (slots, description) in POOLS.items():
+        Pool.create_or_update_pool(name, slots, description, include_deferred=False)
+
+
+def init_metadata(env: Mapping[str, str], timeout: float = 300) -> None:
+    """Create or migrate the metadata DB and the DAGs' pools (in a child process)."""
+    code = "from mlops.airflow_local import _init_metadata; _init_metadata()"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if out.returncode != 0:
+        raise AirflowStartError(
+            f"metadata DB {env.get('AIRFLOW__DATABASE__SQL_ALCHEMY_CONN')}: migration "
+            f"failed:\n{(out.stderr or out.stdout)[-3000:]}"
+        )
+
+
+def seed_password(home: Path, user: str = USER) -> tuple[str, Path]:
+    """Return the user's password, generating a random one into the passwords file.
+
+    Airflow's simple auth manager re-reads this file at every login, so editing it
+    changes the password.
+    """
+    path = home / PASSWORDS_FILE
+    passwords: dict[str, str] = {}
+    if path.is_file() and path.read_text().strip():
+        passwords = json.loads(path.read_text())
+    if not passwords.get(user):
+        passwords[user] = secrets.token_urlsafe(12)
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(passwords) + "\n")
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+    return passwords[user], path
+
+
+def _airflow_cli() -> str:
+    cli = Path(sys.executable).with_name("airflow")
+    return str(cli) if cli.is_file() else "airflow"
+
+
+@dataclass
+class Stack:
+    """Running components, each in its own process group."""
+
+    url: str
+    home: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    _files: list[IO[bytes]] = field(default_factory=list)
+
+    def dead(self) -> dict[str, int]:
+        """Components that exited, with their exit codes."""
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def tail(self, name: str, chars: int = 3000) -> str:
+        path = self.logs.get(name)
+        return path.read_text(errors="replace")[-chars:] if path and path.is_file() else ""
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM every component, then SIGKILL whatever is left of them after ``grace`` s.
+
+        Each component leads its own session. Task processes get process groups of their
+        own inside the scheduler's session, so the leftovers are found by session, not by
+        process group.
+        """
+        for p in self.procs.values():
+            if p.poll() is None:
+                _signal_group(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        sessions = {p.pid for p in self.procs.values()}
+        for _ in range(50):
+            left = _session_members(sessions)
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for f in self._files:
+            f.close()
+        self._files.clear()
+
+
+def _session_members(sessions: set[int]) -> list[int]:
+    """Live processes (not zombies) in the given sessions."""
+    import psutil
+
+    out = []
+    for pid in psutil.pids():
+        try:
+            if os.getsid(pid) in sessions and psutil.Process(pid).status() != "zombie":
+                out.append(pid)
+        except (OSError, psutil.Error):
+            continue
+    return out
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def start(env: Mapping[str, str], components: tuple[str, ...] = COMPONENTS) -> Stack:
+    """Start the components (logs in ``$AIRFLOW_HOME/logs/components/``); do not wait."""
+    home = Path(env["AIRFLOW_HOME"])
+    stack = Stack(url=env["AIRFLOW__API__BASE_URL"], home=home)
+    logdir = home / "logs" / "components"
+    logdir.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in components:
+            path = logdir / f"{name}.log"
+            fh = path.open("ab")
+            stack._files.append(fh)
+            stack.logs[name] = path
+            stack.procs[name] = subprocess.Popen(
+                [_airflow_cli(), name, *ARGS.get(name, [])],
+                env=dict(env),
+                cwd=REPO,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+    except BaseException:
+        stack.stop(grace=5)
+        raise
+    return stack
+
+
+def health(url: str, timeout: float = 5.0) -> dict[str, Any] | None:
+    """``GET /api/v2/monitor/health``, or None while the API server is not answering."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=timeout) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def wait_ready(
+    stack: Stack,
+    timeout: float = 240.0,
+    need: tuple[str, ...] = ("metadatabase", "scheduler", "dag_processor", "triggerer"),
+) -> dict[str, Any]:
+    """Wait until the API answers and the ``need`` components report healthy.
+
+    Raises:
+        AirflowStartError: A component exited, or ``timeout`` passed.
+    """
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        dead = stack.dead()
+        if dead:
+            name, code = next(iter(dead.items()))
+            raise AirflowStartError(
+                f"airflow {name} exited with code {code}; end of {stack.logs[name]}:\n"
+                f"{stack.tail(name)}"
+            )
+        last = health(stack.url)
+        if last and all(last.get(n, {}).get("status") == "healthy" for n in need):
+            return last
+        time.sleep(1.0)
+    raise AirflowStartError(
+        f"Airflow at {stack.url} not healthy within {timeout:.0f}s (last health: {last}); "
+        f"see the logs in {stack.home / 'logs' / 'components'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m mlops.airflow_local",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    ap.add_argument(
+        "--home", type=Path, default=REPO / "airflow", help="AIRFLOW_HOME (default: <repo>/airflow)"
+    )
+    ap.add_argument(
+        "--params",
+        type=Path,
+        default=Path(os.environ.get("MLOPS_PARAMS") or REPO / "params.yaml"),
+        help="the project's params.yaml (default: MLOPS_PARAMS or <repo>/params.yaml)",
+    )
+    ap.add_argument("--port", type=int, default=8080, help="API server and UI port (8080)")
+    args = ap.parse_args(argv)
+    if not args.params.is_file():
+        print(f"{args.params}: params file not found", file=sys.stderr)
+        return 2
+
+    t0 = time.perf_counter()
+    ensure_bytecode()
+    home = args.home.resolve()
+    env = airflow_env(home, args.params, args.port)
+    print(f"airflow: home {home}, DAGs {REPO / 'dags'}, params {args.params.resolve()}", flush=True)
+    init_metadata(env)
+    password, pw_file = seed_password(home)
+    stack = start(env)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        wait_ready(stack)
+        print(
+            f"\nAirflow is up in {time.perf_counter() - t0:.0f}s: {stack.url}\n"
+            f"  login:     {USER} / {password}\n"
+            f"  password:  kept in {pw_file} (read at every login; edit it to change)\n"
+            f"  logs:      {home / 'logs' / 'components'}/<component>.log\n"
+            "  next:      unpause 'training' (it trains the first champion), then 'scoring'\n"
+            "             to replay 2013 month by month. Ctrl-C stops Airflow.\n",
+            flush=True,
+        )
+        while not stack.dead():
+            time.sleep(2.0)
+        name, code = next(iter(stack.dead().items()))
+        print(
+            f"airflow {name} exited with code {code}; end of its log:\n{stack.tail(name)}",
+            file=sys.stderr,
+        )
+        return 1
+    except AirflowStartError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping Airflow...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
