@@ -221,7 +221,9 @@ def test_manual_approval_waits_for_a_person_then_expires(dags, monkeypatch, tmp_
     assert seen == {"pending": "1", "champion_meanwhile": None}
     assert champion(st, name) == "1"
     assert version_by_alias(st, name, CHALLENGER) is None
-    assert governance.history(st, name)[0]["action"] == "approve"
+    events = governance.history(st, name)
+    assert events[0]["action"] == "promote" and events[0]["actor"] == "reviewer"
+    assert [e["action"] for e in events[1:3]].count("approve") == 1
 
     # when the next candidate gets no decision within promote.approval_timeout_hours (7 s)
     expired = dags("training").test()
