@@ -62,7 +62,7 @@ def test_only_an_approver_can_move_champion(mlflow_server, project, monkeypatch)
         ensure_user(admin, user, password)
     # given the pipeline account registered two versions (its runs, its model)
     _as(monkeypatch, "pipeline", pw["pipeline"])
-    client = MlflowClient(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = client.create_experiment("flight_delay")
     client.create_registered_model(MODEL)
     versions = []
@@ -92,4 +92,4 @@ def test_only_an_approver_can_move_champion(mlflow_server, project, monkeypatch)
     # and a wrong password is refused outright
     _as(monkeypatch, "approver", "wrong")
     with pytest.raises(Exception, match="401|Unauthorized|credentials"):
-        MlflowClient(uri).get_registered_model(MODEL)
+        MlflowClient(tracking_uri=uri, registry_uri=uri).get_registered_model(MODEL)
