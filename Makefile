@@ -29,6 +29,16 @@ demo: install
 test: install
 	$(VENV)/bin/pytest
 
+# A local Airflow on this project (UI on http://127.0.0.1:$(AIRFLOW_PORT)); Ctrl-C stops it.
+AIRFLOW_PORT ?= 8080
+airflow: install
+	$(VENV)/bin/python -m mlops.airflow_local --port $(AIRFLOW_PORT)
+
+# Benchmarks, never part of the tests: 1M rows by default, e.g. BENCH_ARGS="--sizes 100k,1M,5M"
+# or "--quick". Results land in bench/results/ (results.json, results.md).
+bench: install
+	nice -n 10 $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check mlops dags tests
 	$(VENV)/bin/mypy mlops

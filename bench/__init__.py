@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline against the bare computation (not part of the tests)."""
