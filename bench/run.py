@@ -3,14 +3,22 @@
     python -m bench.run                       # 1M rows, every stage, the demo, the DAGs
     python -m bench.run --sizes 100k,1M,5M
     python -m bench.run --sizes 5M --stages score,monitor
-    python -m bench.run --quick               # 100k rows, no end-to-end demo: a smoke test
+    python -m bench.run --sizes 1M --stages train --repeat 3
+    python -m bench.run --quick               # 100k rows, no demo or DAG run: a smoke test
+
+Stages: validate, materialize (training-set retrieval, online write), train, score,
+monitor (per size); e2e (``mlops run`` on the demo against ``bench/bare_pipeline.py``),
+dags (parse time per DAG file), airflow (one scoring DAG run against its stages' own
+times; needs e2e first).
 
 Each size gets a project under ``--work`` (default ``/tmp/mlops-bench``) whose training
 window (January-June) and scored month (July) are the real 2013 partitions scaled to that
 many rows each (``bench/scale.py``). Every measured thing runs in a fresh interpreter;
-time and peak memory come from there (see ``bench/cases.py``). Results are merged into
-``bench/results/results.json`` (a later run replaces what it measured and keeps the rest)
-and ``bench/results/results.md`` is rewritten from it.
+time and peak memory come from there (see ``bench/cases.py``); a case that passes
+``--max-rss-gb`` is stopped and reported as such. With ``--repeat N`` every case runs N
+times, interleaved, and the fastest is kept (the others are recorded): use it on a shared
+machine. Results are merged into ``bench/results/results.json`` (a later run replaces what
+it measured and keeps the rest) and ``bench/results/results.md`` is rewritten from it.
 
 Needs about 8 GB of free memory at 5M rows. A Redis at 127.0.0.1:6379 is used when
 reachable (db 13, flushed); otherwise the Redis comparison is skipped.
@@ -795,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(path.read_text()) if path.is_file() else {}
     results.setdefault("sizes", {})
     t0 = time.perf_counter()
-    size_stages = [s for s in stages if s not in ("e2e", "dags")]
+    size_stages = [s for s in stages if s not in ("e2e", "dags", "airflow")]
     if size_stages:
         base = prepare_base(a.work)
         for n in sizes:
