@@ -102,6 +102,7 @@ def spawn(
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **ENV, **(env or {})}
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     killed = None
     with log.open("w") as fh:
@@ -126,6 +127,8 @@ def spawn(
         "process_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "returncode": proc.returncode,
         "log": str(log),
+        # The machine may be shared: the load around a case says how far to trust it.
+        "load_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
     }
     if killed:
         out["killed"] = killed
