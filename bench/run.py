@@ -503,18 +503,30 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         out = fwr.get("out") or {}
         write = out.get("feast_online_write_seconds", out.get("feast_materialize_seconds"))
-        bare = _sec(r.get(f"online.bare.{store}"))
+        bare_r = r.get(f"online.bare.{store}") or {}
+        bare = _sec(bare_r)
         q = _ratio(write, bare)
+        if fwr.get("ok"):
+            note = (
+                f"Feast online write {_t(write)} (stage {_t(_sec(fwr))}) vs bulk {_t(bare)}; "
+                f"entities in store {out.get('entities_in_store')} / "
+                f"{(bare_r.get('out') or {}).get('entities_in_store')}, "
+                f"{out.get('mismatched_columns')} columns differ on read-back"
+            )
+        else:
+            note = (
+                f"stopped after {fwr.get('wall_seconds')}s at "
+                f"{fwr.get('process_peak_rss_mb', 0) / 1024:.1f} GB; bulk write {_t(bare)} "
+                f"at {bare_r.get('process_peak_rss_mb', 0) / 1024:.1f} GB"
+            )
         add(
             f"online write ({store}) <= 3x bulk write",
             main,
             q,
             q is not None and q <= 3,
-            f"Feast online write {_t(write)} (stage {_t(_sec(fwr))}) vs bulk {_t(bare)}; "
-            f"entities in store {(fwr.get('out') or {}).get('entities_in_store')} / "
-            f"{((r.get(f'online.bare.{store}') or {}).get('out') or {}).get('entities_in_store')}",
+            note,
             fwr,
-            r.get(f"online.bare.{store}"),
+            bare_r,
         )
     for kind in ("xgboost", "sklearn_hist_gradient_boosting"):
         fwr = r.get(f"train.framework.{kind}")
@@ -659,7 +671,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {results['machine']['cpus']} CPUs, {results['machine']['memory_gb']} GB, "
         f"Python {results['machine']['python']}. Updated {results['updated']}. "
         "Ratios are framework / bare (score: bare time / framework time, i.e. relative "
-        "throughput). Produced by `make bench`; details in `results.json`.",
+        "throughput). Each case ran in a fresh process; with `--repeat` the fastest run is "
+        "kept. The machine may be shared with other work: the load average around every "
+        "case is in `results.json`. Produced by `make bench`.",
         "",
         "| target | size | measured | met | detail |",
         "|---|---|---|---|---|",
@@ -681,7 +695,10 @@ def markdown(results: dict[str, Any]) -> str:
             if not res.get("ok"):
                 lines.append(f"| {size} | {name} | - | FAILED | | {res.get('error', '')[:80]} |")
                 continue
-            for sec, s in res.get("sections", {}).items():
+            first = ("main", "fit", "log_register", "log_register_again")
+            secs = res.get("sections", {})
+            for sec in sorted(secs, key=lambda k: first.index(k) if k in first else 9):
+                s = secs[sec]
                 lines.append(
                     f"| {size} | {name} | {sec} | {s['seconds']:.2f} | "
                     f"{s['peak_rss_mb']:.0f} | {res['process_peak_rss_mb']:.0f} |"
