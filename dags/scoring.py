@@ -3,12 +3,16 @@
 
 Scores each data interval with the `champion` model, then monitors it for drift.
 
-`ingest → validate → materialize → score → monitor`
+`ingest → validate → materialize → score[partition] → monitor[partition]`
 
 * **Monthly with catchup.** Unpausing the DAG replays the period from
   `MLOPS_SCORING_START` (2013-07-01) to `MLOPS_SCORING_END` (2013-12-31) month by month,
-  one run at a time. The partition is the run's data interval, never "now"; the cadence
-  (`MLOPS_SCORING_CRON`) must match `ingest.partition` in params.yaml.
+  one run at a time. The partitions are the run's data interval, never "now"; the cadence
+  (`MLOPS_SCORING_CRON`) must be a whole number of `ingest.partition`s in params.yaml.
+* **One `score` and one `monitor` per partition** (dynamic task mapping): an interval of
+  several partitions (a weekly run over daily partitions), or a manual run whose
+  `partitions` parameter names several (a re-score or backfill), spreads over the
+  executor's slots and, with the CeleryExecutor, over the workers.
 * **`score`** writes `data/predictions/<partition>.parquet`; every row names the model
   version that scored it.
 * **`monitor`** writes the Evidently report `data/reports/<partition>/drift.html` (also
@@ -22,7 +26,7 @@ Scores each data interval with the `champion` model, then monitors it for drift.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import AssetAlias, CronDataIntervalTimetable, dag, task
+from airflow.sdk import AssetAlias, CronDataIntervalTimetable, Param, dag, task
 
 from mlops import tasks
 from mlops.dagdefaults import (
@@ -36,6 +40,10 @@ from mlops.dagdefaults import (
 )
 
 END = scoring_end()
+PARTITIONS_HELP = (
+    "Partitions to score instead of the data interval's, e.g. [\"2013-08\", \"2013-09\"]; "
+    "empty: the data interval's."
+)
 
 
 @dag(
@@ -46,13 +54,16 @@ END = scoring_end()
     catchup=True,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    params={"partitions": Param([], type="array", items={"type": "string"},
+                                description=PARTITIONS_HELP)},
     tags=["mlops", "scoring", "monitoring"],
     doc_md=__doc__,
 )
 def scoring():
     @task(task_id="ingest", pool=DVC_POOL, **SERVICE_RETRIES)
-    def ingest(data_interval_start=None, data_interval_end=None):
-        return tasks.ingest(tasks.partition_of(data_interval_start, data_interval_end))
+    def ingest(data_interval_start=None, data_interval_end=None, params=None):
+        wanted = (params or {}).get("partitions")
+        return tasks.ingest(tasks.partitions_of(data_interval_start, data_interval_end, wanted))
 
     @task(task_id="validate")
     def validate(partitions):
@@ -63,15 +74,15 @@ def scoring():
         return tasks.materialize(partitions)
 
     @task(task_id="score", **SERVICE_RETRIES)
-    def score(partitions):
-        return tasks.score(partitions)
+    def score(partition):
+        return tasks.score(partition)
 
     @task(task_id="monitor", outlets=[AssetAlias(DRIFT_BREACH_ALIAS)], **SERVICE_RETRIES)
-    def monitor(partitions, outlet_events=None):
-        return tasks.monitor(partitions, outlet_events)
+    def monitor(partition, outlet_events=None):
+        return tasks.monitor(partition, outlet_events)
 
     partitions = materialize(validate(ingest()))
-    score(partitions) >> monitor(partitions)
+    monitor.expand(partition=score.expand(partition=partitions))
 
 
 scoring()

@@ -84,12 +84,15 @@ def _skip(reason: str) -> None:
 
 
 # --------------------------------------------------------------------------- partitions
-def interval_partition(start: Any, end: Any, freq: str) -> str:
-    """Pure: the one partition a data interval covers exactly.
+def interval_partitions(start: Any, end: Any, freq: str) -> list[str]:
+    """Pure: the partitions a data interval covers exactly, oldest first.
+
+    A monthly schedule over monthly partitions gives one; a weekly schedule over daily
+    partitions gives seven, which the scoring DAG scores and monitors side by side.
 
     Raises:
-        ValueError: The interval is missing or is not one partition (the schedule does
-            not match ``ingest.partition``).
+        ValueError: The interval is missing, or does not start and end on ``freq``
+            partition boundaries (the schedule does not match ``ingest.partition``).
     """
     import pandas as pd
 
@@ -97,22 +100,52 @@ def interval_partition(start: Any, end: Any, freq: str) -> str:
         raise ValueError(
             "this run has no data interval; trigger it with a logical date, for example "
             "from the UI's 'Trigger' form or with `airflow dags trigger -l 2013-08-01 scoring`"
+            ", or name the partitions in the run's `partitions` parameter"
         )
-    pid = io.partition_for_interval(start, freq)
-    p_start, p_end = io.partition_interval(pid)
     s, e = pd.Timestamp(start).tz_convert("UTC"), pd.Timestamp(end).tz_convert("UTC")
-    if (s, e) != (p_start, p_end):
-        raise ValueError(
-            f"data interval [{s:%Y-%m-%d %H:%M}, {e:%Y-%m-%d %H:%M}) is not one {freq} "
-            f"partition ({pid} is [{p_start:%Y-%m-%d}, {p_end:%Y-%m-%d})); make "
-            f"MLOPS_SCORING_CRON match ingest.partition={freq!r}"
-        )
-    return pid
+    out: list[str] = []
+    cur = s
+    while cur < e:
+        pid = io.partition_for_interval(cur, freq)
+        p_start, p_end = io.partition_interval(pid)
+        if p_start != cur or p_end > e:
+            raise ValueError(
+                f"data interval [{s:%Y-%m-%d %H:%M}, {e:%Y-%m-%d %H:%M}) is not made of whole "
+                f"{freq} partitions ({pid} is [{p_start:%Y-%m-%d}, {p_end:%Y-%m-%d})); make "
+                f"MLOPS_SCORING_CRON match ingest.partition={freq!r}"
+            )
+        out.append(pid)
+        cur = p_end
+    if not out:
+        raise ValueError(f"data interval [{s}, {e}) is empty: no partition to score")
+    return out
 
 
-def partition_of(start: Any, end: Any) -> list[str]:
-    """The partition of a run's data interval (never 'now'), as a one-item list."""
-    return _call(lambda p, st: [interval_partition(start, end, p.ingest.partition)])
+def named_partitions(requested: Iterable[str], freq: str) -> list[str]:
+    """Pure: partition ids named by a person, checked to be ``freq`` partitions, sorted."""
+    out = set()
+    for pid in requested:
+        start, _ = io.partition_interval(str(pid))  # raises on a malformed id
+        if io.partition_for_interval(start, freq) != pid:
+            raise ValueError(
+                f"partition {pid!r} is not a {freq} partition (ingest.partition={freq!r}); "
+                f"name partitions like {io.partition_for_interval(start, freq)!r}"
+            )
+        out.add(str(pid))
+    return sorted(out, key=_start)
+
+
+def partitions_of(start: Any, end: Any, requested: Iterable[str] | None = None) -> list[str]:
+    """The partitions a scoring run covers: ``requested`` when given (the run's
+    ``partitions`` parameter: re-scoring or backfilling named partitions), else those of
+    its data interval (never 'now')."""
+
+    def pick(p: Params, st: Settings) -> list[str]:
+        if requested:
+            return named_partitions(requested, p.ingest.partition)
+        return interval_partitions(start, end, p.ingest.partition)
+
+    return _call(pick)
 
 
 def window(params: Params, partitions: list[str] | None) -> Params:
@@ -192,11 +225,13 @@ def promote(partitions: list[str], evaluation: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def score(partitions: list[str]) -> str:
+def score(partition: str) -> str:
+    """Score one partition (one mapped task per partition); return the partition id."""
     from mlops import score as stage
 
-    (partition,) = partitions
-    return str(_call(lambda p, st: stage.run(p, st, partition))["path"])
+    out = _call(lambda p, st: stage.run(p, st, partition))
+    log.info("scored %s: %s", partition, out["path"])
+    return partition
 
 
 def breach_event(summary: dict[str, Any]) -> dict[str, Any]:
@@ -209,11 +244,10 @@ def breach_event(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def monitor(partitions: list[str], outlet_events: Any = None) -> dict[str, Any]:
-    """Drift report for the partition; on a breach only, add a drift-breach asset event."""
+def monitor(partition: str, outlet_events: Any = None) -> dict[str, Any]:
+    """Drift report for one partition; on a breach only, add a drift-breach asset event."""
     from mlops import monitor as stage
 
-    (partition,) = partitions
     out = _call(lambda p, st: stage.run_partition(p, st, partition))
     reasons = [str(r) for r in out.get("reasons", [])]
     summary: dict[str, Any] = {

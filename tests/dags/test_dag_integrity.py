@@ -320,25 +320,57 @@ def test_breach_event_extra_is_small_and_json() -> None:
 @pytest.mark.parametrize(
     ("start", "end", "freq", "expected"),
     [
-        ("2013-07-01T00:00:00+00:00", "2013-08-01T00:00:00+00:00", "month", "2013-07"),
-        ("2013-07-08T00:00:00+00:00", "2013-07-15T00:00:00+00:00", "week", "2013-W28"),
-        ("2013-12-30T00:00:00+00:00", "2014-01-06T00:00:00+00:00", "week", "2014-W01"),
+        ("2013-07-01T00:00:00+00:00", "2013-08-01T00:00:00+00:00", "month", ["2013-07"]),
+        ("2013-07-08T00:00:00+00:00", "2013-07-15T00:00:00+00:00", "week", ["2013-W28"]),
+        ("2013-12-30T00:00:00+00:00", "2014-01-06T00:00:00+00:00", "week", ["2014-W01"]),
+        (
+            "2013-07-08T00:00:00+00:00",
+            "2013-07-11T00:00:00+00:00",
+            "day",
+            ["2013-07-08", "2013-07-09", "2013-07-10"],
+        ),
+        ("2013-07-01T00:00:00+00:00", "2013-09-01T00:00:00+00:00", "month", ["2013-07", "2013-08"]),
     ],
 )
-def test_interval_partition_is_the_data_interval(start, end, freq, expected) -> None:
+def test_interval_partitions_are_the_data_interval(start, end, freq, expected) -> None:
     assert (
-        tasks.interval_partition(datetime.fromisoformat(start), datetime.fromisoformat(end), freq)
+        tasks.interval_partitions(datetime.fromisoformat(start), datetime.fromisoformat(end), freq)
         == expected
     )
 
 
-def test_interval_that_is_not_one_partition_names_the_fix() -> None:
+def test_interval_not_made_of_whole_partitions_names_the_fix() -> None:
     with pytest.raises(ValueError, match="MLOPS_SCORING_CRON"):
-        tasks.interval_partition(
+        tasks.interval_partitions(
             datetime(2013, 7, 1, tzinfo=UTC), datetime(2013, 8, 1, tzinfo=UTC), "week"
         )
+    with pytest.raises(ValueError, match="MLOPS_SCORING_CRON"):
+        tasks.interval_partitions(
+            datetime(2013, 7, 1, 12, tzinfo=UTC), datetime(2013, 7, 3, tzinfo=UTC), "day"
+        )
     with pytest.raises(ValueError, match="no data interval"):
-        tasks.interval_partition(None, None, "month")
+        tasks.interval_partitions(None, None, "month")
+
+
+def test_named_partitions_are_checked_against_the_partitioning() -> None:
+    assert tasks.named_partitions(["2013-W04", "2013-W03", "2013-W04"], "week") == [
+        "2013-W03",
+        "2013-W04",
+    ]
+    with pytest.raises(ValueError, match="not a week partition"):
+        tasks.named_partitions(["2013-07"], "week")
+    with pytest.raises(ValueError, match="not a partition id"):
+        tasks.named_partitions(["../2013-07"], "month")
+
+
+def test_scoring_maps_score_and_monitor_over_the_runs_partitions(bag) -> None:
+    dag = bag.dags["scoring"]
+    assert dag.params["partitions"] == []
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    for tid in ("score", "monitor"):
+        assert isinstance(dag.get_task(tid), MappedOperator), tid
+    assert not isinstance(dag.get_task("materialize"), MappedOperator)
 
 
 # --------------------------------------------------------------------------- approval
