@@ -7,6 +7,11 @@ a parallelism of 4, new DAG files show up within 10 s, and the ``admin`` login g
 random password that is printed along with the file it is kept in. The pools the DAGs
 use are created before the scheduler starts. Ctrl-C stops every component.
 
+The production profile on one host is the same command with Airflow's own settings in
+the environment: ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` (PostgreSQL) and
+``AIRFLOW__CORE__EXECUTOR=CeleryExecutor`` with ``AIRFLOW__CELERY__BROKER_URL`` (Redis;
+default ``redis://127.0.0.1:6379/0``) start ``--workers`` Celery workers as well.
+
 The same functions start the throwaway Airflow of the scheduler tests.
 """
 
@@ -34,6 +39,10 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # With the LocalExecutor every log is a local file the API server reads itself, so the
 # log servers (which would listen on every interface) are not started.
 ARGS = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
+CELERY = "CeleryExecutor"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+# Several workers on one host report these names as the hostname of their task instances.
+ENV_WORKER_NAME = "MLOPS_WORKER_NAME"
 USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 SIMPLE_AUTH_MANAGER = (
@@ -62,20 +71,31 @@ def airflow_env(
         home: AIRFLOW_HOME.
         params: The project's params.yaml, passed to tasks as ``MLOPS_PARAMS``.
         port: Port of the API server and UI on 127.0.0.1.
-        db_url: Metadata DB URL (default: SQLite in ``home``).
+        db_url: Metadata DB URL (default: ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` from
+            ``base``, else SQLite in ``home``).
         dags: The DAGs folder.
         base: Environment to start from (default: ``os.environ``).
         extra: Variables set last, for example ``MLOPS_SCORING_CRON``.
+
+    The executor is ``AIRFLOW__CORE__EXECUTOR`` from ``base`` or ``extra`` (default:
+    LocalExecutor); the CeleryExecutor gets a Redis broker on this host unless
+    ``AIRFLOW__CELERY__BROKER_URL`` is set.
     """
     home = home.resolve()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ if base is None else base)
+    db_url = db_url or env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    executor = (extra or {}).get("AIRFLOW__CORE__EXECUTOR") or env.get(
+        "AIRFLOW__CORE__EXECUTOR", "LocalExecutor"
+    )
+    if executor == CELERY:
+        env.setdefault("AIRFLOW__CELERY__BROKER_URL", DEFAULT_BROKER)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags.resolve()),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": executor,
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url or f"sqlite:///{home / 'airflow.db'}",
             # Bind locally; workers reach the execution API through the same address.
@@ -183,6 +203,20 @@ def seed_password(home: Path, user: str = USER) -> tuple[str, Path]:
     return passwords[user], path
 
 
+def worker_hostname() -> str:
+    """The hostname a task reports: ``MLOPS_WORKER_NAME`` when set, else the FQDN.
+
+    Set as ``[core] hostname_callable`` for Celery workers that share one host, so that
+    each task instance names the worker that ran it.
+    """
+    name = os.environ.get(ENV_WORKER_NAME)
+    if name:
+        return name
+    from airflow.utils.net import getfqdn
+
+    return str(getfqdn())
+
+
 def _airflow_cli() -> str:
     cli = Path(sys.executable).with_name("airflow")
     return str(cli) if cli.is_file() else "airflow"
@@ -243,6 +277,13 @@ class Stack:
         self._files.clear()
 
 
+def _redact(url: str) -> str:
+    """A URL for messages: the password replaced."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]*):[^@/\s]+@", r"\1:***@", url)
+
+
 def _session_members(sessions: set[int]) -> list[int]:
     """Live processes (not zombies) in the given sessions."""
     import psutil
@@ -264,27 +305,54 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def start(env: Mapping[str, str], components: tuple[str, ...] = COMPONENTS) -> Stack:
-    """Start the components (logs in ``$AIRFLOW_HOME/logs/components/``); do not wait."""
+def _spawn(stack: Stack, name: str, cmd: list[str], env: Mapping[str, str]) -> None:
+    path = stack.home / "logs" / "components" / f"{name}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("ab")
+    stack._files.append(fh)
+    stack.logs[name] = path
+    stack.procs[name] = subprocess.Popen(
+        cmd,
+        env=dict(env),
+        cwd=REPO,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def start_worker(stack: Stack, env: Mapping[str, str], name: str, concurrency: int = 1) -> None:
+    """Start one Celery worker called ``name``; its tasks report ``name`` as their host.
+
+    The worker serves no logs: with every worker on this host the API server reads the
+    task logs from ``$AIRFLOW_HOME/logs`` itself.
+    """
+    worker_env = {
+        **env,
+        ENV_WORKER_NAME: name,
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
+    }
+    cmd = [_airflow_cli(), "celery", "worker", "--celery-hostname", f"{name}@%h",
+           "--concurrency", str(concurrency), "--skip-serve-logs", "--without-gossip",
+           "--without-mingle"]
+    _spawn(stack, name, cmd, worker_env)
+
+
+def start(
+    env: Mapping[str, str], components: tuple[str, ...] = COMPONENTS, workers: int = 0
+) -> Stack:
+    """Start the components and ``workers`` Celery workers (``worker-1``...); do not wait.
+
+    Logs go to ``$AIRFLOW_HOME/logs/components/<name>.log``.
+    """
     home = Path(env["AIRFLOW_HOME"])
     stack = Stack(url=env["AIRFLOW__API__BASE_URL"], home=home)
-    logdir = home / "logs" / "components"
-    logdir.mkdir(parents=True, exist_ok=True)
     try:
         for name in components:
-            path = logdir / f"{name}.log"
-            fh = path.open("ab")
-            stack._files.append(fh)
-            stack.logs[name] = path
-            stack.procs[name] = subprocess.Popen(
-                [_airflow_cli(), name, *ARGS.get(name, [])],
-                env=dict(env),
-                cwd=REPO,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            _spawn(stack, name, [_airflow_cli(), name, *ARGS.get(name, [])], env)
+        for i in range(1, workers + 1):
+            start_worker(stack, env, f"worker-{i}")
     except BaseException:
         stack.stop(grace=5)
         raise
@@ -345,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the project's params.yaml (default: MLOPS_PARAMS or <repo>/params.yaml)",
     )
     ap.add_argument("--port", type=int, default=8080, help="API server and UI port (8080)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="Celery workers to start when AIRFLOW__CORE__EXECUTOR=CeleryExecutor (2)",
+    )
     args = ap.parse_args(argv)
     if not args.params.is_file():
         print(f"{args.params}: params file not found", file=sys.stderr)
@@ -355,9 +429,17 @@ def main(argv: list[str] | None = None) -> int:
     home = args.home.resolve()
     env = airflow_env(home, args.params, args.port)
     print(f"airflow: home {home}, DAGs {REPO / 'dags'}, params {args.params.resolve()}", flush=True)
+    celery = env["AIRFLOW__CORE__EXECUTOR"] == CELERY
+    print(
+        f"airflow: {env['AIRFLOW__CORE__EXECUTOR']}"
+        + (f" with {args.workers} worker(s), broker {_redact(env['AIRFLOW__CELERY__BROKER_URL'])}"
+           if celery else "")
+        + f", metadata DB {_redact(env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'])}",
+        flush=True,
+    )
     init_metadata(env)
     password, pw_file = seed_password(home)
-    stack = start(env)
+    stack = start(env, workers=args.workers if celery else 0)
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt

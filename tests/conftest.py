@@ -50,6 +50,22 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# A drift policy for single weeks: a week's weather alone differs from the two-week
+# reference by up to ~0.5 (normed Wasserstein), a cold snap by 2-3. W03 is calm against
+# the model's W02-W03 reference; W04 (a cold snap) and July weeks drift.
+FLIGHTS_WEEKLY = merge(
+    FLIGHTS_SMALL,
+    {
+        "monitor": {
+            "numerical_threshold": 0.6,
+            "drift_share": 0.1,
+            "breach_on_prediction_drift": False,
+            "cooldown_hours": 24,
+        },
+    },
+)
+
+
 def make_project(root: Path, base: Path, overrides: dict[str, Any] | None = None) -> Path:
     """A fresh project folder: git and DVC initialised, a local remote, params.yaml."""
     root.mkdir(parents=True, exist_ok=True)

@@ -25,23 +25,10 @@ import pendulum  # noqa: E402
 from mlops import governance, io  # noqa: E402
 from mlops.config import Settings, load_params, settings  # noqa: E402
 from mlops.registry import CHALLENGER, CHAMPION, version_by_alias  # noqa: E402
-from tests.conftest import FLIGHTS, FLIGHTS_SMALL, make_project, merge  # noqa: E402
+from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project, merge  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-# A drift policy for single weeks (see test_airflow_loop): W03 is calm against the
-# model's W02-W03 reference, W04 (a cold snap) and July weeks drift.
-WEEKLY = merge(
-    FLIGHTS_SMALL,
-    {
-        "monitor": {
-            "numerical_threshold": 0.6,
-            "drift_share": 0.1,
-            "breach_on_prediction_drift": False,
-            "cooldown_hours": 24,
-        },
-    },
-)
 DAG_ENV = {
     "MLOPS_SCORING_CRON": "0 0 * * 1",
     "MLOPS_SCORING_START": "2013-01-07",
@@ -118,7 +105,7 @@ def champion(st: Settings, model: str) -> str | None:
 
 def test_train_score_monitor_and_retrain_on_breach(dags, monkeypatch, tmp_path) -> None:
     # given a fresh project on weekly partitions
-    params, st = use(monkeypatch, make_project(tmp_path / "proj", FLIGHTS, WEEKLY))
+    params, st = use(monkeypatch, make_project(tmp_path / "proj", FLIGHTS, FLIGHTS_WEEKLY))
     name = params.model_name
 
     # when the training DAG runs on its schedule (no breach yet)
@@ -188,7 +175,7 @@ def test_train_score_monitor_and_retrain_on_breach(dags, monkeypatch, tmp_path) 
 def test_manual_approval_waits_for_a_person_then_expires(dags, monkeypatch, tmp_path) -> None:
     # given a project whose promotions need a person (and any candidate passes the gate)
     manual = merge(
-        WEEKLY,
+        FLIGHTS_WEEKLY,
         {"promote": {"approval": "manual", "min_improvement": -1, "approval_timeout_hours": 0.002}},
     )
     params, st = use(monkeypatch, make_project(tmp_path / "proj", FLIGHTS, manual))

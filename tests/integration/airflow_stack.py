@@ -1,0 +1,202 @@
+"""A real Airflow for tests: throwaway metadata databases, the REST client, bounded waits,
+and a small project with a trained champion.
+
+Used by the scheduler tests (``test_airflow_loop``) and the production-profile tests
+(``tests/production/test_celery.py``). Everything is driven and read through the REST
+API, as an external client would.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlops.config import load_params, settings
+
+PG = ("127.0.0.1", 5432)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def reachable(addr: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(addr, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def pg_database(prefix: str = "mlops_airflow") -> Iterator[str]:
+    """A throwaway PostgreSQL database (its SQLAlchemy URL), dropped afterwards."""
+    if not reachable(PG):
+        pytest.fail(f"PostgreSQL is not reachable on {PG[0]}:{PG[1]} (.ci/run starts it)")
+    import psycopg2
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    conn = psycopg2.connect(host=PG[0], port=PG[1], user="postgres", dbname="postgres")
+    conn.autocommit = True
+    try:
+        conn.cursor().execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+psycopg2://postgres@{PG[0]}:{PG[1]}/{name}"
+    finally:
+        conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
+class Api:
+    """The few REST calls an external client needs (SimpleAuthManager login)."""
+
+    def __init__(self, url: str, user: str, password: str) -> None:
+        r = httpx.post(
+            f"{url}/auth/token", json={"username": user, "password": password}, timeout=30
+        )
+        r.raise_for_status()
+        self.http = httpx.Client(
+            base_url=f"{url}/api/v2",
+            timeout=30,
+            headers={
+                "Authorization": f"Bearer {r.json()['access_token']}",
+                "Accept": "application/json",
+            },
+        )
+
+    def get(self, path: str, **params: Any) -> Any:
+        r = self.http.get(path, params=params)
+        r.raise_for_status()
+        return r.json()
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        r = self.http.patch(path, json=body)
+        r.raise_for_status()
+        return r.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        r = self.http.post(path, json=body)
+        r.raise_for_status()
+        return r.json()
+
+    def runs(self, dag: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/dags/{dag}/dagRuns", order_by="logical_date")["dag_runs"])
+
+    def run(self, dag: str, run: str) -> dict[str, Any]:
+        return dict(self.get(f"/dags/{dag}/dagRuns/{run}"))
+
+    def trigger(self, dag: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            self.post(
+                f"/dags/{dag}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+            )
+        )
+
+    def all_tis(self, dag: str, run: str) -> list[dict[str, Any]]:
+        """Every task instance of a run, mapped ones one per map index."""
+        out = self.get(f"/dags/{dag}/dagRuns/{run}/taskInstances", limit=1000)
+        return list(out["task_instances"])
+
+    def tis(self, dag: str, run: str) -> dict[str, dict[str, Any]]:
+        return {t["task_id"]: t for t in self.all_tis(dag, run)}
+
+    def tries(self, dag: str, run: str, task: str, map_index: int = -1) -> list[dict[str, Any]]:
+        """Every try of one task instance, oldest first."""
+        path = f"/dags/{dag}/dagRuns/{run}/taskInstances/{task}/{map_index}/tries"
+        if map_index < 0:
+            path = f"/dags/{dag}/dagRuns/{run}/taskInstances/{task}/tries"
+        return sorted(self.get(path)["task_instances"], key=lambda t: t["try_number"])
+
+    def breach_events(self) -> list[dict[str, Any]]:
+        return list(
+            self.get("/assets/events", source_dag_id="scoring", order_by="timestamp")[
+                "asset_events"
+            ]
+        )
+
+    def failure(self, dag: str, run: str) -> str:
+        """The end of the log of the run's failed task, for the assertion message."""
+        for ti in self.all_tis(dag, run):
+            if ti["state"] in ("failed", "upstream_failed") and ti["try_number"]:
+                path = f"/dags/{dag}/dagRuns/{run}/taskInstances/{ti['task_id']}"
+                log = self.get(f"{path}/logs/{ti['try_number']}", map_index=ti.get("map_index", -1))
+                text = json.dumps(log.get("content", log))[-3000:]
+                return f"{dag}/{run}/{ti['task_id']}[{ti.get('map_index')}] failed: {text}"
+        return f"{dag}/{run}: no failed task found"
+
+
+def wait_for(
+    what: str, fn: Callable[[], Any], timeout: float, stack: Any, every: float = 2.0
+) -> Any:
+    """Poll ``fn`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = stack.dead()
+        assert not dead, f"airflow component exited {dead}: {stack.tail(next(iter(dead)))}"
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_run(api: Api, stack: Any, dag: str, run: str, timeout: float) -> dict[str, Any]:
+    """Wait until a DAG run ends; return it."""
+    return dict(
+        wait_for(
+            f"{dag} run {run}",
+            lambda: (lambda r: r if r["state"] in ("success", "failed") else None)(
+                api.run(dag, run)
+            ),
+            timeout,
+            stack,
+        )
+    )
+
+
+def train_champion(params_path: Path) -> str:
+    """Train and promote the first champion with the stages themselves (no Airflow)."""
+    from mlops import evaluate, ingest, materialize, promote, train, validate
+
+    p, st = load_params(params_path), settings(params_path)
+    weeks = list(p.train.partitions)
+    ingest.run(p, st, weeks)
+    validate.run(p, st, weeks)
+    materialize.run(p, st, weeks)
+    version = train.run(p, st)["version"]
+    evaluate.run(p, st, version)
+    assert promote.run(p, st)["promote"], "the first model must pass the floor"
+    return str(version)
+
+
+def champion_snapshot(base: Path, make: Callable[[Path], Path]) -> Callable[[], tuple[Path, str]]:
+    """Train a champion once in ``base/proj``; return a function that restores it fresh.
+
+    Training once and copying back is faster than training per test, and keeps the
+    absolute paths that MLflow, Feast and DVC recorded valid.
+    """
+    root, snapshot = base / "proj", base / "snapshot"
+    params_path = make(root)
+    with pytest.MonkeyPatch.context() as mp:
+        # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; keep it out of later tests
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        version = train_champion(params_path)
+    shutil.copytree(root, snapshot, symlinks=True)
+
+    def fresh() -> tuple[Path, str]:
+        shutil.rmtree(root)
+        shutil.copytree(snapshot, root, symlinks=True)
+        return params_path, version
+
+    return fresh
