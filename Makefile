@@ -30,9 +30,11 @@ test: install
 	$(VENV)/bin/pytest
 
 # A local Airflow on this project (UI on http://127.0.0.1:$(AIRFLOW_PORT)); Ctrl-C stops it.
+# The executor and metadata DB come from Airflow's own environment variables (README,
+# "Production"); AIRFLOW_ARGS="--workers 2" sets the Celery workers.
 AIRFLOW_PORT ?= 8080
 airflow: install
-	$(VENV)/bin/python -m mlops.airflow_local --port $(AIRFLOW_PORT)
+	$(VENV)/bin/python -m mlops.airflow_local --port $(AIRFLOW_PORT) $(AIRFLOW_ARGS)
 
 # Benchmarks, never part of the tests: 1M rows by default, e.g. BENCH_ARGS="--sizes 100k,1M,5M"
 # or "--quick". Results land in bench/results/ (results.json, results.md).
