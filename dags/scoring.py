@@ -33,7 +33,6 @@ from mlops.dagdefaults import (
     DEFAULT_ARGS,
     DRIFT_BREACH_ALIAS,
     DVC_POOL,
-    SERVICE_RETRIES,
     scoring_cron,
     scoring_end,
     scoring_start,
@@ -60,7 +59,7 @@ PARTITIONS_HELP = (
     doc_md=__doc__,
 )
 def scoring():
-    @task(task_id="ingest", pool=DVC_POOL, **SERVICE_RETRIES)
+    @task(task_id="ingest", pool=DVC_POOL)
     def ingest(data_interval_start=None, data_interval_end=None, params=None):
         wanted = (params or {}).get("partitions")
         return tasks.ingest(tasks.partitions_of(data_interval_start, data_interval_end, wanted))
@@ -69,15 +68,15 @@ def scoring():
     def validate(partitions):
         return tasks.validate(partitions)
 
-    @task(task_id="materialize", **SERVICE_RETRIES)
+    @task(task_id="materialize")
     def materialize(partitions):
         return tasks.materialize(partitions)
 
-    @task(task_id="score", **SERVICE_RETRIES)
+    @task(task_id="score")
     def score(partition):
         return tasks.score(partition)
 
-    @task(task_id="monitor", outlets=[AssetAlias(DRIFT_BREACH_ALIAS)], **SERVICE_RETRIES)
+    @task(task_id="monitor", outlets=[AssetAlias(DRIFT_BREACH_ALIAS)])
     def monitor(partition, outlet_events=None):
         return tasks.monitor(partition, outlet_events)
 

@@ -35,7 +35,6 @@ from mlops.dagdefaults import (
     DRIFT_BREACH_NAME,
     DRIFT_BREACH_URI,
     DVC_POOL,
-    SERVICE_RETRIES,
     approval_poke_interval,
     training_cron,
 )
@@ -64,7 +63,7 @@ def training():
     def plan(inlet_events=None, run_id=None, triggering_asset_events=None):
         return tasks.plan(inlet_events, run_id, bool(triggering_asset_events))
 
-    @task(task_id="ingest", pool=DVC_POOL, **SERVICE_RETRIES)
+    @task(task_id="ingest", pool=DVC_POOL)
     def ingest(partitions):
         return tasks.ingest(partitions)
 
@@ -72,19 +71,19 @@ def training():
     def validate(partitions):
         return tasks.validate(partitions)
 
-    @task(task_id="materialize", **SERVICE_RETRIES)
+    @task(task_id="materialize")
     def materialize(partitions):
         return tasks.materialize(partitions)
 
-    @task(task_id="train", **SERVICE_RETRIES)
+    @task(task_id="train")
     def train(partitions):
         return tasks.train(partitions)
 
-    @task(task_id="evaluate", **SERVICE_RETRIES)
+    @task(task_id="evaluate")
     def evaluate(partitions, version):
         return tasks.evaluate(partitions, version)
 
-    @task(task_id="promote", **SERVICE_RETRIES)
+    @task(task_id="promote")
     def promote(partitions, evaluation):
         return tasks.promote(partitions, evaluation)
 
@@ -93,12 +92,11 @@ def training():
         mode="reschedule",
         poke_interval=approval_poke_interval(),
         timeout=APPROVAL_BACKSTOP,
-        **SERVICE_RETRIES,
     )
     def approval(decision):
         return tasks.approval(decision)
 
-    @task(task_id="apply_approval", **SERVICE_RETRIES)
+    @task(task_id="apply_approval")
     def apply_approval(decision, outcome):
         return tasks.apply_approval(decision, outcome)
 

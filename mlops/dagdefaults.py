@@ -10,18 +10,16 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-# Steps that talk to services (MLflow, Feast's stores, the DVC remote) retry with
-# exponential back-off; steps that judge data (validate, plan) fail at once.
-SERVICE_RETRIES = {
+# Every step retries with exponential back-off: a lost worker, a killed process or a
+# service that is briefly down is worth another try. Errors that a retry cannot fix (bad
+# data, bad configuration, a missing model) are raised as AirflowFailException by
+# mlops.tasks, which fails the task at once whatever its retries.
+DEFAULT_ARGS = {
+    "owner": "mlops",
     "retries": 3,
     "retry_delay": timedelta(seconds=20),
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=5),
-}
-
-DEFAULT_ARGS = {
-    "owner": "mlops",
-    "retries": 0,
     "execution_timeout": timedelta(hours=2),
 }
 

@@ -36,18 +36,6 @@ ORDER = {
     ],
     "scoring": ["ingest", "validate", "materialize", "score", "monitor"],
 }
-# Steps that talk to MLflow, Feast's stores or the DVC remote; the rest judge data.
-SERVICE = {
-    "ingest",
-    "materialize",
-    "train",
-    "evaluate",
-    "promote",
-    "approval",
-    "apply_approval",
-    "score",
-    "monitor",
-}
 HEAVY = [
     "mlflow",
     "feast",
@@ -101,15 +89,25 @@ def test_task_graph_follows_the_stage_order(bag, dag_id) -> None:
 
 
 @pytest.mark.parametrize("dag_id", sorted(ORDER))
-def test_service_steps_retry_with_backoff_and_data_steps_fail_fast(bag, dag_id) -> None:
+def test_every_step_retries_with_backoff(bag, dag_id) -> None:
+    # a lost worker or a killed task process is retried, whatever the step
     for t in bag.dags[dag_id].tasks:
-        if t.task_id in SERVICE:
-            assert t.retries >= 2 and t.retry_exponential_backoff > 1, t.task_id
-            assert t.max_retry_delay is not None
-        else:
-            assert t.retries == 0, t.task_id
+        assert t.retries >= 2 and t.retry_exponential_backoff > 1, t.task_id
+        assert t.max_retry_delay is not None
         assert t.execution_timeout is not None
         assert t.pool in (*dagdefaults.POOLS, "default_pool"), t.task_id
+
+
+def test_errors_a_retry_cannot_fix_fail_the_task_at_once(monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    # given a params file with an unknown key: no retry can fix it
+    monkeypatch.setenv("MLOPS_PARAMS", str(REPO / "tests/configs/invalid/unknown_key.yaml"))
+    with pytest.raises(AirflowFailException, match="unknown key"):
+        tasks.validate(["2013-07"])
+    # while a service that is down is left to the retries
+    with pytest.raises(ConnectionError), tasks._fail_fast():
+        raise ConnectionError("mlflow server unreachable")
 
 
 def test_ingest_uses_the_dvc_pool_in_both_dags(bag) -> None:
