@@ -64,7 +64,7 @@ def _run(
     for pid, part in parts.items():
         paths.append(io.write_parquet(io.partition_file(st.raw_dir, pid), part))
     faults.point("ingest.before_track")
-    hashes = track(st.root, paths, push=params.ingest.push)
+    hashes = track(st.data_root, paths, push=params.ingest.push)
 
     manifest_path = st.state_dir / "ingest.json"
     manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}

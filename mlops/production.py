@@ -6,15 +6,20 @@ write the admin login from ``AIRFLOW_ADMIN_PASSWORD``.
 ``python -m mlops.production mlflow-users``: create the pipeline's MLflow account from
 ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` using the admin account.
 
+``python -m mlops.production dvc-init``: make the shared data folder (``MLOPS_DATA_ROOT``)
+a DVC repository of its own whose default remote is ``MLOPS_DVC_REMOTE``.
+
 ``python -m mlops.production grant-approver USER``: let USER move the model's aliases.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlops.io import write_text
@@ -28,21 +33,47 @@ def _need(name: str) -> str:
 
 
 def airflow_init() -> None:
-    """Migrate the metadata DB and seed the simple auth manager's admin password."""
+    """Migrate the metadata DB, seed the admin password, set up the shared data folder."""
     password = _need("AIRFLOW_ADMIN_PASSWORD")
     path = Path(_need("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"))
     subprocess.run(["airflow", "db", "migrate"], check=True)
     write_text(path, json.dumps({"admin": password}))
     path.chmod(0o600)
     print(f"airflow-init: database migrated, admin login in {path}")
+    dvc_init()
 
 
-def auth_client(user: str, password: str):  # type: ignore[no-untyped-def]
-    """An MLflow auth client acting as ``user``."""
+def dvc_init() -> None:
+    """Make ``MLOPS_DATA_ROOT`` a DVC repository pushing to ``MLOPS_DVC_REMOTE``."""
+    from mlops.config import settings
+    from mlops.versioning import ENV_REMOTE, init_shared
+
+    root = init_shared(settings().data_root, _need(ENV_REMOTE))
+    print(f"dvc-init: {root} is a DVC repository; default remote {os.environ[ENV_REMOTE]}")
+
+
+_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@contextlib.contextmanager
+def _acting_as(user: str, password: str) -> Iterator[None]:
+    """MLflow calls in the block authenticate as ``user``; the caller's login is restored."""
+    saved = {k: os.environ.get(k) for k in _CREDENTIALS}
+    os.environ.update(dict(zip(_CREDENTIALS, (user, password), strict=True)))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def auth_client():  # type: ignore[no-untyped-def]
+    """An MLflow auth client acting as whoever the credential variables name."""
     from mlflow.server.auth.client import AuthServiceClient
 
-    os.environ["MLFLOW_TRACKING_USERNAME"] = user
-    os.environ["MLFLOW_TRACKING_PASSWORD"] = password
     return AuthServiceClient(_need("MLFLOW_TRACKING_URI"))
 
 
@@ -50,21 +81,14 @@ def ensure_user(admin_password: str, user: str, password: str, admin: bool = Fal
     """Create ``user`` if missing (idempotent), acting as the admin."""
     from mlflow.exceptions import MlflowException
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    try:
-        client = auth_client("admin", admin_password)
+    with _acting_as("admin", admin_password):
+        client = auth_client()
         try:
             client.get_user(user)
         except MlflowException:
             client.create_user(user, password)
         if admin:
             client.update_user_admin(user, True)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def grant_approver(admin_password: str, user: str, model: str) -> None:
@@ -75,10 +99,9 @@ def grant_approver(admin_password: str, user: str, model: str) -> None:
     """
     from mlflow import MlflowClient
 
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    pipeline = saved["MLFLOW_TRACKING_USERNAME"]
-    try:
-        client = auth_client("admin", admin_password)
+    pipeline = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    with _acting_as("admin", admin_password):
+        client = auth_client()
         client.grant_user_permission(user, "registered_model", model, "MANAGE")
         tracking = MlflowClient(_need("MLFLOW_TRACKING_URI"))
         exp = tracking.get_experiment_by_name(f"audit/{model}")
@@ -86,12 +109,6 @@ def grant_approver(admin_password: str, user: str, model: str) -> None:
         for who in {user, pipeline} - {None, "admin"}:
             if exp is None or who == user:
                 client.grant_user_permission(str(who), "experiment", str(exp_id), "EDIT")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def main(argv: list[str]) -> int:
@@ -105,6 +122,8 @@ def main(argv: list[str]) -> int:
         ensure_user(_need("MLFLOW_ADMIN_PASSWORD"), _need("MLFLOW_TRACKING_USERNAME"),
                     _need("MLFLOW_TRACKING_PASSWORD"))
         print("mlflow-users: pipeline account ready")
+    elif cmd == "dvc-init":
+        dvc_init()
     elif cmd == "grant-approver" and len(argv) == 2:
         from mlops.config import load_params
 

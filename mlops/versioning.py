@@ -13,6 +13,8 @@ import yaml
 
 log = logging.getLogger(__name__)
 ENV_LOCK_WAIT = "MLOPS_DVC_LOCK_WAIT_S"
+ENV_REMOTE = "MLOPS_DVC_REMOTE"
+SHARED_REMOTE = "shared"
 
 
 class VersioningError(RuntimeError):
@@ -28,8 +30,37 @@ def _repo(root: Path):  # type: ignore[no-untyped-def]
         return Repo(Repo.find_root(str(root)))
     except NotDvcRepoError as exc:
         raise VersioningError(
-            f"{root}: not a DVC repository; run `git init && dvc init` there first"
+            f"{root}: not in a DVC repository; run `git init && dvc init` in the project, "
+            f"or `python -m mlops.production dvc-init` for a shared data folder ({ENV_REMOTE})"
         ) from exc
+
+
+def init_shared(data_root: Path, remote: str) -> Path:
+    """Make ``data_root`` a DVC repository of its own (no git) whose default remote is
+    ``remote``; return the repository's root.
+
+    For the production profile: the data lives on storage every worker mounts, and no
+    worker has a git checkout of the project, so the data folder versions itself and
+    pushes to a remote every worker reaches (a shared folder, or ``s3://...`` with the
+    ``dvc[s3]`` extra). Idempotent: an existing repository keeps its cache and gets the
+    remote set or updated.
+    """
+    from dvc.repo import Repo
+
+    if not remote:
+        raise VersioningError(f"{ENV_REMOTE} must name the DVC remote every worker reaches")
+    data_root.mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        repo = Repo(str(data_root)) if (data_root / ".dvc").is_dir() else Repo.init(
+            str(data_root), no_scm=True
+        )
+    try:
+        with repo.config.edit() as conf:
+            conf["remote"][SHARED_REMOTE] = {"url": remote}
+            conf["core"]["remote"] = SHARED_REMOTE
+    finally:
+        repo.close()
+    return data_root
 
 
 def lock_wait_s() -> float:

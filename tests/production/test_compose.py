@@ -26,6 +26,10 @@ def test_topology_has_every_component() -> None:
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert env["MLOPS_FEAST_ONLINE"].startswith("redis://redis:6379")
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # the data, the Feast registry and the DVC remote are on the volume every worker mounts
+    assert env["MLOPS_DATA_ROOT"].startswith("/shared/")
+    assert env["MLOPS_DVC_REMOTE"].startswith("/shared/")
+    assert {"shared:/shared"} <= set(SERVICES["airflow-worker"]["volumes"])
     assert "basic-auth" in (REPO / "deploy/mlflow-server.sh").read_text()
 
 
