@@ -41,6 +41,7 @@ KeyType = Literal["string", "int"]
 _ROW = "__mlops_row"
 _ENTITY_TS = "event_timestamp"  # the name Feast expects; any other name makes it print a notice
 _STORES: dict[tuple[str, ...], FeatureStore] = {}
+ONLINE_CHUNK_ROWS = 50_000
 
 
 class FeatureError(RuntimeError):
@@ -167,7 +168,10 @@ def online_store_config(st: Settings) -> dict[str, Any]:
             parts.append(f"password={url.password}")
         if url.scheme == "rediss":
             parts.append("ssl=true")
-        return {"type": "redis", "connection_string": ",".join(parts)}
+        # Without skip_dedup Feast reads every entity's stored timestamp before writing it.
+        # Not needed: materialize writes only the latest row per entity, and re-loads newer
+        # partitions after a backfill (online_interval), so the last write is the latest.
+        return {"type": "redis", "connection_string": ",".join(parts), "skip_dedup": True}
     raise ConfigError(
         f"{ENV_ONLINE}={value!r} is not an online store; use 'sqlite', 'sqlite:///abs/path.db' "
         "or 'redis://host:port/db'"
@@ -346,18 +350,20 @@ def _run(params: Params, st: Settings, partitions: list[str], t0: float) -> dict
     if params.materialize.online != "off":
         # Online serving needs the latest values per entity: with "latest" only the newest
         # partition of this call is loaded (older ones were loaded by their own runs).
-        pick = (range(len(partitions)) if params.materialize.online == "all"
-                else [max(range(len(partitions)), key=lambda i: partitions[i])])
-        start, end = online_interval(params, st, [partitions[i] for i in pick],
-                                     pd.concat([keys[i] for i in pick], ignore_index=True))
-        faults.point("materialize.before_online")
-        _load_online(
-            fs, params, st, partitions,
-            start_date=start.to_pydatetime(),
-            # Feast's end is inclusive; partitions are half-open.
-            end_date=(end - pd.Timedelta(microseconds=1)).to_pydatetime(),
-            feature_views=[params.materialize.project],
+        pick = (
+            range(len(partitions))
+            if params.materialize.online == "all"
+            else [max(range(len(partitions)), key=lambda i: partitions[i])]
         )
+        start, end = online_interval(
+            params,
+            st,
+            [partitions[i] for i in pick],
+            pd.concat([keys[i] for i in pick], ignore_index=True),
+        )
+        faults.point("materialize.before_online")
+        latest = latest_rows(params, st, start, end)
+        _load_online(fs, params, st, partitions, latest)
         online = f"{fs.config.online_store.type} [{start:%Y-%m-%d}, {end:%Y-%m-%d})"
     secs = time.perf_counter() - t0
     print(
@@ -395,10 +401,63 @@ def _describe_online(st: Settings) -> str:
     return f"{cfg['type']} {cfg.get('path', '')}".strip()
 
 
+def latest_rows(
+    params: Params, st: Settings, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
+    """The latest feature row per entity with a timestamp in ``[start, end)``, from the
+    offline feature files, in entity-key order: what Feast's ``materialize`` of that
+    interval loads online.
+
+    String keys are ordered by byte length, then value: the order of Feast's serialised
+    entity keys, so the online store's primary-key index is filled in order.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    c = params.contract
+    tables = []
+    for f in sorted(source_dir(params, st).glob("*.parquet")):
+        lo, hi = io.partition_interval(f.stem)
+        if lo < end and hi > start:
+            t = pq.read_table(f, columns=[*c.entity_keys, c.timestamp, *c.feature_names])
+            ts = t.column(c.timestamp)
+            keep = pc.and_(
+                pc.greater_equal(ts, pa.scalar(start.to_pydatetime(), ts.type)),
+                pc.less(ts, pa.scalar(end.to_pydatetime(), ts.type)),
+            )
+            tables.append(t.filter(keep))
+    if not tables:
+        return pa.schema([]).empty_table().to_pandas()
+    table = pa.concat_tables(tables)
+    sort: list[tuple[str, str]] = []
+    for k in c.entity_keys:
+        kind = table.column(k).type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            name = f"__len_{k}"
+            table = table.append_column(name, pc.binary_length(table.column(k)))
+            sort.append((name, "ascending"))
+        sort.append((k, "ascending"))
+    # Newest first within an entity, so the first row of each entity is its latest.
+    order = pc.sort_indices(table, sort_keys=[*sort, (c.timestamp, "descending")])
+    df = table.take(order).select([*c.entity_keys, c.timestamp, *c.feature_names]).to_pandas()
+    return df.drop_duplicates(c.entity_keys, keep="first", ignore_index=True)
+
+
+def _write_online(fs: FeatureStore, view: str, rows: pd.DataFrame) -> None:
+    """Feast's own online write of ``rows``, ``ONLINE_CHUNK_ROWS`` at a time.
+
+    Feast builds every row's protobufs before writing, so one call over millions of rows
+    holds them all; chunks keep memory flat.
+    """
+    for i in range(0, len(rows), ONLINE_CHUNK_ROWS):
+        fs.write_to_online_store(view, rows.iloc[i : i + ONLINE_CHUNK_ROWS])
+
+
 def _load_online(
-    fs: FeatureStore, params: Params, st: Settings, partitions: list[str], **kwargs: Any
+    fs: FeatureStore, params: Params, st: Settings, partitions: list[str], rows: pd.DataFrame
 ) -> None:
-    """Run Feast's materialize with back-off while the online store is unreachable.
+    """Write ``rows`` to the online store with back-off while it is unreachable.
 
     Tries ``MLOPS_RETRY_ATTEMPTS`` times (default 4), waiting ``MLOPS_RETRY_DELAY_S``
     (default 1 s), doubled each time. The offline feature files are already complete; a
@@ -412,7 +471,13 @@ def _load_online(
     for i in range(attempts):
         try:
             with _lock(st):
-                _quietly(fs.materialize, retried=transient, **kwargs)
+                _quietly(
+                    _write_online,
+                    retried=transient,
+                    fs=fs,
+                    view=params.materialize.project,
+                    rows=rows,
+                )
             return
         except transient as exc:
             if isinstance(exc, sqlite3.OperationalError) and "locked" not in str(exc):
@@ -424,8 +489,12 @@ def _load_online(
                     f"{', '.join(partitions)} in {source_dir(params, st)} are complete; "
                     "re-run materialize when the online store is back"
                 ) from exc
-            log.warning("online store %s unavailable (%s); retrying in %.1fs",
-                        _describe_online(st), _redact(str(exc)), delay)
+            log.warning(
+                "online store %s unavailable (%s); retrying in %.1fs",
+                _describe_online(st),
+                _redact(str(exc)),
+                delay,
+            )
             time.sleep(delay)
             delay *= 2
 
@@ -442,8 +511,9 @@ def online_interval(
     """The interval to load online: the partitions', extended to the newest partition on
     file when a later partition holds one of the same entities.
 
-    The SQLite online store keeps the last write, not the latest timestamp, so a backfill
-    must load the newer rows again to leave the latest value in place.
+    The online stores keep the last write, not the latest timestamp (SQLite always, Redis
+    with ``skip_dedup``), so a backfill must load the newer rows again to leave the latest
+    value in place.
     """
     import pandas as pd
 
