@@ -1,15 +1,19 @@
 """score: batch predictions for a partition with the ``champion`` model.
 
 The alias is resolved once to an exact version, and every prediction row carries the
-model name and that version. Features come from Feast. Rows are predicted and written in
-chunks into a temporary Parquet file that is renamed into place when complete, so a
-killed run leaves the previous predictions untouched.
+model name and that version. The rows scored are the partition's own feature rows, as
+``materialize`` wrote them to the Feast offline source: the point-in-time join of a row's
+keys and timestamp against the same rows returns that row's features (keys are unique
+within a partition and partitions do not overlap in time), so they are streamed from the
+file in chunks instead of joined whole. Each chunk is predicted and written into a
+temporary Parquet file that is renamed into place when complete, so memory does not grow
+with the partition and a killed run leaves the previous predictions untouched.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,30 +26,81 @@ if TYPE_CHECKING:
     from mlops.registry import Loaded
 
 
-def predict_chunks(
-    df: pd.DataFrame, loaded: Loaded, params: Params, chunk_rows: int
-) -> Iterator[pd.DataFrame]:
-    """Pure core: prediction frames of at most ``chunk_rows`` rows, in input order."""
+def feature_file(params: Params, st: Settings, partition: str) -> Path:
+    """The partition's Feast offline source file, written by ``materialize``.
+
+    Raises:
+        FileNotFoundError: the partition was never validated.
+        FeatureError: the partition was validated but not materialised.
+    """
+    from mlops import materialize
+
+    validated = io.partition_file(st.validated_dir, partition)
+    if not validated.is_file():
+        raise FileNotFoundError(
+            f"{validated}: validated partition {partition!r} not found; run validate "
+            f"{partition} first"
+        )
+    path = io.partition_file(materialize.source_dir(params, st), partition)
+    if not path.is_file():
+        raise materialize.FeatureError(
+            f"{path}: no features for partition {partition!r}; run `materialize {partition}` first"
+        )
+    return path
+
+
+def feature_batches(path: Path, params: Params, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Rows of a feature file, ``chunk_rows`` at a time, in file order.
+
+    Columns are keys, timestamp and features in contract order, with the feature dtypes
+    ``materialize.scoring_frame`` gives them.
+    """
+    import pyarrow.parquet as pq
+
+    from mlops import materialize
+
+    c = params.contract
+    columns = [*c.entity_keys, c.timestamp, *c.feature_names]
+    with pq.ParquetFile(path) as pf:
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
+            yield materialize.restore_dtypes(batch.to_pandas(), c)
+
+
+def predict_frame(part: pd.DataFrame, loaded: Loaded, params: Params) -> pd.DataFrame:
+    """Pure core: keys, timestamp, prediction (and label), model name and version."""
     import pandas as pd
 
     c = params.contract
     kind = "xgboost" if loaded.flavor == "xgboost" else "sklearn"
-    for start in range(0, max(len(df), 1), chunk_rows):
-        part = df.iloc[start : start + chunk_rows]
-        if part.empty:
-            return
-        x = models.align_categories(models.matrix(part, c), loaded.categories)
-        pred = models.predict(loaded.model, models.fit_input(x, kind), c.task)
-        out = part[[*c.entity_keys, c.timestamp]].reset_index(drop=True)
-        out["prediction"] = pred
-        if c.task == "classification":
-            out["predicted_label"] = (pred >= 0.5).astype("int8")
-        out["model_name"] = pd.Series([loaded.name] * len(out), dtype="string")
-        out["model_version"] = pd.Series([loaded.version] * len(out), dtype="string")
-        yield out
+    x = models.align_categories(models.matrix(part, c), loaded.categories)
+    pred = models.predict(loaded.model, models.fit_input(x, kind), c.task)
+    out = part[[*c.entity_keys, c.timestamp]].reset_index(drop=True)
+    out["prediction"] = pred
+    if c.task == "classification":
+        out["predicted_label"] = (pred >= 0.5).astype("int8")
+    out["model_name"] = pd.Series([loaded.name] * len(out), dtype="string")
+    out["model_version"] = pd.Series([loaded.version] * len(out), dtype="string")
+    return out
 
 
-def write_predictions(target, chunks: Iterator[pd.DataFrame]) -> int:  # type: ignore[no-untyped-def]
+def predict_batches(
+    batches: Iterable[pd.DataFrame], loaded: Loaded, params: Params
+) -> Iterator[pd.DataFrame]:
+    """Prediction frames for each non-empty input frame, in input order."""
+    for part in batches:
+        if len(part):
+            yield predict_frame(part, loaded, params)
+
+
+def predict_chunks(
+    df: pd.DataFrame, loaded: Loaded, params: Params, chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """Prediction frames of at most ``chunk_rows`` rows of an in-memory frame, in order."""
+    parts = (df.iloc[i : i + chunk_rows] for i in range(0, len(df), chunk_rows))
+    return predict_batches(parts, loaded, params)
+
+
+def write_predictions(target: Path, chunks: Iterable[pd.DataFrame]) -> int:
     """Stream chunks into one Parquet file atomically; return the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -81,23 +136,28 @@ def run(params: Params, st: Settings, partition: str) -> dict[str, Any]:
 
 
 def _run(params: Params, st: Settings, partition: str, target: Path) -> dict[str, Any]:
-    from mlops import materialize
     from mlops.registry import CHAMPION, RegistryError, load, retry, version_by_alias
 
     t0 = time.perf_counter()
     name = params.model_name
     mv = retry(lambda: version_by_alias(st, name, CHAMPION), f"resolve {name}@{CHAMPION}")
     if mv is None:
-        raise RegistryError(
-            f"model {name!r} has no '{CHAMPION}' version; train and promote first"
-        )
+        raise RegistryError(f"model {name!r} has no '{CHAMPION}' version; train and promote first")
+    path = feature_file(params, st, partition)
     loaded = retry(lambda: load(st, name, mv.version), f"load {name} v{mv.version}")
-    df = materialize.scoring_frame(params, st, [partition])
-    rows = write_predictions(target, predict_chunks(df, loaded, params, params.score.chunk_rows))
-    meta = {"partition": partition, "rows": rows, "path": str(target),
-            "model_name": loaded.name, "model_version": loaded.version,
-            "run_id": loaded.run_id}
+    batches = feature_batches(path, params, params.score.chunk_rows)
+    rows = write_predictions(target, predict_batches(batches, loaded, params))
+    meta = {
+        "partition": partition,
+        "rows": rows,
+        "path": str(target),
+        "model_name": loaded.name,
+        "model_version": loaded.version,
+        "run_id": loaded.run_id,
+    }
     io.write_json(target.with_suffix(".json"), meta)
-    print(f"score: {partition} {rows:,} rows with {loaded.name} v{loaded.version} -> {target} "
-          f"in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"score: {partition} {rows:,} rows with {loaded.name} v{loaded.version} -> {target} "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     return meta
