@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops import io
 from mlops.config import Contract, Monitor, Params, Settings
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 PREDICTION = "prediction"
 SAMPLE_SEED = 42
@@ -106,12 +109,14 @@ def drift_report(
     cfg: Monitor,
     prediction_col: str | None = PREDICTION,
     seed: int = SAMPLE_SEED,
+    current_rows: int | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Compare ``current`` with ``reference``: feature, prediction and target drift, performance.
 
     Target drift and performance are included when the target is in both frames, prediction
     drift when ``prediction_col`` is (a probability for classification, a value for
     regression). Frames above ``cfg.max_rows`` are sampled with a fixed seed.
+    ``current_rows`` is the size of the data ``current`` was already sampled from, if it was.
 
     Returns:
         A JSON-serialisable summary and the report as a self-contained HTML page.
@@ -120,10 +125,11 @@ def drift_report(
     from evidently.core.metric_types import TestStatus
     from evidently.metrics import ValueDrift
 
+    n_current = len(current) if current_rows is None else current_rows
     rows = {
         "reference": len(reference),
-        "current": len(current),
-        "sampled": len(reference) > cfg.max_rows or len(current) > cfg.max_rows,
+        "current": n_current,
+        "sampled": len(reference) > cfg.max_rows or n_current > cfg.max_rows,
         "max_rows": cfg.max_rows,
     }
     ref, cur, target, pred = _frames(
@@ -248,15 +254,19 @@ def run(
     partition: str,
     reference: pd.DataFrame,
     current: pd.DataFrame,
+    current_rows: int | None = None,
 ) -> dict[str, Any]:
     """Report drift of ``current`` (one partition) against ``reference`` and decide on a breach.
 
+    ``current_rows`` is the partition's row count when ``current`` is a sample of it.
     Writes ``<reports_dir>/<partition>/drift.html`` and ``drift.json`` (summary, breach,
     reasons) and returns that summary with the two paths added.
     """
     io.partition_interval(partition)  # raises on a malformed id before any work
     t0 = time.perf_counter()
-    summary, html = drift_report(reference, current, params.contract, params.monitor)
+    summary, html = drift_report(
+        reference, current, params.contract, params.monitor, current_rows=current_rows
+    )
     breach, reasons = is_breach(summary, params.monitor)
     result = {**summary, "partition": partition, "breach": breach, "reasons": reasons}
 
@@ -276,42 +286,142 @@ def run(
     return {**result, "html_path": str(html_path), "json_path": str(json_path)}
 
 
+def sample_positions(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded sample of ``k`` of ``n`` rows (all when ``n <= k``).
+
+    The same rows ``DataFrame.sample(n=k, random_state=seed)`` picks from ``n`` rows.
+    """
+    import numpy as np
+
+    if n <= k:
+        return np.arange(n)
+    return np.sort(np.random.RandomState(seed).choice(n, size=k, replace=False))
+
+
+def read_rows(path: Path, positions: np.ndarray, columns: list[str]) -> pa.Table:
+    """Rows at sorted ``positions`` of a Parquet file, read one row group at a time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    with pq.ParquetFile(path) as pf:
+        start = 0
+        for i in range(pf.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            lo, hi = np.searchsorted(positions, [start, start + n])
+            if hi > lo:
+                group = pf.read_row_group(i, columns=columns)
+                parts.append(group.take(pa.array(positions[lo:hi] - start)))
+            start += n
+        schema = pf.schema_arrow
+    if not parts:
+        return schema.empty_table().select(columns)
+    return pa.concat_tables(parts)
+
+
+def matching_rows(path: Path, keys: pa.Table, columns: list[str], batch_rows: int) -> pa.Table:
+    """Rows of a Parquet file whose key columns (those of ``keys``) are in ``keys``.
+
+    The file is streamed in batches, so memory follows ``keys`` and ``batch_rows``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = keys.column_names
+    parts = []
+    with pq.ParquetFile(path) as pf:
+        wanted = keys.cast(pa.schema([pf.schema_arrow.field(k) for k in names]))
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            parts.append(pa.Table.from_batches([batch]).join(wanted, keys=names))
+        schema = pf.schema_arrow
+    if not parts:
+        return schema.empty_table().select(columns)
+    return pa.concat_tables(parts).select(columns)
+
+
+def current_sample(
+    params: Params, st: Settings, partition: str, pred_path: Path
+) -> tuple[pd.DataFrame, int]:
+    """A seeded sample of at most ``monitor.max_rows`` scored rows, in file order, with
+    their features, prediction, model name and version, and target when validated with
+    one; and the partition's row count.
+
+    Only the sampled rows are kept: predictions are read by position, features and
+    target by key, both in batches, so memory does not grow with the partition.
+    """
+    import pyarrow.parquet as pq
+
+    from mlops import materialize
+
+    c = params.contract
+    keys = c.entity_keys
+    total = pq.ParquetFile(pred_path).metadata.num_rows
+    if total == 0:
+        raise ValueError(f"{pred_path}: no predictions; run score {partition} again")
+    positions = sample_positions(total, params.monitor.max_rows, SAMPLE_SEED)
+    preds = read_rows(pred_path, positions, [*keys, PREDICTION, "model_name", "model_version"])
+    wanted = preds.select(keys)
+    batch = params.score.chunk_rows
+    feat_path = io.partition_file(materialize.source_dir(params, st), partition)
+    if not feat_path.is_file():
+        raise materialize.FeatureError(
+            f"{feat_path}: no features for partition {partition!r}; run `materialize "
+            f"{partition}` first"
+        )
+    feats = matching_rows(feat_path, wanted, [*keys, *c.feature_names], batch).to_pandas()
+    current = preds.to_pandas().merge(
+        materialize.restore_dtypes(feats, c), on=keys, how="inner", validate="1:1"
+    )
+    validated = io.partition_file(st.validated_dir, partition)
+    if validated.is_file() and c.target in pq.read_schema(validated).names:
+        labels = matching_rows(validated, wanted, [*keys, c.target], batch).to_pandas()
+        current = current.merge(labels, on=keys, how="left", validate="1:1")
+    return current, total
+
+
 def run_partition(params: Params, st: Settings, partition: str) -> dict[str, Any]:
     """Monitor a scored partition against the reference of the model that scored it.
 
     The reference (a sample of that model's training rows with its predictions) is read
-    from the model's MLflow run; the current side is the partition's features, its
-    labels when present, and the predictions. The report and summary are logged to
-    MLflow as a ``monitor`` run.
+    from the model's MLflow run; the current side is a sample of the partition's scored
+    rows with their features, labels when present, and predictions. The report and
+    summary are logged to MLflow as a ``monitor`` run.
     """
     import mlflow
     import pandas as pd
 
-    from mlops import materialize
     from mlops.registry import client, experiment_id, get_version
 
     pred_path = io.partition_file(st.predictions_dir, partition)
     if not pred_path.is_file():
         raise FileNotFoundError(f"{pred_path}: no predictions for {partition}; run score first")
-    preds = pd.read_parquet(pred_path)
-    name, version = str(preds["model_name"].iloc[0]), str(preds["model_version"].iloc[0])
+    current, total = current_sample(params, st, partition, pred_path)
+    name, version = str(current["model_name"].iloc[0]), str(current["model_version"].iloc[0])
     mv = get_version(st, name, version)
     client(st)
     ref_file = mlflow.artifacts.download_artifacts(
         run_id=mv.run_id, artifact_path="reference.parquet"
     )
     reference = pd.read_parquet(ref_file)
-    feats = materialize.scoring_frame(params, st, [partition])
-    keys = [*params.contract.entity_keys, params.contract.timestamp]
-    current = feats.merge(preds[[*keys, PREDICTION]], on=keys, how="inner", validate="1:1")
-    out = run(params, st, partition, reference, current)
+    out = run(params, st, partition, reference, current, current_rows=total)
 
     exp = experiment_id(st, params.model_name)
     with mlflow.start_run(experiment_id=exp, run_name=f"monitor {partition}"):
-        mlflow.set_tags({"mlops.stage": "monitor", "mlops.partition": partition,
-                         "mlops.model_version": version, "mlops.breach": str(out["breach"])})
-        mlflow.log_metrics({"drift_share": float(out["share"]),
-                            "drifted_features": float(out["drifted_features"])})
+        mlflow.set_tags(
+            {
+                "mlops.stage": "monitor",
+                "mlops.partition": partition,
+                "mlops.model_version": version,
+                "mlops.breach": str(out["breach"]),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "drift_share": float(out["share"]),
+                "drifted_features": float(out["drifted_features"]),
+            }
+        )
         mlflow.log_artifact(out["html_path"], artifact_path=f"drift/{partition}")
         mlflow.log_artifact(out["json_path"], artifact_path=f"drift/{partition}")
     return {**out, "html": out["html_path"], "model_version": version}

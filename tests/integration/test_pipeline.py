@@ -49,8 +49,17 @@ def _assert_landed(params_path: Path, expect_breach: bool | None = None) -> dict
         assert (report / "drift.html").stat().st_size > 100_000
         summary = json.loads((report / "drift.json").read_text())
         assert summary["n_features"] == len(params.contract.features)
+        # the monitor samples, but reports the partition's true row count
+        assert summary["rows"]["current"] == len(preds)
         if expect_breach is not None:
             assert summary["breach"] is expect_breach
+    # the champion's run holds its evaluation artifacts and the monitor's reference
+    from mlflow import MlflowClient
+
+    logged = {a.path for a in MlflowClient().list_artifacts(champ.run_id)}
+    plot = "roc_pr.png" if params.contract.task == "classification" else "residuals.png"
+    expected = {"features.json", "feature_importance.json", "feature_importance.png", plot}
+    assert expected | {"reference.parquet"} <= logged
     return {"params": params, "st": st, "champion": champ}
 
 
