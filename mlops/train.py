@@ -57,8 +57,9 @@ def split(df: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def learned_categories(x: pd.DataFrame) -> dict[str, list[str]]:
-    return {c: [str(v) for v in x[c].cat.categories] for c in x.columns
-            if str(x[c].dtype) == "category"}
+    return {
+        c: [str(v) for v in x[c].cat.categories] for c in x.columns if str(x[c].dtype) == "category"
+    }
 
 
 def fit_candidates(
@@ -146,18 +147,74 @@ def _importance(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str) -> dict
     """Native importances where the model has them, else permutation importance."""
     cols = list(x_ho.columns)
     if hasattr(f.model, "feature_importances_"):
-        vals = f.model.feature_importances_
+        vals = [float(v) for v in f.model.feature_importances_]
     else:
-        from sklearn.inspection import permutation_importance
-
-        n = min(len(x_ho), 2000)
-        xs = models.fit_input(x_ho.iloc[:n], f.candidate.kind)
-        scoring = "roc_auc" if task == "classification" and len(set(y[:n])) > 1 else None
-        vals = permutation_importance(
-            f.model, xs, y[:n], n_repeats=1, random_state=0, scoring=scoring
-        ).importances_mean
-    pairs = sorted(zip(cols, (float(v) for v in vals), strict=True), key=lambda p: -p[1])
+        vals = _permutation_importance(f, y, x_ho, task)
+    pairs = sorted(zip(cols, vals, strict=True), key=lambda p: -p[1])
     return dict(pairs)
+
+
+def _permutation_importance(
+    f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str, rows: int = 2000, seed: int = 0
+) -> list[float]:
+    """Drop in the holdout score when each column alone is shuffled (one repeat).
+
+    The score is ROC AUC (classification with both classes), else accuracy or R2, as
+    sklearn's ``permutation_importance`` uses. All shuffled copies go through the model in
+    one ``predict`` call: tree ensembles pay a fixed cost per call and per tree that
+    dwarfs a 2,000-row batch.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn import metrics as m
+
+    n = min(len(x_ho), rows)
+    x = x_ho.iloc[:n].reset_index(drop=True)
+    y = y[:n]
+    rng = np.random.RandomState(seed)
+    blocks = [x]
+    for col in x.columns:
+        shuffled = x.copy()
+        shuffled[col] = x[col].iloc[rng.permutation(n)].reset_index(drop=True)
+        blocks.append(shuffled)
+    pred = models.predict(
+        f.model, models.fit_input(pd.concat(blocks, ignore_index=True), f.candidate.kind), task
+    )
+
+    def score(p: np.ndarray) -> float:
+        if task != "classification":
+            return float(m.r2_score(y, p))
+        if len(set(y.tolist())) > 1:
+            return float(m.roc_auc_score(y, p))
+        return float(m.accuracy_score(y, p >= 0.5))
+
+    base = score(pred[:n])
+    return [base - score(pred[(i + 1) * n : (i + 2) * n]) for i in range(len(x.columns))]
+
+
+def evaluation_artifacts(
+    f: Fitted,
+    params: Params,
+    x_ho: pd.DataFrame,
+    y_ho: np.ndarray,
+    reference: pd.DataFrame,
+    cats: dict[str, list[str]],
+    out: Path,
+) -> Path:
+    """Write a candidate's evaluation artifacts into ``out`` and return it.
+
+    Holdout plots (ROC and precision-recall, or residuals), ``feature_importance.json``
+    and its plot, and ``reference.parquet``: a sample of training rows with this
+    candidate's predictions, which ``monitor`` compares scored partitions against.
+    """
+    c = params.contract
+    out.mkdir(parents=True, exist_ok=True)
+    _plots(f, y_ho, x_ho, c.task, out)
+    ref = reference.copy()
+    x_ref = models.align_categories(models.matrix(ref, c), cats)
+    ref["prediction"] = models.predict(f.model, models.fit_input(x_ref, f.candidate.kind), c.task)
+    io.write_parquet(out / "reference.parquet", ref)
+    return out
 
 
 def log_candidate(
@@ -166,12 +223,12 @@ def log_candidate(
     st: Settings,
     exp_id: str,
     x_ho: pd.DataFrame,
-    y_ho: np.ndarray,
-    reference: pd.DataFrame,
     cats: dict[str, list[str]],
     lineage: dict[str, str],
+    artifacts: Path,
 ) -> tuple[str, str]:
-    """Log one candidate as an MLflow run; return (run_id, model_uri)."""
+    """Log one candidate as an MLflow run with the files in ``artifacts`` (see
+    :func:`evaluation_artifacts`); return (run_id, model_uri)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -179,27 +236,38 @@ def log_candidate(
     example = models.fit_input(x_ho.head(5), f.candidate.kind)
     sig = infer_signature(models.fit_input(x_ho.head(5), "sklearn"), f.holdout_pred[:5])
     with mlflow.start_run(experiment_id=exp_id, run_name=f.candidate.name) as run:
-        mlflow.set_tags({"mlops.stage": "train", "mlops.candidate": f.candidate.name,
-                         "mlops.kind": f.candidate.kind, **lineage})
-        mlflow.log_params({"kind": f.candidate.kind, **f.candidate.params,
-                           "train_partitions": ",".join(params.train.partitions)})
-        mlflow.log_metrics({**{f"holdout_{k}": v for k, v in f.metrics.items()},
-                            "fit_seconds": f.fit_seconds})
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            (out / "features.json").write_text(json.dumps(
-                {"features": c.feature_names, "categories": cats, "task": c.task,
-                 "target": c.target}, indent=2))
-            _plots(f, y_ho, x_ho, c.task, out)
-            ref = reference.copy()
-            ref["prediction"] = models.predict(
-                f.model, models.fit_input(
-                    models.align_categories(models.matrix(ref, c), cats), f.candidate.kind),
-                c.task)
-            io.write_parquet(out / "reference.parquet", ref)
-            mlflow.log_artifacts(str(out))
-        common = {"name": "model", "pip_requirements": _requirements(f.candidate.kind),
-                  "signature": sig, "input_example": example}
+        mlflow.set_tags(
+            {
+                "mlops.stage": "train",
+                "mlops.candidate": f.candidate.name,
+                "mlops.kind": f.candidate.kind,
+                **lineage,
+            }
+        )
+        mlflow.log_params(
+            {
+                "kind": f.candidate.kind,
+                **f.candidate.params,
+                "train_partitions": ",".join(params.train.partitions),
+            }
+        )
+        mlflow.log_metrics(
+            {**{f"holdout_{k}": v for k, v in f.metrics.items()}, "fit_seconds": f.fit_seconds}
+        )
+        features = {
+            "features": c.feature_names,
+            "categories": cats,
+            "task": c.task,
+            "target": c.target,
+        }
+        mlflow.log_dict(features, "features.json")
+        mlflow.log_artifacts(str(artifacts))
+        common = {
+            "name": "model",
+            "pip_requirements": _requirements(f.candidate.kind),
+            "signature": sig,
+            "input_example": example,
+        }
         if f.candidate.kind == "xgboost":
             # MLflow's serving check goes through JSON, which cannot carry the category
             # dtype XGBoost needs, and only warns; the native flavour used here keeps it.
@@ -212,8 +280,11 @@ def log_candidate(
                 quiet.setLevel(level)
         else:
             info = mlflow.sklearn.log_model(
-                f.model, serialization_format="skops",
-                skops_trusted_types=models.SKOPS_TRUSTED, **common)
+                f.model,
+                serialization_format="skops",
+                skops_trusted_types=models.SKOPS_TRUSTED,
+                **common,
+            )
         return run.info.run_id, info.model_uri
 
 
@@ -263,22 +334,32 @@ def _run(params: Params, st: Settings) -> dict[str, Any]:
     exp_id = retry(lambda: experiment_id(st, params.model_name), "create experiment")
     lineage = _lineage(params, st)
     runs = {}
-    for f in fitted:
-        runs[f.candidate.name] = retry(
-            functools.partial(log_candidate, f, params, st, exp_id, x_ho, y_ho, reference,
-                              cats, lineage),
-            f"log candidate {f.candidate.name}",
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in fitted:
+            out = evaluation_artifacts(
+                f, params, x_ho, y_ho, reference, cats, Path(tmp) / f.candidate.name
+            )
+            runs[f.candidate.name] = retry(
+                functools.partial(log_candidate, f, params, st, exp_id, x_ho, cats, lineage, out),
+                f"log candidate {f.candidate.name}",
+            )
     run_id, model_uri = runs[top.candidate.name]
     cl = client(st)
     retry(lambda: cl.set_tag(run_id, "mlops.selected", "true"), "tag the selected run")
-    tags = {"mlops.candidate": top.candidate.name, "mlops.run_id": run_id,
-            f"mlops.holdout_{metric}": f"{top.metrics[metric]:.6f}", **lineage}
+    tags = {
+        "mlops.candidate": top.candidate.name,
+        "mlops.run_id": run_id,
+        f"mlops.holdout_{metric}": f"{top.metrics[metric]:.6f}",
+        **lineage,
+    }
     # Tags go in with the version (one request, one transaction): a version is never
     # seen without its lineage, even if this process dies right after.
-    mv = retry(lambda: mlflow.register_model(model_uri, params.model_name,
-                                            await_registration_for=0, tags=tags),
-               "register model")
+    mv = retry(
+        lambda: mlflow.register_model(
+            model_uri, params.model_name, await_registration_for=0, tags=tags
+        ),
+        "register model",
+    )
     faults.point("train.after_register")
     result = {
         "model_name": params.model_name,
@@ -290,8 +371,9 @@ def _run(params: Params, st: Settings) -> dict[str, Any]:
         "rows": {"train": len(train_df), "holdout": len(hold_df)},
     }
     io.write_json(st.state_dir / "train.json", result)
-    scores = ", ".join(f"{f.candidate.name} {f.metrics.get(metric, float('nan')):.4f}"
-                       for f in fitted)
+    scores = ", ".join(
+        f"{f.candidate.name} {f.metrics.get(metric, float('nan')):.4f}" for f in fitted
+    )
     print(
         f"train: {len(train_df):,} rows, holdout {len(hold_df):,}; {metric}: {scores}; "
         f"registered {params.model_name} v{mv.version} ({top.candidate.name}) "
