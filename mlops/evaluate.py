@@ -48,13 +48,14 @@ def run(params: Params, st: Settings, version: str | None = None) -> dict[str, A
     df = materialize.training_frame(params, st, parts)
     cand = score_version(load(st, name, version), df, params)
     champ_mv = version_by_alias(st, name, CHAMPION)
-    champ = None
+    champ: dict[str, Any] | None = None
     if champ_mv is not None and str(champ_mv.version) != str(version):
         champ = {"version": str(champ_mv.version),
                  "metrics": score_version(load(st, name, champ_mv.version), df, params)}
     metric = params.gate_metric
     cl = client(st)
-    cl.set_model_version_tag(name, version, f"mlops.eval.{metric}", f"{cand.get(metric, float('nan')):.6f}")
+    cand_value = cand.get(metric, float("nan"))
+    cl.set_model_version_tag(name, version, f"mlops.eval.{metric}", f"{cand_value:.6f}")
     cl.set_model_version_tag(name, version, "mlops.eval.holdout", ",".join(parts))
     if champ is not None:
         cl.set_model_version_tag(name, version, "mlops.eval.champion_version", champ["version"])

@@ -68,9 +68,9 @@ def target(df: pd.DataFrame, contract: Contract) -> np.ndarray:
 def build(candidate: Candidate, contract: Contract, seed: int) -> Any:
     """An unfitted estimator for a candidate; sklearn ones include their encoders."""
     from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
-    from sklearn.impute import SimpleImputer
 
     cats = [f.name for f in contract.features if f.dtype == "category"]
     nums = [f.name for f in contract.features if f.dtype != "category"]

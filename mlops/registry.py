@@ -99,7 +99,8 @@ def experiment_id(st: Settings, name: str) -> str:
     if exp is not None:
         return str(exp.experiment_id)
     location = None
-    if st.tracking_uri.startswith(("sqlite:", "postgresql", "mysql")) or "://" not in st.tracking_uri:
+    uri = st.tracking_uri
+    if uri.startswith(("sqlite:", "postgresql", "mysql")) or "://" not in uri:
         st.artifacts_dir.mkdir(parents=True, exist_ok=True)
         location = st.artifacts_dir.as_uri()
     try:
