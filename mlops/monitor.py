@@ -333,7 +333,7 @@ def matching_rows(path: Path, keys: pa.Table, columns: list[str], batch_rows: in
     with pq.ParquetFile(path) as pf:
         wanted = keys.cast(pa.schema([pf.schema_arrow.field(k) for k in names]))
         for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
-            parts.append(pa.Table.from_batches([batch]).join(wanted, keys=names))
+            parts.append(pa.Table.from_batches([batch]).join(wanted, keys=names, join_type="inner"))
         schema = pf.schema_arrow
     if not parts:
         return schema.empty_table().select(columns)

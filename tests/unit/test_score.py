@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from mlops import io, score
@@ -92,6 +93,10 @@ def test_monitor_reads_only_a_seeded_sample_equal_to_sampling_the_full_join(tmp_
         .reset_index(drop=True)
     )
     assert total == len(preds)
+    # and the feature file is filtered to the sampled keys while it is read
+    wanted = pa.Table.from_pandas(current[keys], preserve_index=False)
+    feature_file = score.feature_file(params, st, "2013-02")
+    assert monitor.matching_rows(feature_file, wanted, keys, 100).num_rows == 300
     current[keys] = current[keys].astype(object)
     expected[keys] = expected[keys].astype(object)
     pd.testing.assert_frame_equal(current, expected[current.columns], check_dtype=False)
