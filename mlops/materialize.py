@@ -6,7 +6,10 @@ a feature view over the contract's features and a feature service ``<project>_mo
 The offline store is DuckDB: the default file store silently drops entity rows.
 
 Training and scoring sets come from ``get_historical_features`` (point-in-time correct)
-and always hold exactly one row per label row, in timestamp-then-key order.
+and always hold exactly one row per label row, in timestamp-then-key order. (``score``
+streams a partition's own feature file instead: that join returns its rows unchanged.)
+The online store gets the latest row per entity through Feast's
+``write_to_online_store``, in chunks.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 The report holds one Evidently ``ValueDrift`` per column, with the method and threshold
 taken from ``params.monitor``: Evidently's defaults change with the number of rows, and its
 drift preset computes every column three times. Both sides are sampled down to
-``monitor.max_rows`` first, because the statistical tests use every row they are given.
-The decision itself, :func:`is_breach`, is a pure function of the summary.
+``monitor.max_rows`` first, because the statistical tests use every row they are given;
+:func:`run_partition` samples the scored rows before reading their features, so its
+memory does not grow with the partition. The decision itself, :func:`is_breach`, is a
+pure function of the summary.
 """
 
 from __future__ import annotations
