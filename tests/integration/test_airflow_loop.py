@@ -23,12 +23,7 @@ import pytest
 
 from mlops import airflow_local
 from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project
-from tests.integration.airflow_stack import (
-    Api,
-    champion_snapshot,
-    free_port,
-    wait_for,
-)
+from tests.integration.airflow_stack import champion_snapshot, stack_env, up, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,28 +53,10 @@ def test_drift_breach_starts_retraining_and_calm_week_does_not(
 ) -> None:
     # given a project with a champion and a local Airflow on this repo's DAGs
     params_path, champion = champion_project()
-    home = tmp_path / "airflow"
-    env = airflow_local.airflow_env(
-        home,
-        params_path,
-        port=free_port(),
-        # not the in-process Airflow settings of other test modules
-        base={k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        extra={**SCORING_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{params_path.parent}/mlflow.db"},
-    )
+    env = stack_env(params_path, tmp_path / "airflow", extra=SCORING_ENV)
     t0 = time.monotonic()
-    airflow_local.init_metadata(env)
-    password, _ = airflow_local.seed_password(home)
-    stack = airflow_local.start(env)
+    stack, api = up(env)
     try:
-        airflow_local.wait_ready(stack, timeout=300)
-        api = Api(stack.url, airflow_local.USER, password)
-        wait_for(
-            "both DAGs parsed",
-            lambda: {d["dag_id"] for d in api.get("/dags")["dags"]} >= {"training", "scoring"},
-            180,
-            stack,
-        )
         record_property("airflow_ready_s", round(time.monotonic() - t0, 1))
         assert api.get("/importErrors")["total_entries"] == 0
         assert api.get("/pools/mlops_dvc")["slots"] == 1

@@ -27,9 +27,10 @@ from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project
 from tests.integration.airflow_stack import (
     Api,
     champion_snapshot,
-    free_port,
     pg_database,
     reachable,
+    stack_env,
+    up,
     wait_for,
     wait_run,
 )
@@ -54,41 +55,6 @@ def champion_project(tmp_path_factory) -> Callable[[], tuple[Path, str]]:
         tmp_path_factory.mktemp("celery"),
         lambda root: make_project(root, FLIGHTS, FLIGHTS_WEEKLY),
     )
-
-
-def _env(params_path: Path, home: Path, db_url: str | None, extra: dict[str, str]) -> dict:
-    return airflow_local.airflow_env(
-        home,
-        params_path,
-        port=free_port(),
-        db_url=db_url,
-        base={k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        extra={
-            **SCORING_ENV,
-            "MLFLOW_TRACKING_URI": f"sqlite:///{params_path.parent}/mlflow.db",
-            **extra,
-        },
-    )
-
-
-def _up(env: dict[str, str], workers: int = 0) -> tuple[Any, Api]:
-    home = Path(env["AIRFLOW_HOME"])
-    airflow_local.init_metadata(env)
-    password, _ = airflow_local.seed_password(home)
-    stack = airflow_local.start(env, workers=workers)
-    try:
-        airflow_local.wait_ready(stack, timeout=300)
-        api = Api(stack.url, airflow_local.USER, password)
-        wait_for("the scoring DAG", lambda: _has_dag(api, "scoring"), 180, stack)
-        api.patch("/dags/scoring", {"is_paused": False})
-    except BaseException:
-        stack.stop(grace=5)
-        raise
-    return stack, api
-
-
-def _has_dag(api: Api, dag_id: str) -> bool:
-    return dag_id in {d["dag_id"] for d in api.get("/dags")["dags"]}
 
 
 def score_weeks(api: Api, stack: Any, run_id: str, timeout: float = 600) -> tuple[dict, float]:
@@ -137,10 +103,11 @@ def hosts(api: Api, run_id: str, tasks: tuple[str, ...] = ("score", "monitor")) 
 def local_reference(champion_project, tmp_path_factory) -> dict[str, Any]:
     """The outputs of one scoring run over WEEKS under LocalExecutor on SQLite."""
     params_path, _ = champion_project()
-    env = _env(params_path, tmp_path_factory.mktemp("local") / "airflow", None, {})
+    env = stack_env(params_path, tmp_path_factory.mktemp("local") / "airflow", extra=SCORING_ENV)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    stack, api = _up(env)
+    stack, api = up(env, dags=("scoring",))
     try:
+        api.patch("/dags/scoring", {"is_paused": False})
         _, seconds = score_weeks(api, stack, "local")
     finally:
         stack.stop(grace=5)
@@ -162,21 +129,21 @@ def celery_airflow(champion_project, local_reference, tmp_path_factory) -> Itera
     broker.flushdb()
     params_path, _ = champion_project()
     with pg_database() as db_url:
-        env = _env(
+        env = stack_env(
             params_path,
             tmp_path_factory.mktemp("celery-home") / "airflow",
             db_url,
-            {
-                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{BROKER_DB}",
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db_url,
+            broker_db=BROKER_DB,
+            extra={
+                **SCORING_ENV,
                 # A worker lost with its tasks is noticed after 30 s without a heartbeat.
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
             },
         )
-        stack, api = _up(env, workers=len(WORKERS))
+        stack, api = up(env, workers=len(WORKERS), dags=("scoring",))
         try:
+            api.patch("/dags/scoring", {"is_paused": False})
             yield {"api": api, "stack": stack, "params": params_path, "env": env}
         finally:
             stack.stop(grace=5)
