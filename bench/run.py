@@ -9,7 +9,8 @@
 Stages: validate, materialize (training-set retrieval, online write), train, score,
 monitor (per size); e2e (``mlops run`` on the demo against ``bench/bare_pipeline.py``),
 dags (parse time per DAG file), airflow (one scoring DAG run against its stages' own
-times; needs e2e first).
+times; needs e2e first), celery (one scoring run over six months on the production
+profile's CeleryExecutor, one worker against two; ``bench/celery.py``).
 
 Each size gets a project under ``--work`` (default ``/tmp/mlops-bench``) whose training
 window (January-June) and scored month (July) are the real 2013 partitions scaled to that
@@ -41,7 +42,17 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-STAGES = ["validate", "materialize", "train", "score", "monitor", "e2e", "dags", "airflow"]
+STAGES = [
+    "validate",
+    "materialize",
+    "train",
+    "score",
+    "monitor",
+    "e2e",
+    "dags",
+    "airflow",
+    "celery",
+]
 ENV = {
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "false",
@@ -654,6 +665,21 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         if per_task is not None
         else f"not measured: {af.get('error', 'run the airflow stage (after e2e)')}"[:300],
     )
+    cel = results.get("celery") or {}
+    one, two = cel.get("workers_1") or {}, cel.get("workers_2") or {}
+    add(
+        "scoring DAG on the CeleryExecutor: 2 workers vs 1 (speed-up; no target; reported)",
+        f"demo, {len(cel.get('partitions') or [])} partitions",
+        cel.get("speedup_two_workers"),
+        None,
+        (
+            f"1 worker {_t(one.get('wall_seconds'))} ({one.get('state')}), 2 workers "
+            f"{_t(two.get('wall_seconds'))} ({two.get('state')}); score/monitor tasks per "
+            f"worker {two.get('mapped_tasks_per_worker')}; {os.cpu_count()} CPUs"
+        )
+        if cel.get("speedup_two_workers") is not None
+        else f"not measured: {cel.get('error', 'run the celery stage')}"[:300],
+    )
     return rows
 
 
@@ -815,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
     sizes = [parse_size(s) for s in ("100k" if a.quick else a.sizes).split(",") if s.strip()]
     if a.quick:
-        stages = [s for s in stages if s not in ("e2e", "airflow")]
+        stages = [s for s in stages if s not in ("e2e", "airflow", "celery")]
     use_redis = redis_up() and not a.no_redis
 
     a.work.mkdir(parents=True, exist_ok=True)
@@ -824,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(path.read_text()) if path.is_file() else {}
     results.setdefault("sizes", {})
     t0 = time.perf_counter()
-    size_stages = [s for s in stages if s not in ("e2e", "dags", "airflow")]
+    size_stages = [s for s in stages if s not in ("e2e", "dags", "airflow", "celery")]
     if size_stages:
         base = prepare_base(a.work)
         for n in sizes:
@@ -843,6 +869,11 @@ def main(argv: list[str] | None = None) -> int:
     if "airflow" in stages:
         print("airflow: a scoring DAG run against its stages' own times", flush=True)
         results["airflow"] = run_airflow(a.work)
+    if "celery" in stages:
+        from bench.celery import run_celery
+
+        print("celery: a scoring run of six months on one Celery worker, then two", flush=True)
+        results["celery"] = run_celery(a.work)
     results["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     _save(results, a.results)
     print(f"bench: done in {time.perf_counter() - t0:.0f}s -> {a.results}/results.md")
