@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from mlops.io import redact
+
 REPO = Path(__file__).resolve().parents[1]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # With the LocalExecutor every log is a local file the API server reads itself, so the
@@ -277,13 +279,6 @@ class Stack:
         self._files.clear()
 
 
-def _redact(url: str) -> str:
-    """A URL for messages: the password replaced."""
-    import re
-
-    return re.sub(r"(://[^:/@\s]*):[^@/\s]+@", r"\1:***@", url)
-
-
 def _session_members(sessions: set[int]) -> list[int]:
     """Live processes (not zombies) in the given sessions."""
     import psutil
@@ -432,9 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     celery = env["AIRFLOW__CORE__EXECUTOR"] == CELERY
     print(
         f"airflow: {env['AIRFLOW__CORE__EXECUTOR']}"
-        + (f" with {args.workers} worker(s), broker {_redact(env['AIRFLOW__CELERY__BROKER_URL'])}"
+        + (f" with {args.workers} worker(s), broker {redact(env['AIRFLOW__CELERY__BROKER_URL'])}"
            if celery else "")
-        + f", metadata DB {_redact(env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'])}",
+        + f", metadata DB {redact(env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'])}",
         flush=True,
     )
     init_metadata(env)

@@ -333,10 +333,10 @@ def _quiet_libraries() -> None:
 
 
 def _safe(exc: BaseException) -> str:
-    """The error message with any ``user:password@`` in a URL masked."""
-    import re
+    """The error message with any credentials masked."""
+    from mlops.io import redact
 
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", str(exc))
+    return redact(str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:

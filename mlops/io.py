@@ -146,6 +146,13 @@ def exclusive(lock_dir: Path, stage: str, keys: list[str]) -> Iterator[None]:
             fh.close()
 
 
+def redact(text: str) -> str:
+    """Hide credentials in messages: ``user:password@`` in URLs and ``password=...``
+    in connection strings."""
+    text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
+    return re.sub(r"(password=)[^,\s]+", r"\1***", text)
+
+
 def write_text(target: Path, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)

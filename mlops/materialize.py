@@ -20,7 +20,6 @@ import io as _io
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -488,24 +487,18 @@ def _load_online(
             if i == attempts - 1:
                 raise FeatureError(
                     f"online store {_describe_online(st)} unavailable after {attempts} tries "
-                    f"({type(exc).__name__}: {_redact(str(exc))}); the offline features of "
+                    f"({type(exc).__name__}: {io.redact(str(exc))}); the offline features of "
                     f"{', '.join(partitions)} in {source_dir(params, st)} are complete; "
                     "re-run materialize when the online store is back"
                 ) from exc
             log.warning(
                 "online store %s unavailable (%s); retrying in %.1fs",
                 _describe_online(st),
-                _redact(str(exc)),
+                io.redact(str(exc)),
                 delay,
             )
             time.sleep(delay)
             delay *= 2
-
-
-def _redact(text: str) -> str:
-    """Hide credentials in URLs and connection strings."""
-    text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
-    return re.sub(r"(password=)[^,\s]+", r"\1***", text)
 
 
 def online_interval(

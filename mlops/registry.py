@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mlops import io
 from mlops.config import Settings
 
 CHAMPION = "champion"
@@ -60,7 +61,6 @@ def retry(
     ``MLFLOW_HTTP_REQUEST_TIMEOUT``). The final error names the operation and the number
     of tries, with any credentials in URLs masked.
     """
-    import re
 
     from mlflow.exceptions import MlflowException
 
@@ -70,7 +70,7 @@ def retry(
         os.environ.get("MLOPS_RETRY_DELAY_S", "1"))
 
     def fail(detail: str, tries: int | None) -> RegistryError:
-        detail = re.sub(r"(://)[^/@\s]+@", r"\1***@", detail)
+        detail = io.redact(detail)
         after = f" after {tries} tries with back-off" if tries and tries > 1 else ""
         return RegistryError(f"MLflow {what} failed{after}: {detail}")
 
