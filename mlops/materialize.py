@@ -546,14 +546,14 @@ def _quietly(fn: Any, retried: tuple[type[BaseException], ...] = (), **kwargs: A
 
 
 # --------------------------------------------------------------------------- retrieval
-def _check_materialized(params: Params, st: Settings, partitions: list[str]) -> None:
-    for pid in partitions:
-        path = io.partition_file(source_dir(params, st), pid)
-        if not path.is_file():
-            raise FeatureError(
-                f"{path}: no features for partition {pid!r}; run `materialize {pid}` first"
-            )
-
+def feature_file(params: Params, st: Settings, partition: str) -> Path:
+    """A partition's offline feature file; FeatureError naming it when not materialised."""
+    path = io.partition_file(source_dir(params, st), partition)
+    if not path.is_file():
+        raise FeatureError(
+            f"{path}: no features for partition {partition!r}; run `materialize {partition}` first"
+        )
+    return path
 
 def retrieve(params: Params, st: Settings, labels: pd.DataFrame) -> pd.DataFrame:
     """Point-in-time join of the feature service onto ``labels`` (keys + timestamp + any).
@@ -634,7 +634,8 @@ def _frame(params: Params, st: Settings, partitions: list[str], need_target: boo
     target = [c.target] if c.target in labels.columns else []
     if need_target and not target:
         raise FeatureError(f"validated partitions {partitions} lack the target {c.target!r}")
-    _check_materialized(params, st, partitions)
+    for pid in partitions:
+        feature_file(params, st, pid)
     return retrieve(params, st, labels)[[*c.entity_keys, c.timestamp, *c.feature_names, *target]]
 
 

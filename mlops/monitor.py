@@ -365,12 +365,7 @@ def current_sample(
     preds = read_rows(pred_path, positions, [*keys, PREDICTION, "model_name", "model_version"])
     wanted = preds.select(keys)
     batch = params.score.chunk_rows
-    feat_path = io.partition_file(materialize.source_dir(params, st), partition)
-    if not feat_path.is_file():
-        raise materialize.FeatureError(
-            f"{feat_path}: no features for partition {partition!r}; run `materialize "
-            f"{partition}` first"
-        )
+    feat_path = materialize.feature_file(params, st, partition)
     feats = matching_rows(feat_path, wanted, [*keys, *c.feature_names], batch).to_pandas()
     current = preds.to_pandas().merge(
         materialize.restore_dtypes(feats, c), on=keys, how="inner", validate="1:1"

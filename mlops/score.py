@@ -41,12 +41,7 @@ def feature_file(params: Params, st: Settings, partition: str) -> Path:
             f"{validated}: validated partition {partition!r} not found; run validate "
             f"{partition} first"
         )
-    path = io.partition_file(materialize.source_dir(params, st), partition)
-    if not path.is_file():
-        raise materialize.FeatureError(
-            f"{path}: no features for partition {partition!r}; run `materialize {partition}` first"
-        )
-    return path
+    return materialize.feature_file(params, st, partition)
 
 
 def feature_batches(path: Path, params: Params, chunk_rows: int) -> Iterator[pd.DataFrame]:
