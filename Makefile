@@ -34,7 +34,7 @@ test: install
 # "Production"); AIRFLOW_ARGS="--workers 2" sets the Celery workers.
 AIRFLOW_PORT ?= 8080
 airflow: install
-	$(VENV)/bin/python -m mlops.airflow_local --port $(AIRFLOW_PORT) $(AIRFLOW_ARGS)
+	$(VENV)/bin/python -m mlops.airflow.local --port $(AIRFLOW_PORT) $(AIRFLOW_ARGS)
 
 # Benchmarks, never part of the tests: 1M rows by default, e.g. BENCH_ARGS="--sizes 100k,1M,5M"
 # or "--quick". Results land in bench/results/ (results.json, results.md).

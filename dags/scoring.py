@@ -28,8 +28,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import AssetAlias, CronDataIntervalTimetable, Param, dag, task
 
-from mlops import tasks
-from mlops.dagdefaults import (
+from mlops.airflow import tasks
+from mlops.airflow.defaults import (
     DEFAULT_ARGS,
     DRIFT_BREACH_ALIAS,
     DVC_POOL,
@@ -40,7 +40,7 @@ from mlops.dagdefaults import (
 
 END = scoring_end()
 PARTITIONS_HELP = (
-    "Partitions to score instead of the data interval's, e.g. [\"2013-08\", \"2013-09\"]; "
+    'Partitions to score instead of the data interval\'s, e.g. ["2013-08", "2013-09"]; '
     "empty: the data interval's."
 )
 
@@ -53,8 +53,9 @@ PARTITIONS_HELP = (
     catchup=True,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
-    params={"partitions": Param([], type="array", items={"type": "string"},
-                                description=PARTITIONS_HELP)},
+    params={
+        "partitions": Param([], type="array", items={"type": "string"}, description=PARTITIONS_HELP)
+    },
     tags=["mlops", "scoring", "monitoring"],
     doc_md=__doc__,
 )

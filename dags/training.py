@@ -28,8 +28,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from mlops import tasks
-from mlops.dagdefaults import (
+from mlops.airflow import tasks
+from mlops.airflow.defaults import (
     APPROVAL_BACKSTOP,
     DEFAULT_ARGS,
     DRIFT_BREACH_NAME,

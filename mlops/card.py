@@ -14,15 +14,16 @@ The card is written to ``<reports_dir>/cards/`` and logged to the version's run 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import html
 import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlops import io, models
-from mlops.config import Contract, Params, Settings
-from mlops.registry import RegistryError
+from mlops import card_render, features, io, models, partitions, tags
+from mlops.config import Params, Settings
+from mlops.contract import Contract
+from mlops.registry import RegistryError, connect
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,22 +33,28 @@ MIN_SLICE_ROWS = 100
 MAX_SLICE_LEVELS = 30
 GAP = 0.05
 ARTIFACT_DIR = "model_card"
-TAG_CARD = "mlops.card"
 MISSING = "(missing)"
-
-Block = tuple[Any, ...]
 
 
 # --------------------------------------------------------------------------- pure core
 def slice_columns(contract: Contract, max_levels: int = MAX_SLICE_LEVELS) -> list[str]:
     """Category features with a declared list of at most ``max_levels`` categories."""
-    return [f.name for f in contract.features
-            if f.dtype in ("category", "bool")
-            and (f.dtype == "bool" or (f.categories and len(f.categories) <= max_levels))]
+    return [
+        f.name
+        for f in contract.features
+        if f.dtype in ("category", "bool")
+        and (f.dtype == "bool" or (f.categories and len(f.categories) <= max_levels))
+    ]
 
 
-def slice_metrics(df: pd.DataFrame, y: np.ndarray, pred: np.ndarray, columns: list[str],
-                  task: str, min_rows: int = MIN_SLICE_ROWS) -> dict[str, list[dict[str, Any]]]:
+def slice_metrics(
+    df: pd.DataFrame,
+    y: np.ndarray,
+    pred: np.ndarray,
+    columns: list[str],
+    task: str,
+    min_rows: int = MIN_SLICE_ROWS,
+) -> dict[str, list[dict[str, Any]]]:
     """Metrics per value of each slice column, largest slice first.
 
     Slices with fewer than ``min_rows`` rows get their size but no metrics: a metric
@@ -59,15 +66,21 @@ def slice_metrics(df: pd.DataFrame, y: np.ndarray, pred: np.ndarray, columns: li
     n = len(df)
     for col in columns:
         if col not in df.columns:
-            raise KeyError(f"slice column {col!r} is not in the holdout frame "
-                           f"(columns: {', '.join(map(str, df.columns))})")
+            raise KeyError(
+                f"slice column {col!r} is not in the holdout frame "
+                f"(columns: {', '.join(map(str, df.columns))})"
+            )
         keys = df[col].astype(object).where(df[col].notna(), MISSING).astype(str).to_numpy()
         rows = []
         for value in sorted(set(keys)):
             mask = keys == value
             k = int(mask.sum())
-            entry: dict[str, Any] = {"value": value, "rows": k, "share": k / n if n else 0.0,
-                                     "mean_prediction": float(np.mean(pred[mask]))}
+            entry: dict[str, Any] = {
+                "value": value,
+                "rows": k,
+                "share": k / n if n else 0.0,
+                "mean_prediction": float(np.mean(pred[mask])),
+            }
             if k >= min_rows:
                 entry["metrics"] = models.metrics(y[mask], pred[mask], task)
             else:
@@ -88,23 +101,31 @@ def limitations(card: dict[str, Any], gap: float = GAP) -> list[str]:
     out = []
     tr = card["training"]
     if tr.get("window"):
-        out.append(f"Trained on {', '.join(tr['partitions'])} only ({tr['window'][0][:10]} to "
-                   f"{tr['window'][1][:10]}); data from other periods (other seasons, "
-                   f"schedules or weather) may differ and degrade it.")
+        out.append(
+            f"Trained on {', '.join(tr['partitions'])} only ({tr['window'][0][:10]} to "
+            f"{tr['window'][1][:10]}); data from other periods (other seasons, "
+            f"schedules or weather) may differ and degrade it."
+        )
     metric = card["metric"]
     higher = models.HIGHER_IS_BETTER[metric]
     overall = card["holdout"]["metrics"].get(metric)
     recorded = card["holdout"].get("recorded", {}).get(metric)
     if overall is not None and recorded is not None and abs(overall - recorded) > 1e-6:
-        out.append(f"The holdout data changed since training: {metric} is {overall:.4f} now "
-                   f"but was {recorded:.4f} when the version was trained.")
-    out.append(f"Evaluated on one holdout window ({', '.join(card['holdout']['partitions'])}, "
-               f"{card['holdout']['rows']:,} rows), not on a random or future sample.")
+        out.append(
+            f"The holdout data changed since training: {metric} is {overall:.4f} now "
+            f"but was {recorded:.4f} when the version was trained."
+        )
+    out.append(
+        f"Evaluated on one holdout window ({', '.join(card['holdout']['partitions'])}, "
+        f"{card['holdout']['rows']:,} rows), not on a random or future sample."
+    )
     for col, rows in card["slices"].items():
         small = [r["value"] for r in rows if not r["metrics"]]
         if small:
-            out.append(f"{col}: {', '.join(small[:10])}{' ...' if len(small) > 10 else ''} "
-                       f"have too few holdout rows to measure (< {card['min_slice_rows']}).")
+            out.append(
+                f"{col}: {', '.join(small[:10])}{' ...' if len(small) > 10 else ''} "
+                f"have too few holdout rows to measure (< {card['min_slice_rows']})."
+            )
         if overall is None:
             continue
         for r in rows:
@@ -113,16 +134,22 @@ def limitations(card: dict[str, Any], gap: float = GAP) -> list[str]:
                 continue
             worse = overall - v if higher else v - overall
             if worse > gap:
-                out.append(f"{col} = {r['value']}: {metric} {v:.4f} is {worse:.4f} worse than "
-                           f"overall ({overall:.4f}) on {r['rows']:,} rows.")
+                out.append(
+                    f"{col} = {r['value']}: {metric} {v:.4f} is {worse:.4f} worse than "
+                    f"overall ({overall:.4f}) on {r['rows']:,} rows."
+                )
     for col, missing in card.get("unseen_categories", {}).items():
         if missing:
-            out.append(f"{col}: {', '.join(missing)} never occurred in training; rows with "
-                       f"them are scored as an unknown category.")
+            out.append(
+                f"{col}: {', '.join(missing)} never occurred in training; rows with "
+                f"them are scored as an unknown category."
+            )
     for m in card.get("monitoring", []):
         if m.get("breach"):
-            out.append(f"Drift breach when scoring {m['partition']} "
-                       f"(drift share {m.get('drift_share', float('nan')):.0%}).")
+            out.append(
+                f"Drift breach when scoring {m['partition']} "
+                f"(drift share {m.get('drift_share', float('nan')):.0%})."
+            )
     if card["approval"].get("override"):
         out.append(f"Promoted despite the gate: {card['approval']['override']}.")
     if card["gate"].get("decision") != "passed":
@@ -130,187 +157,62 @@ def limitations(card: dict[str, Any], gap: float = GAP) -> list[str]:
     return out
 
 
-def blocks(card: dict[str, Any]) -> list[Block]:
-    """Pure: the card as a list of blocks that both renderers share."""
-    c, tr, ho = card, card["training"], card["holdout"]
-    fmt = _fmt
-    out: list[Block] = [("h1", f"Model card: {c['model']} v{c['version']}"),
-                        ("p", f"Generated {c['generated_at']} from MLflow run {c['run_id']}.")]
-    out += [("h2", "Intended use"), ("p", c["intended_use"])]
-    out += [("h2", "Model"), ("kv", [
-        ("Registered model", f"{c['model']} version {c['version']}"),
-        ("Aliases", ", ".join("@" + a for a in c["aliases"]) or "none"),
-        ("Candidate", f"{c.get('candidate') or '-'} ({c.get('kind') or '-'})"),
-        ("Hyper-parameters", ", ".join(f"{k}={v}" for k, v in c.get("params", {}).items()
-                                       if k not in ("kind", "train_partitions")) or "-"),
-        ("Task", f"{c['task']}: target {c['target']}, one row per "
-                 f"{', '.join(c['entity_keys'])} at {c['timestamp']}"),
-        ("Code revision", c.get("code_revision") or "-"),
-    ])]
-    out += [("h2", "Training data"), ("kv", [
-        ("Window", f"{tr['window'][0]} to {tr['window'][1]}" if tr.get("window") else "-"),
-        ("Partitions", ", ".join(tr["partitions"])),
-        ("Data hash", f"{tr['data_hash']} (md5 over the partitions' DVC hashes)"),
-        ("Feature service", f"{c.get('feature_service') or '-'} (Feast)"),
-    ]), ("table", ["Partition", "DVC md5", "Rows"],
-         [[p, tr["md5"].get(p, "-"), fmt(tr.get("rows", {}).get(p))] for p in tr["partitions"]])]
-    feats = c["features"]
-    out += [("h2", "Features"),
-            ("table", ["Feature", "Type", "Importance"],
-             [[f["name"], f["dtype"], fmt(f.get("importance"))] for f in feats])]
-    metric_names = sorted(ho["metrics"])
-    out += [("h2", "Holdout metrics"),
-            ("p", f"Holdout {', '.join(ho['partitions'])}: {ho['rows']:,} rows. Gate metric: "
-                  f"{c['metric']}."),
-            ("table", ["Metric", "Holdout (now)", "Recorded at training"],
-             [[k, fmt(ho["metrics"][k]), fmt(ho.get("recorded", {}).get(k))]
-              for k in metric_names])]
-    for col, rows in c["slices"].items():
-        names = _slice_metric_names(c["task"], c["metric"])
-        out += [("h3", f"By {col}"),
-                ("table", [col, "Rows", "Share", "Mean prediction", *names],
-                 [[r["value"], f"{r['rows']:,}", f"{r['share']:.1%}", fmt(r["mean_prediction"]),
-                   *([fmt(r["metrics"].get(m)) for m in names] if r["metrics"] else
-                     [r.get("note", "-")] + ["-"] * (len(names) - 1))] for r in rows])]
-    if not c["slices"]:
-        out += [("p", "No slice columns: the contract declares no closed category list; "
-                      "pass slice columns explicitly.")]
-    g, a = c["gate"], c["approval"]
-    out += [("h2", "Promotion gate"), ("kv", [
-        ("Decision", g.get("decision") or "not run"), ("Reasons", g.get("reasons") or "-")])]
-    out += [("h2", "Approval"), ("kv", [
-        ("Status", a.get("status") or "-"), ("By", a.get("by") or "-"),
-        ("At", a.get("at") or "-"), ("Note", a.get("note") or "-"),
-        ("Override", a.get("override") or "no")])]
-    if c.get("monitoring"):
-        out += [("h2", "Monitoring"),
-                ("table", ["Partition", "Drift share", "Breach"],
-                 [[m["partition"], fmt(m.get("drift_share")), "yes" if m.get("breach") else "no"]
-                  for m in c["monitoring"]])]
-    out += [("h2", "Known limitations"), ("ul", c["limitations"])]
-    return out
-
-
-def _slice_metric_names(task: str, metric: str) -> list[str]:
-    base = ["positive_rate", "roc_auc", "average_precision", "log_loss"] \
-        if task == "classification" else ["rmse", "mae", "r2"]
-    return base if metric in base else [*base, metric]
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}" if v == v else "nan"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
-def _md_cell(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(bs: list[Block]) -> str:
-    """Pure: render blocks as GitHub-flavoured Markdown."""
-    lines: list[str] = []
-    for b in bs:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            lines += ["#" * int(kind[1]) + " " + b[1], ""]
-        elif kind == "p":
-            lines += [b[1], ""]
-        elif kind == "ul":
-            lines += [f"- {item}" for item in b[1]] + [""]
-        elif kind == "kv":
-            lines += ["| | |", "|---|---|"]
-            lines += [f"| **{_md_cell(k)}** | {_md_cell(v)} |" for k, v in b[1]] + [""]
-        elif kind == "table":
-            head, rows = b[1], b[2]
-            lines.append("| " + " | ".join(map(_md_cell, head)) + " |")
-            lines.append("|" + "---|" * len(head))
-            lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows] + [""]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def to_html(bs: list[Block], title: str) -> str:
-    """Pure: render blocks as one self-contained HTML page (everything escaped)."""
-    e = html.escape
-    body: list[str] = []
-    for b in bs:
-        kind = b[0]
-        if kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{e(b[1])}</{kind}>")
-        elif kind == "p":
-            body.append(f"<p>{e(b[1])}</p>")
-        elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in b[1]) + "</ul>")
-        elif kind == "kv":
-            body.append("<table class='kv'>" + "".join(
-                f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in b[1])
-                + "</table>")
-        elif kind == "table":
-            head = "".join(f"<th>{e(str(h))}</th>" for h in b[1])
-            rows = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>"
-                           for r in b[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;margin:.5em 0 1em}"
-             "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
-             "th{background:#f3f3f3}")
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{e(title)}</title><style>{style}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
-
 # --------------------------------------------------------------------------- gathering
-def _intended_use(params: Params, st: Settings, rm_description: str | None,
-                  window: list[str] | None, service: str | None) -> str:
+def _intended_use(
+    params: Params,
+    rm_description: str | None,
+    window: list[str] | None,
+    service: str | None,
+) -> str:
     if rm_description and rm_description.strip():
         return rm_description.strip()
     c = params.contract
     what = "the probability that" if c.task == "classification" else "the value of"
     when = f" Trained on data from {window[0][:10]} to {window[1][:10]}." if window else ""
-    return (f"Batch scoring of {what} {c.target} for each {', '.join(c.entity_keys)} at "
-            f"{c.timestamp}, from the features of the Feast feature service "
-            f"{service or '-'}, by `mlops score` on new partitions.{when} Intended for "
-            f"monitoring and prioritisation by people who know the domain; it was not assessed "
-            f"for other populations or for automated decisions without review. Set the "
-            f"registered model's description in MLflow to replace this text.")
+    return (
+        f"Batch scoring of {what} {c.target} for each {', '.join(c.entity_keys)} at "
+        f"{c.timestamp}, from the features of the Feast feature service "
+        f"{service or '-'}, by `mlops score` on new partitions.{when} Intended for "
+        f"monitoring and prioritisation by people who know the domain; it was not assessed "
+        f"for other populations or for automated decisions without review. Set the "
+        f"registered model's description in MLflow to replace this text."
+    )
 
 
-def build(params: Params, st: Settings, model: str, version: str,
-          slices: list[str] | None = None) -> dict[str, Any]:
+def build(
+    params: Params, st: Settings, model: str, version: str, slices: list[str] | None = None
+) -> dict[str, Any]:
     """Gather the card's facts: registry tags, the run, and holdout metrics by slice."""
     from datetime import UTC, datetime
 
-    from mlops import governance, materialize
-    from mlops.registry import client, load
-
     if model != params.model_name:
-        raise RegistryError(f"card: {st.params_path} describes model {params.model_name!r}, "
-                            f"not {model!r}; pass the params.yaml of {model!r}")
-    mv = governance.resolve_version(st, model, version)
+        raise RegistryError(
+            f"card: {st.params_path} describes model {params.model_name!r}, "
+            f"not {model!r}; pass the params.yaml of {model!r}"
+        )
+    reg = connect(st)
+    mv = reg.resolve_version(model, version)
     version = str(mv.version)
-    c = client(st)
-    tags = dict(mv.tags)
+    c = reg.client
+    vt = dict(mv.tags)
     run = c.get_run(mv.run_id)
     con = params.contract
-    parts = [p for p in tags.get("mlops.data.partitions", "").split(",") if p]
+    parts = [p for p in vt.get(tags.DATA_PARTITIONS, "").split(",") if p]
     if not parts:
-        raise RegistryError(f"{model} v{version} has no mlops.data.partitions tag: it was "
-                            f"not trained by `mlops train`")
-    hold = [p for p in tags.get("mlops.eval.holdout", "").split(",") if p] or \
-        sorted(parts)[-params.train.holdout_partitions:]
-    md5 = json.loads(tags.get("mlops.data.md5", "{}"))
+        raise RegistryError(
+            f"{model} v{version} has no mlops.data.partitions tag: it was "
+            f"not trained by `mlops train`"
+        )
+    hold = [p for p in vt.get(tags.EVAL_HOLDOUT, "").split(",") if p] or sorted(parts)[
+        -params.train.holdout_partitions :
+    ]
+    md5 = json.loads(vt.get(tags.DATA_MD5, "{}"))
     manifest_path = st.state_dir / "ingest.json"
     manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
 
-    loaded = load(st, model, version)
-    df = materialize.training_frame(params, st, hold)
-    x = models.align_categories(models.matrix(df, con), loaded.categories)
-    kind = "xgboost" if loaded.flavor == "xgboost" else "sklearn"
-    pred = models.predict(loaded.model, models.fit_input(x, kind), con.task)
+    loaded = reg.load(model, version)
+    df = features.training_frame(params, st, hold)
+    pred = loaded.predict(df, con)
     y = models.target(df, con)
     columns = slices if slices is not None else slice_columns(con)
 
@@ -318,7 +220,8 @@ def build(params: Params, st: Settings, model: str, version: str,
         import mlflow
 
         imp_file = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path="feature_importance.json")
+            run_id=mv.run_id, artifact_path="feature_importance.json"
+        )
         with open(imp_file) as fh:
             importance = json.load(fh)
     except Exception:  # noqa: BLE001 - importance is optional
@@ -331,87 +234,124 @@ def build(params: Params, st: Settings, model: str, version: str,
     monitoring = []
     exp = c.get_experiment_by_name(model)
     if exp is not None:
-        for r in c.search_runs([exp.experiment_id],
-                               filter_string=f"tags.`mlops.stage` = 'monitor' AND "
-                                             f"tags.`mlops.model_version` = '{version}'",
-                               order_by=["attributes.start_time DESC"], max_results=20):
-            monitoring.append({"partition": r.data.tags.get("mlops.partition"),
-                               "breach": r.data.tags.get("mlops.breach") == "True",
-                               "drift_share": r.data.metrics.get("drift_share")})
+        for r in c.search_runs(
+            [exp.experiment_id],
+            filter_string=f"{tags.search(tags.STAGE, 'monitor')} AND "
+            f"{tags.search(tags.MODEL_VERSION, version)}",
+            order_by=["attributes.start_time DESC"],
+            max_results=20,
+        ):
+            monitoring.append(
+                {
+                    "partition": r.data.tags.get(tags.PARTITION),
+                    "breach": r.data.tags.get(tags.BREACH) == "True",
+                    "drift_share": r.data.metrics.get("drift_share"),
+                }
+            )
     try:
         rm_desc = c.get_registered_model(model).description
     except Exception:  # noqa: BLE001
         rm_desc = None
     window = None
-    try:
-        window = [io.partition_interval(min(parts))[0].isoformat(),
-                  io.partition_interval(max(parts))[1].isoformat()]
-    except ValueError:
-        pass
-    service = tags.get("mlops.feature_service")
+    with contextlib.suppress(ValueError):
+        window = [
+            partitions.interval(min(parts))[0].isoformat(),
+            partitions.interval(max(parts))[1].isoformat(),
+        ]
+    service = vt.get(tags.FEATURE_SERVICE)
     card: dict[str, Any] = {
-        "model": model, "version": version, "run_id": mv.run_id,
+        "model": model,
+        "version": version,
+        "run_id": mv.run_id,
         "aliases": list(mv.aliases),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "intended_use": _intended_use(params, st, rm_desc or mv.description, window, service),
-        "candidate": tags.get("mlops.candidate"), "kind": run.data.params.get("kind"),
-        "params": dict(run.data.params), "task": con.task, "target": con.target,
-        "entity_keys": con.entity_keys, "timestamp": con.timestamp,
-        "code_revision": tags.get("mlops.code_revision"), "feature_service": service,
-        "training": {"partitions": parts, "window": window, "md5": md5,
-                     "data_hash": data_hash(md5),
-                     "rows": {p: manifest[p]["rows"] for p in parts
-                              if p in manifest and manifest[p].get("md5") == md5.get(p)}},
-        "features": [{"name": f.name, "dtype": f.dtype, "importance": importance.get(f.name)}
-                     for f in con.features],
+        "intended_use": _intended_use(params, rm_desc or mv.description, window, service),
+        "candidate": vt.get(tags.CANDIDATE),
+        "kind": run.data.params.get("kind"),
+        "params": dict(run.data.params),
+        "task": con.task,
+        "target": con.target,
+        "entity_keys": con.entity_keys,
+        "timestamp": con.timestamp,
+        "code_revision": vt.get(tags.CODE_REVISION),
+        "feature_service": service,
+        "training": {
+            "partitions": parts,
+            "window": window,
+            "md5": md5,
+            "data_hash": data_hash(md5),
+            "rows": {
+                p: manifest[p]["rows"]
+                for p in parts
+                if p in manifest and manifest[p].get("md5") == md5.get(p)
+            },
+        },
+        "features": [
+            {"name": f.name, "dtype": f.dtype, "importance": importance.get(f.name)}
+            for f in con.features
+        ],
         "metric": params.gate_metric,
-        "holdout": {"partitions": hold, "rows": len(df),
-                    "metrics": models.metrics(y, pred, con.task),
-                    "recorded": {k[len("holdout_"):]: v for k, v in run.data.metrics.items()
-                                 if k.startswith("holdout_")}},
+        "holdout": {
+            "partitions": hold,
+            "rows": len(df),
+            "metrics": models.metrics(y, pred, con.task),
+            "recorded": {
+                k[len("holdout_") :]: v
+                for k, v in run.data.metrics.items()
+                if k.startswith("holdout_")
+            },
+        },
         "slices": slice_metrics(df, y, pred, columns, con.task),
         "min_slice_rows": MIN_SLICE_ROWS,
         "unseen_categories": unseen,
         "monitoring": monitoring,
-        "gate": {"decision": tags.get(governance.TAG_GATE),
-                 "reasons": tags.get(governance.TAG_GATE_REASONS)},
-        "approval": {"status": tags.get(governance.TAG_APPROVAL),
-                     "by": tags.get(governance.TAG_APPROVAL_BY),
-                     "at": tags.get(governance.TAG_APPROVAL_AT),
-                     "note": tags.get(governance.TAG_APPROVAL_NOTE),
-                     "override": tags.get(governance.TAG_OVERRIDE)},
+        "gate": {"decision": vt.get(tags.GATE), "reasons": vt.get(tags.GATE_REASONS)},
+        "approval": {
+            "status": vt.get(tags.APPROVAL),
+            "by": vt.get(tags.APPROVAL_BY),
+            "at": vt.get(tags.APPROVAL_AT),
+            "note": vt.get(tags.APPROVAL_NOTE),
+            "override": vt.get(tags.OVERRIDE),
+        },
     }
     card["limitations"] = limitations(card)
     return card
 
 
-def run(params: Params, st: Settings, model: str, version: str,
-        slices: list[str] | None = None, log: bool = True) -> dict[str, Any]:
+def run(
+    params: Params,
+    st: Settings,
+    model: str,
+    version: str,
+    slices: list[str] | None = None,
+    log: bool = True,
+) -> dict[str, Any]:
     """Build the card, write it under ``reports/cards/`` and log it to the version's run."""
-    from mlops.registry import client
-
     t0 = time.perf_counter()
     card = build(params, st, model, version, slices)
     version = card["version"]
-    bs = blocks(card)
-    md = to_markdown(bs)
-    page = to_html(bs, f"Model card: {model} v{version}")
+    bs = card_render.blocks(card)
+    md = card_render.to_markdown(bs)
+    page = card_render.to_html(bs, f"Model card: {model} v{version}")
     out = st.reports_dir / "cards"
     md_path = io.write_text(out / f"{model}-v{version}.md", md)
     html_path = io.write_text(out / f"{model}-v{version}.html", page)
     io.write_json(out / f"{model}-v{version}.json", card)
     if log:
-        c = client(st)
+        c = connect(st).client
         c.log_text(card["run_id"], md, f"{ARTIFACT_DIR}/model_card.md")
         c.log_text(card["run_id"], page, f"{ARTIFACT_DIR}/model_card.html")
         c.log_dict(card["run_id"], card, f"{ARTIFACT_DIR}/model_card.json")
-        c.set_model_version_tag(model, version, TAG_CARD,
-                                f"runs:/{card['run_id']}/{ARTIFACT_DIR}/model_card.html")
+        c.set_model_version_tag(
+            model, version, tags.CARD, f"runs:/{card['run_id']}/{ARTIFACT_DIR}/model_card.html"
+        )
     m = card["metric"]
     sizes = ", ".join(f"{k} {len(v)}" for k, v in card["slices"].items()) or "none"
-    print(f"card: {model} v{version} {m} {card['holdout']['metrics'].get(m, float('nan')):.4f} "
-          f"on {card['holdout']['rows']:,} holdout rows; slices: {sizes}; "
-          f"{len(card['limitations'])} limitations -> {html_path}"
-          f"{', logged to run ' + card['run_id'] if log else ''} "
-          f"in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"card: {model} v{version} {m} {card['holdout']['metrics'].get(m, float('nan')):.4f} "
+        f"on {card['holdout']['rows']:,} holdout rows; slices: {sizes}; "
+        f"{len(card['limitations'])} limitations -> {html_path}"
+        f"{', logged to run ' + card['run_id'] if log else ''} "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     return {**card, "markdown_path": str(md_path), "html_path": str(html_path)}

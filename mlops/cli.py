@@ -16,8 +16,7 @@ from typing import Any
 
 from mlops.config import ConfigError, Params, Settings, load_params, settings
 
-STAGES = ["ingest", "validate", "materialize", "train", "evaluate", "promote", "score",
-          "monitor"]
+STAGES = ["ingest", "validate", "materialize", "train", "evaluate", "promote", "score", "monitor"]
 
 
 def _data_partitions(params: Params) -> list[str]:
@@ -25,30 +24,35 @@ def _data_partitions(params: Params) -> list[str]:
 
 
 def do_ingest(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Ingest the named partitions (default: every partition in params.yaml)."""
     from mlops import ingest
 
     return ingest.run(p, st, a.partitions or _data_partitions(p))
 
 
 def do_validate(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Validate the named partitions (default: every partition in params.yaml)."""
     from mlops import validate
 
     return validate.run(p, st, a.partitions or _data_partitions(p))
 
 
 def do_materialize(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Materialise the named partitions (default: every partition in params.yaml)."""
     from mlops import materialize
 
     return materialize.run(p, st, a.partitions or _data_partitions(p))
 
 
-def do_train(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_train(p: Params, st: Settings, _a: argparse.Namespace) -> Any:
+    """Train the candidates on ``train.partitions`` and register the best."""
     from mlops import train
 
     return train.run(p, st)
 
 
 def do_evaluate(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Evaluate a version (default: the last trained) against the champion."""
     from mlops import evaluate
 
     return evaluate.run(p, st, a.version)
@@ -65,29 +69,32 @@ def do_promote(p: Params, st: Settings, a: argparse.Namespace) -> Any:
         raise ConfigError("promote: give both MODEL and VERSION (or neither, to run the gate)")
     from mlops import governance
 
-    out = governance.promote(st, model, version, by=a.by, reason=a.reason,
-                             override=a.override)
+    out = governance.promote(st, model, version, by=a.by, reason=a.reason, override=a.override)
     if not out["moved"]:
         print(f"promote: {model} v{out['to_version']} is already champion; nothing moved")
     else:
-        print(f"promote: {model} champion v{out['from_version'] or '-'} -> v{out['to_version']} "
-              f"by {out['by']} ({out['reason']})")
+        print(
+            f"promote: {model} champion v{out['from_version'] or '-'} -> v{out['to_version']} "
+            f"by {out['by']} ({out['reason']})"
+        )
     return out
 
 
 def do_score(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Score the named partitions (default: ``score.partitions``) with the champion."""
     from mlops import score
 
     return [score.run(p, st, pid) for pid in (a.partitions or p.score.partitions)]
 
 
 def do_monitor(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Monitor the named scored partitions (default: ``score.partitions``)."""
     from mlops import monitor
 
     return [monitor.run_partition(p, st, pid) for pid in (a.partitions or p.score.partitions)]
 
 
-def do_run(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_run(p: Params, st: Settings, _a: argparse.Namespace) -> Any:
     """The whole pipeline in order, as ``dvc repro`` runs it."""
     t0 = time.perf_counter()
     ns = argparse.Namespace(partitions=None, version=None)
@@ -98,24 +105,33 @@ def do_run(p: Params, st: Settings, a: argparse.Namespace) -> Any:
         timings[verb] = round(time.perf_counter() - t, 2)
     from mlops import io
 
-    io.write_json(st.state_dir / "run.json", {"seconds": timings,
-                                              "total": round(time.perf_counter() - t0, 2)})
-    print(f"run: pipeline finished in {time.perf_counter() - t0:.1f}s "
-          f"({', '.join(f'{k} {v:.1f}s' for k, v in timings.items())})")
+    io.write_json(
+        st.state_dir / "run.json", {"seconds": timings, "total": round(time.perf_counter() - t0, 2)}
+    )
+    print(
+        f"run: pipeline finished in {time.perf_counter() - t0:.1f}s "
+        f"({', '.join(f'{k} {v:.1f}s' for k, v in timings.items())})"
+    )
     return timings
 
 
-def do_approve(p: Params, st: Settings, a: argparse.Namespace) -> Any:
-    from mlops import governance
+def do_approve(_p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Approve or reject a version (``approve`` / ``reject``), recorded with who and why."""
+    from mlops import approval
+    from mlops.registry import connect
 
+    reg = connect(st)
     approve = a.command == "approve"
-    out = governance.decide(st, a.model, a.version, approve, a.by, a.note,
-                            getattr(a, "override", False))
+    out = approval.decide(
+        reg, a.model, a.version, approve, a.by, a.note, getattr(a, "override", False)
+    )
     extra = " (gate OVERRIDDEN, recorded)" if out["override"] else ""
-    print(f"{a.command}: {a.model} v{out['version']} {out['status']} by {out['by']} at "
-          f"{out['at']}{extra}")
+    print(
+        f"{a.command}: {a.model} v{out['version']} {out['status']} by {out['by']} at "
+        f"{out['at']}{extra}"
+    )
     if approve and getattr(a, "promote", False):
-        print(f"{a.command}: {governance.complete_approval(st, a.model, out['version'])}")
+        print(f"{a.command}: {approval.complete(reg, a.model, out['version'])}")
     return out
 
 
@@ -130,6 +146,7 @@ def _metric_text(d: dict[str, Any], metric: str) -> str:
 
 
 def do_status(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Print champion and challenger of each registered model (or ``--json``)."""
     import json
 
     from mlops import governance
@@ -147,8 +164,11 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> Any:
             if d is None:
                 print(f"  @{alias:<10} none")
                 continue
-            metric = p.gate_metric if r["model"] == p.model_name else next(
-                (k for k in KEY_METRICS if k in d["holdout_metrics"]), p.gate_metric)
+            metric = (
+                p.gate_metric
+                if r["model"] == p.model_name
+                else next((k for k in KEY_METRICS if k in d["holdout_metrics"]), p.gate_metric)
+            )
             approval = d["approval"] or "-"
             if d["approval_by"]:
                 approval += f" by {d['approval_by']} at {d['approval_at']}"
@@ -156,28 +176,39 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> Any:
                 approval += " (gate OVERRIDDEN)"
             md5 = ", ".join(f"{k} {v[:8]}" for k, v in sorted(d["data_md5"].items()))
             print(f"  @{alias:<10} v{d['version']}  since {d['since'] or '-'}")
-            holdout = ", ".join(f"{k} {d['holdout_metrics'][k]:.4f}" for k in KEY_METRICS
-                                if k in d["holdout_metrics"])
-            print(f"      metrics   {_metric_text(d, metric)} (holdout at training: "
-                  f"{holdout or '-'})")
+            holdout = ", ".join(
+                f"{k} {d['holdout_metrics'][k]:.4f}"
+                for k in KEY_METRICS
+                if k in d["holdout_metrics"]
+            )
+            print(
+                f"      metrics   {_metric_text(d, metric)} (holdout at training: {holdout or '-'})"
+            )
             print(f"      gate      {d['gate'] or '-'}; approval {approval}")
-            print(f"      data      {', '.join(d['partitions']) or '-'}"
-                  f"{' (md5 ' + md5 + ')' if md5 else ''}")
-            print(f"      run       {d['run_id']} ({d['candidate'] or '-'}), code "
-                  f"{d['code_revision'] or '-'}")
+            print(
+                f"      data      {', '.join(d['partitions']) or '-'}"
+                f"{' (md5 ' + md5 + ')' if md5 else ''}"
+            )
+            print(
+                f"      run       {d['run_id']} ({d['candidate'] or '-'}), code "
+                f"{d['code_revision'] or '-'}"
+            )
         for problem in r["history_problems"]:
             print(f"  ! {problem}")
     return rows
 
 
 def do_history(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Print a model's governance events, newest first (or ``--json``)."""
     import json
 
-    from mlops import governance
+    from mlops import audit
+    from mlops.registry import connect
 
     model = a.model or p.model_name
-    governance.require_model(st, model)
-    rows = governance.history(st, model, limit=a.limit)
+    reg = connect(st)
+    reg.require_model(model)
+    rows = audit.history(reg, model, limit=a.limit)
     if a.json:
         print(json.dumps(rows, indent=2))
         return rows
@@ -185,26 +216,31 @@ def do_history(p: Params, st: Settings, a: argparse.Namespace) -> Any:
         print(f"history: {model} has no recorded governance events")
     for r in rows:
         if r.get("alias"):
-            move = (f"{r['alias']}: v{r.get('from_version') or '-'} -> "
-                    f"v{r.get('to_version') or '-'}")
+            move = f"{r['alias']}: v{r.get('from_version') or '-'} -> v{r.get('to_version') or '-'}"
         else:
             move = f"v{r.get('version')}"
         override = "  OVERRIDE" if r.get("override") else ""
-        print(f"#{r.get('seq'):>3} {r.get('at')}  {r.get('action'):<10} {move}  "
-              f"by {r.get('actor')}{override}  ({r.get('reason') or '-'})")
+        print(
+            f"#{r.get('seq'):>3} {r.get('at')}  {r.get('action'):<10} {move}  "
+            f"by {r.get('actor')}{override}  ({r.get('reason') or '-'})"
+        )
     return rows
 
 
-def do_rollback(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_rollback(_p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Move champion back to the previous champion (or ``--to VERSION``)."""
     from mlops import governance
 
     out = governance.rollback(st, a.model, to=a.to, by=a.by, reason=a.reason)
-    print(f"rollback: {a.model} champion v{out['from_version']} -> v{out['to_version']} "
-          f"by {out['by']} ({out['reason']})")
+    print(
+        f"rollback: {a.model} champion v{out['from_version']} -> v{out['to_version']} "
+        f"by {out['by']} ({out['reason']})"
+    )
     return out
 
 
-def do_lineage(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_lineage(_p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Print the lineage of a prediction file, run, version or data version."""
     import json
 
     from mlops import lineage
@@ -215,6 +251,7 @@ def do_lineage(p: Params, st: Settings, a: argparse.Namespace) -> Any:
 
 
 def do_card(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+    """Write a version's model card and log it to its run."""
     from mlops import card
 
     slices = [c.strip() for c in a.slices.split(",") if c.strip()] if a.slices else None
@@ -222,11 +259,22 @@ def do_card(p: Params, st: Settings, a: argparse.Namespace) -> Any:
 
 
 COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], Any]] = {
-    "ingest": do_ingest, "validate": do_validate, "materialize": do_materialize,
-    "train": do_train, "evaluate": do_evaluate, "promote": do_promote, "score": do_score,
-    "monitor": do_monitor, "run": do_run, "approve": do_approve, "reject": do_approve,
-    "status": do_status, "history": do_history, "rollback": do_rollback,
-    "lineage": do_lineage, "card": do_card,
+    "ingest": do_ingest,
+    "validate": do_validate,
+    "materialize": do_materialize,
+    "train": do_train,
+    "evaluate": do_evaluate,
+    "promote": do_promote,
+    "score": do_score,
+    "monitor": do_monitor,
+    "run": do_run,
+    "approve": do_approve,
+    "reject": do_approve,
+    "status": do_status,
+    "history": do_history,
+    "rollback": do_rollback,
+    "lineage": do_lineage,
+    "card": do_card,
 }
 
 HELP = {
@@ -236,7 +284,7 @@ HELP = {
     "train": "fit the candidates, log them to MLflow, register the best",
     "evaluate": "score the candidate and the champion on the same holdout",
     "promote": "apply the promotion gate and move aliases; with MODEL VERSION, make that "
-               "version champion by hand",
+    "version champion by hand",
     "score": "batch predictions for partitions with the champion",
     "monitor": "Evidently drift report and breach decision for scored partitions",
     "run": "the whole pipeline, in order",
@@ -246,7 +294,7 @@ HELP = {
     "history": "alias moves and decisions of a model, newest first",
     "rollback": "move champion back to the previous champion (or --to VERSION)",
     "lineage": "trace a prediction file, run or model version back to its data, or a data "
-               "version (md5 or partition) forward to models and predictions",
+    "version (md5 or partition) forward to models and predictions",
     "card": "write a model card (Markdown, HTML) and log it to the version's run",
 }
 
@@ -255,16 +303,22 @@ BY_HELP = "who acts (default: $MLOPS_ACTOR, $MLFLOW_TRACKING_USERNAME or the log
 
 
 def parser() -> argparse.ArgumentParser:
+    """The ``mlops`` argument parser: one subcommand per verb and command."""
     ap = argparse.ArgumentParser(prog="mlops", description=__doc__.splitlines()[0])
-    ap.add_argument("--params",
-                    help="path to params.yaml (default: $MLOPS_PARAMS or ./params.yaml)")
+    ap.add_argument(
+        "--params", help="path to params.yaml (default: $MLOPS_PARAMS or ./params.yaml)"
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         sp = sub.add_parser(name, help=HELP[name])
         if name in ("ingest", "validate", "materialize", "score", "monitor"):
-            sp.add_argument("--partitions", nargs="+", metavar="ID",
-                            help="partition ids such as 2013-07 (default: from params.yaml)")
+            sp.add_argument(
+                "--partitions",
+                nargs="+",
+                metavar="ID",
+                help="partition ids such as 2013-07 (default: from params.yaml)",
+            )
         if name == "evaluate":
             sp.add_argument("--version", help="model version (default: the last trained)")
         if name in ("approve", "reject"):
@@ -273,22 +327,34 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--by", required=True, help="who decides")
             sp.add_argument("--note", default="", help="why")
             if name == "approve":
-                sp.add_argument("--override", action="store_true",
-                                help="approve a version that failed the gate (needs --note; "
-                                "recorded)")
-                sp.add_argument("--promote", action="store_true",
-                                help="also make it champion now (without Airflow)")
+                sp.add_argument(
+                    "--override",
+                    action="store_true",
+                    help="approve a version that failed the gate (needs --note; recorded)",
+                )
+                sp.add_argument(
+                    "--promote",
+                    action="store_true",
+                    help="also make it champion now (without Airflow)",
+                )
         if name == "promote":
             sp.add_argument("model", nargs="?", help="registered model (omit to run the gate)")
             sp.add_argument("version", nargs="?", help="version to make champion")
             sp.add_argument("--by", default=None, help=BY_HELP)
             sp.add_argument("--reason", default="", help="why (recorded in the history)")
-            sp.add_argument("--override", action="store_true",
-                            help="promote despite the gate or approval (needs --reason)")
+            sp.add_argument(
+                "--override",
+                action="store_true",
+                help="promote despite the gate or approval (needs --reason)",
+            )
         if name == "rollback":
             sp.add_argument("model")
-            sp.add_argument("--to", default=None, metavar="VERSION",
-                            help="a former champion (default: the previous champion)")
+            sp.add_argument(
+                "--to",
+                default=None,
+                metavar="VERSION",
+                help="a former champion (default: the previous champion)",
+            )
             sp.add_argument("--by", default=None, help=BY_HELP)
             sp.add_argument("--reason", default="", help="why (recorded in the history)")
         if name == "status":
@@ -299,18 +365,26 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--limit", type=int, default=None, help="newest N events only")
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "lineage":
-            sp.add_argument("target", help="prediction file, run id, registered model, "
-                            "DVC md5 or partition id")
+            sp.add_argument(
+                "target", help="prediction file, run id, registered model, DVC md5 or partition id"
+            )
             sp.add_argument("version", nargs="?", help="model version (when TARGET is a model)")
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "card":
             sp.add_argument("model")
             sp.add_argument("version")
-            sp.add_argument("--slices", default=None, metavar="COL,COL",
-                            help="slice columns (default: the contract's category features "
-                            "with a declared category list)")
-            sp.add_argument("--no-log", action="store_true",
-                            help="write the files only; do not log them to MLflow")
+            sp.add_argument(
+                "--slices",
+                default=None,
+                metavar="COL,COL",
+                help="slice columns (default: the contract's category features "
+                "with a declared category list)",
+            )
+            sp.add_argument(
+                "--no-log",
+                action="store_true",
+                help="write the files only; do not log them to MLflow",
+            )
     return ap
 
 
@@ -340,9 +414,12 @@ def _safe(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``mlops`` command; return the exit code (2: configuration, 1: failure)."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if not args.verbose:
         _quiet_libraries()
     try:
@@ -356,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {_safe(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - one readable line, the trace with -v
+    except Exception as exc:
         if args.verbose:
             raise
         print(f"error: {args.command}: {_safe(exc)}", file=sys.stderr)

@@ -8,100 +8,20 @@ URI, Feast repo) can be overridden from the environment for production.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-ENV_PARAMS = "MLOPS_PARAMS"
-ENV_PROJECT_ROOT = "MLOPS_PROJECT_ROOT"
-ENV_DATA_ROOT = "MLOPS_DATA_ROOT"
-ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
-ENV_FEAST_REPO = "MLOPS_FEAST_REPO"
-ENV_ALLOW_OUTSIDE = "MLOPS_ALLOW_PATHS_OUTSIDE_ROOT"
+from mlops.contract import Contract, Strict
+
+__all__ = ["ConfigError", "Contract", "Params", "Settings", "load_params", "settings"]
 
 
 class ConfigError(ValueError):
     """A configuration file is missing or invalid; the message names the key."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --------------------------------------------------------------------------- contract
-class Feature(Strict):
-    """One model input column of the data contract."""
-
-    name: str
-    dtype: Literal["float", "int", "category", "bool"]
-    min: float | None = None
-    max: float | None = None
-    categories: list[str] | None = None
-    max_null_fraction: float = Field(0.05, ge=0, le=1)
-    unseen_category_tolerance: float = Field(
-        0.0, ge=0, le=1, description="Share of unseen categories that only warns."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> Feature:
-        if self.categories is not None and self.dtype != "category":
-            raise ValueError(f"feature {self.name!r}: 'categories' needs dtype 'category'")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"feature {self.name!r}: min {self.min} > max {self.max}")
-        return self
-
-
-class Contract(Strict):
-    """The data contract, written once and used by every stage."""
-
-    entity_keys: list[str] = Field(min_length=1)
-    timestamp: str
-    target: str
-    task: Literal["classification", "regression"]
-    features: list[Feature] = Field(min_length=1)
-    target_min: float | None = None
-    target_max: float | None = None
-    min_rows: int = Field(1, ge=0, description="Row-count floor of one partition.")
-    max_rows: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> Contract:
-        names = [f.name for f in self.features]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"contract.features: duplicate names {sorted(dupes)}")
-        if self.target in (self.timestamp, *self.entity_keys):
-            raise ValueError(
-                f"contract.target {self.target!r} is also an entity key or the timestamp"
-            )
-        if len(set(self.entity_keys)) != len(self.entity_keys) or (
-            self.timestamp in self.entity_keys
-        ):
-            raise ValueError("contract.entity_keys: must be unique and differ from the timestamp")
-        reserved = {self.target, self.timestamp, *self.entity_keys}
-        clash = reserved.intersection(names)
-        if clash:
-            raise ValueError(
-                f"contract.features: {sorted(clash)} is also a key, timestamp or the target"
-            )
-        return self
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [f.name for f in self.features]
-
-    @property
-    def columns(self) -> list[str]:
-        """Every column of a contract-conforming partition, in order."""
-        return [*self.entity_keys, self.timestamp, *self.feature_names, self.target]
-
-    def feature(self, name: str) -> Feature:
-        for f in self.features:
-            if f.name == name:
-                return f
-        raise KeyError(name)
 
 
 # --------------------------------------------------------------------------- source
@@ -170,8 +90,11 @@ class Materialize(Strict):
 
 
 ModelKind = Literal[
-    "sklearn_hist_gradient_boosting", "sklearn_logistic_regression", "sklearn_linear_regression",
-    "sklearn_random_forest", "xgboost",
+    "sklearn_hist_gradient_boosting",
+    "sklearn_logistic_regression",
+    "sklearn_linear_regression",
+    "sklearn_random_forest",
+    "xgboost",
 ]
 
 
@@ -201,6 +124,11 @@ class Train(Strict):
         if len(set(names)) != len(names):
             raise ValueError("train.candidates: names must be unique")
         return self
+
+    @property
+    def holdout(self) -> list[str]:
+        """The most recent ``holdout_partitions`` partitions of the window, held out."""
+        return sorted(self.partitions)[-self.holdout_partitions :]
 
 
 class Promote(Strict):
@@ -272,18 +200,52 @@ class Params(Strict):
 
     @property
     def gate_metric(self) -> str:
+        """The metric the gate compares: ``train.metric``, else ROC AUC or RMSE."""
         if self.train.metric:
             return self.train.metric
         return "roc_auc" if self.contract.task == "classification" else "rmse"
 
     @property
     def validate_cfg(self) -> Validate:
+        """The ``validate`` group (``validate`` is a pydantic method name)."""
         return self.validate_
 
 
 # --------------------------------------------------------------------------- locations
+ENV_PARAMS = "MLOPS_PARAMS"
+ENV_ALLOW_OUTSIDE = "MLOPS_ALLOW_PATHS_OUTSIDE_ROOT"
+
+# Every environment variable mlops reads, with its default and what it sets: the one
+# place they are read (``settings()``) and the README's table (a test keeps them equal).
+ENV: dict[str, tuple[str, str]] = {
+    ENV_PARAMS: ("./params.yaml", "the project's params.yaml; its folder is the project root"),
+    "MLOPS_PROJECT_ROOT": ("the folder of params.yaml", "the project root"),
+    "MLOPS_DATA_ROOT": ("data", "the data folder (partitions, features, predictions, state)"),
+    ENV_ALLOW_OUTSIDE: ("0", "1 lets the data folder and Feast repo lie outside the root"),
+    "MLFLOW_TRACKING_URI": ("sqlite:///<root>/mlflow.db", "MLflow tracking and registry"),
+    "MLOPS_FEAST_REPO": ("feature_repo", "the Feast repository"),
+    "MLOPS_FEAST_ONLINE": ("sqlite", "online store: sqlite, sqlite:///abs.db or redis://h:p/db"),
+    "MLOPS_RETRY_ATTEMPTS": ("4", "tries of a call to MLflow or the online store"),
+    "MLOPS_RETRY_DELAY_S": ("1", "first wait between tries, doubled after each"),
+    "MLOPS_DVC_LOCK_WAIT_S": ("60", "how long to wait for DVC's repository lock"),
+    "MLOPS_DVC_REMOTE": ("unset", "the shared DVC remote of the production profile"),
+    "MLOPS_ACTOR": ("MLFLOW_TRACKING_USERNAME, else the login", "who acts, in the audit"),
+    "MLOPS_TRAINING_CRON": ("0 3 1 */3 *", "training DAG's time schedule; none: breaches only"),
+    "MLOPS_SCORING_CRON": ("0 0 1 * *", "scoring cadence (whole ingest.partition's)"),
+    "MLOPS_SCORING_START": ("2013-07-01", "first data interval the scoring DAG replays"),
+    "MLOPS_SCORING_END": ("2013-12-31", "scoring DAG's end date; empty: none"),
+    "MLOPS_APPROVAL_POKE_SECONDS": ("60", "seconds between checks of a pending approval"),
+    "MLOPS_WORKER_NAME": ("the host name", "name a Celery worker reports (set by the launcher)"),
+    "MLOPS_FAULT": ("unset", "tests only: a fault point where the process kills itself"),
+}
+
+
 class Settings(Strict):
-    """Where things live; resolved from the project root and the environment."""
+    """Where things live and how the services are reached.
+
+    Resolved from the project root and the environment (see ``ENV``) by ``settings()``,
+    never on import.
+    """
 
     root: Path
     params_path: Path
@@ -291,37 +253,56 @@ class Settings(Strict):
     tracking_uri: str
     feast_repo: Path
     gx_root: Path
+    online_store: str = "sqlite"
+    retry_attempts: int = Field(4, ge=1)
+    retry_delay_s: float = Field(1.0, ge=0)
+    dvc_lock_wait_s: float = Field(60.0, ge=0)
+    dvc_remote: str | None = None
+    actor: str | None = None
+    training_cron: str | None = "0 3 1 */3 *"
+    scoring_cron: str = "0 0 1 * *"
+    scoring_start: str = "2013-07-01"
+    scoring_end: str | None = "2013-12-31"
+    approval_poke_s: float = Field(60.0, gt=0)
 
     @property
     def raw_dir(self) -> Path:
+        """Raw partitions as ingested (DVC-tracked)."""
         return self.data_root / "raw"
 
     @property
     def validated_dir(self) -> Path:
+        """Partitions that passed validation."""
         return self.data_root / "validated"
 
     @property
     def quarantine_dir(self) -> Path:
+        """Partitions that failed validation, each beside its report."""
         return self.data_root / "quarantine"
 
     @property
     def features_dir(self) -> Path:
+        """Feast's offline feature files."""
         return self.data_root / "features"
 
     @property
     def predictions_dir(self) -> Path:
+        """Batch predictions, one file per partition."""
         return self.data_root / "predictions"
 
     @property
     def reports_dir(self) -> Path:
+        """Drift reports and model cards."""
         return self.data_root / "reports"
 
     @property
     def state_dir(self) -> Path:
+        """Stage state, manifests and locks."""
         return self.data_root / "state"
 
     @property
     def artifacts_dir(self) -> Path:
+        """MLflow artifacts of a local tracking store."""
         return self.root / "mlartifacts"
 
 
@@ -336,9 +317,14 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def params_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The params.yaml to use: ``path``, else ``MLOPS_PARAMS``, else ``./params.yaml``."""
+    return Path(path or os.environ.get(ENV_PARAMS) or "params.yaml")
+
+
 def load_params(path: str | os.PathLike[str] | None = None) -> Params:
     """Read and validate ``params.yaml``; raise ConfigError naming the key at fault."""
-    p = Path(path or os.environ.get(ENV_PARAMS) or "params.yaml")
+    p = params_path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: configuration file not found")
     try:
@@ -353,10 +339,10 @@ def load_params(path: str | os.PathLike[str] | None = None) -> Params:
         raise ConfigError(_format_error(p, exc)) from None
 
 
-def _inside(root: Path, value: str, key: str) -> Path:
+def _inside(root: Path, value: str, key: str, allow_outside: bool) -> Path:
     p = Path(value)
     p = (p if p.is_absolute() else root / p).resolve()
-    if os.environ.get(ENV_ALLOW_OUTSIDE) != "1" and not p.is_relative_to(root.resolve()):
+    if not allow_outside and not p.is_relative_to(root.resolve()):
         raise ConfigError(
             f"{key}={value!r} resolves to {p}, outside the project root {root}; "
             f"set {ENV_ALLOW_OUTSIDE}=1 to allow it"
@@ -364,21 +350,48 @@ def _inside(root: Path, value: str, key: str) -> Path:
     return p
 
 
-def settings(params_path: str | os.PathLike[str] | None = None) -> Settings:
-    """Resolve locations: project root is the folder of ``params.yaml`` unless overridden."""
-    pp = Path(params_path or os.environ.get(ENV_PARAMS) or "params.yaml").resolve()
-    root = Path(os.environ.get(ENV_PROJECT_ROOT) or pp.parent).resolve()
-    data_root = _inside(root, os.environ.get(ENV_DATA_ROOT, "data"), ENV_DATA_ROOT)
-    uri = os.environ.get(ENV_TRACKING_URI) or f"sqlite:///{root / 'mlflow.db'}"
-    feast_repo = _inside(root, os.environ.get(ENV_FEAST_REPO, "feature_repo"), ENV_FEAST_REPO)
-    return Settings(
-        root=root,
-        params_path=pp,
-        data_root=data_root,
-        tracking_uri=uri,
-        feast_repo=feast_repo,
-        gx_root=root / "great_expectations",
-    )
+def _number(env: Mapping[str, str], name: str, default: str) -> float:
+    value = env.get(name) or default
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number") from None
 
 
-Partition = Annotated[str, Field(pattern=r"^\d{4}-\d{2}(-\d{2})?$|^\d{4}-W\d{2}$")]
+def settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Resolve locations and service settings from the environment (``ENV``).
+
+    The project root is the folder of ``params.yaml`` unless ``MLOPS_PROJECT_ROOT`` says
+    otherwise.
+    """
+    env = os.environ if env is None else env
+    pp = Path(path or env.get(ENV_PARAMS) or "params.yaml").resolve()
+    root = Path(env.get("MLOPS_PROJECT_ROOT") or pp.parent).resolve()
+    outside = env.get(ENV_ALLOW_OUTSIDE) == "1"
+    training_cron = env.get("MLOPS_TRAINING_CRON", "0 3 1 */3 *").strip()
+    try:
+        return Settings(
+            root=root,
+            params_path=pp,
+            data_root=_inside(root, env.get("MLOPS_DATA_ROOT", "data"), "MLOPS_DATA_ROOT", outside),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}",
+            feast_repo=_inside(
+                root, env.get("MLOPS_FEAST_REPO", "feature_repo"), "MLOPS_FEAST_REPO", outside
+            ),
+            gx_root=root / "great_expectations",
+            online_store=env.get("MLOPS_FEAST_ONLINE", "").strip() or "sqlite",
+            retry_attempts=max(1, int(_number(env, "MLOPS_RETRY_ATTEMPTS", "4"))),
+            retry_delay_s=_number(env, "MLOPS_RETRY_DELAY_S", "1"),
+            dvc_lock_wait_s=max(0.0, _number(env, "MLOPS_DVC_LOCK_WAIT_S", "60")),
+            dvc_remote=env.get("MLOPS_DVC_REMOTE") or None,
+            actor=env.get("MLOPS_ACTOR") or env.get("MLFLOW_TRACKING_USERNAME") or None,
+            training_cron=None if training_cron.lower() in ("", "none", "off") else training_cron,
+            scoring_cron=env.get("MLOPS_SCORING_CRON", "0 0 1 * *"),
+            scoring_start=env.get("MLOPS_SCORING_START", "2013-07-01"),
+            scoring_end=env.get("MLOPS_SCORING_END", "2013-12-31") or None,
+            approval_poke_s=_number(env, "MLOPS_APPROVAL_POKE_SECONDS", "60"),
+        )
+    except ValidationError as exc:
+        raise ConfigError(_format_error(Path("environment"), exc)) from None

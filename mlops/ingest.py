@@ -11,8 +11,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from mlops import faults, io
-from mlops.config import Contract, Params, Settings
+from mlops import faults, io, partitions
+from mlops.config import Params, Settings
+from mlops.contract import Contract
 from mlops.source import load
 
 if TYPE_CHECKING:
@@ -30,41 +31,41 @@ def split_partitions(
     them; a wanted partition with no rows comes back empty, also for validation to judge.
     """
     for pid in wanted:
-        io.partition_interval(pid)  # raises on a malformed id
+        partitions.check(pid)
     keep = [c for c in contract.columns if c in df.columns]
-    pids = io.partition_ids(df[ts_col], freq)
+    pids = partitions.ids(df[ts_col], freq)
     out = {}
     for pid in wanted:
         part = df.loc[pids == pid, keep]
-        out[pid] = part.sort_values([contract.timestamp, *contract.entity_keys]).reset_index(
-            drop=True
-        ) if contract.timestamp in part.columns else part.reset_index(drop=True)
+        out[pid] = (
+            part.sort_values([contract.timestamp, *contract.entity_keys]).reset_index(drop=True)
+            if contract.timestamp in part.columns
+            else part.reset_index(drop=True)
+        )
     return out
 
 
-def run(params: Params, st: Settings, partitions: list[str]) -> dict[str, dict[str, object]]:
-    """Ingest ``partitions`` from the source; return partition -> {path, md5, rows}."""
+def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, object]]:
+    """Ingest ``pids`` from the source; return partition -> {path, md5, rows}."""
     t0 = time.perf_counter()
-    for pid in partitions:
-        io.partition_interval(pid)  # a malformed id fails before the source is read
-    with io.exclusive(st.state_dir / "locks", "ingest", partitions):
-        return _run(params, st, partitions, t0)
+    for pid in pids:
+        partitions.check(pid)  # a malformed id fails before the source is read
+    with io.exclusive(st.state_dir / "locks", "ingest", pids):
+        return _run(params, st, pids, t0)
 
 
-def _run(
-    params: Params, st: Settings, partitions: list[str], t0: float
-) -> dict[str, dict[str, object]]:
+def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, dict[str, object]]:
     from mlops.versioning import track
 
     df = load(params.source, st.root)
     parts = split_partitions(
-        df, params.contract, params.source.timestamp_column, params.ingest.partition, partitions
+        df, params.contract, params.source.timestamp_column, params.ingest.partition, pids
     )
     paths = []
     for pid, part in parts.items():
-        paths.append(io.write_parquet(io.partition_file(st.raw_dir, pid), part))
+        paths.append(io.write_parquet(partitions.file(st.raw_dir, pid), part))
     faults.point("ingest.before_track")
-    hashes = track(st.data_root, paths, push=params.ingest.push)
+    hashes = track(st.data_root, paths, push=params.ingest.push, wait_s=st.dvc_lock_wait_s)
 
     manifest_path = st.state_dir / "ingest.json"
     manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}

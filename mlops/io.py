@@ -1,4 +1,4 @@
-"""Atomic file writes, partition naming and reading partitions back.
+"""Atomic file writes, file locks, retries with back-off and redaction of credentials.
 
 Every write goes to a temporary file in the target folder and is renamed into place,
 so a task killed half-way leaves the previous good file.
@@ -13,16 +13,19 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlops import faults
 
 if TYPE_CHECKING:
     import pandas as pd
 
+T = TypeVar("T")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _FULL_TEXT = ("No space left on device", "Disk quota exceeded", "File too large")
 
@@ -104,66 +107,135 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
 
 
+_held = threading.local()
+
+
+@contextmanager
+def file_lock(
+    path: Path, wait: float | None = None, busy: Callable[[str], BaseException] | None = None
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the block.
+
+    ``wait`` None blocks until the lock is free, 0 refuses at once, and a number of
+    seconds polls that long. Refused, ``busy(holder_pid)`` (default ``Busy``) is raised.
+    The kernel releases the lock when its holder exits or is killed, so a crash never
+    leaves a stale lock. Re-entrant within a thread; other threads and processes
+    conflict (``flock`` conflicts between separate opens of a file, also in one process).
+    """
+    held: set[str] = _held.__dict__.setdefault("paths", set())
+    key = str(path.resolve())
+    if key in held:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = None if wait is None else time.monotonic() + wait
+    with path.open("a+") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "unknown"
+                    raise (busy or _busy(path))(holder) from None
+                time.sleep(0.05)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+            fh.seek(0)
+            fh.truncate()
+            fh.flush()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _busy(path: Path) -> Callable[[str], BaseException]:
+    return lambda holder: Busy(f"{path}: held by process {holder}; re-run when it ends")
+
+
 @contextmanager
 def exclusive(lock_dir: Path, stage: str, keys: list[str]) -> Iterator[None]:
     """Refuse to run ``stage`` on ``keys`` while another process runs it on any of them.
 
-    One lock file per key (``<lock_dir>/<stage>.<key>.lock``) held with ``flock``; the
-    kernel releases it when the holder exits or is killed, so a crash never leaves a stale
-    lock. A second run is refused at once with ``Busy`` rather than queued, so the same
-    partition is never written twice at the same time.
+    One lock file per key (``<lock_dir>/<stage>.<key>.lock``). A second run is refused
+    at once with ``Busy`` rather than queued, so the same partition is never written
+    twice at the same time.
     """
     bad = [k for k in keys if not k or "/" in k or k.startswith(".")]
     if bad:
         raise ValueError(f"{stage}: {bad} cannot name a lock file (no '/' or leading '.')")
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    held = []
-    try:
+    with ExitStack() as stack:
         for key in sorted(set(keys)):
             path = lock_dir / f"{stage}.{key}.lock"
-            fh = path.open("a+")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "unknown"
-                fh.close()
-                raise Busy(
+
+            def busy(holder: str, key: str = key, path: Path = path) -> Busy:
+                return Busy(
                     f"{stage} {key}: already running in process {holder} (lock {path}); "
                     "this run was refused so nothing is written twice; re-run when it ends"
-                ) from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(str(os.getpid()))
-            fh.flush()
-            held.append(fh)
+                )
+
+            stack.enter_context(file_lock(path, wait=0, busy=busy))
         yield
-    finally:
-        for fh in held:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            fh.close()
+
+
+def retry(
+    fn: Callable[[], T],
+    transient: Callable[[BaseException], bool],
+    attempts: int | None = None,
+    wait_s: float | None = None,
+    delay: float = 1.0,
+    max_delay: float = 300.0,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+) -> T:
+    """Call ``fn``; after an error ``transient`` accepts, wait and call it again.
+
+    Gives up after ``attempts`` calls or once ``wait_s`` seconds have passed (whichever
+    is given), re-raising the last error; an error that is not transient is raised at
+    once. The wait starts at ``delay`` and doubles, up to ``max_delay``.
+    """
+    deadline = None if wait_s is None else time.monotonic() + wait_s
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return fn()
+        except Exception as exc:
+            out_of_tries = attempts is not None and tries >= attempts
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if not transient(exc) or out_of_tries or out_of_time:
+                raise
+            if on_retry is not None:
+                on_retry(exc, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
 
 
 def redact(text: str) -> str:
-    """Hide credentials in messages: ``user:password@`` in URLs and ``password=...``
-    in connection strings."""
+    """Hide credentials in messages: ``user:password@`` in URLs, ``password=...`` elsewhere."""
     text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
     return re.sub(r"(password=)[^,\s]+", r"\1***", text)
 
 
 def write_text(target: Path, text: str) -> Path:
+    """Write ``text`` to ``target`` atomically; return ``target``."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
     return target
 
 
 def write_json(target: Path, obj: Any) -> Path:
+    """Write ``obj`` as sorted, indented JSON atomically; return ``target``."""
     return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: Path) -> Any:
+    """Read a JSON file."""
     return json.loads(path.read_text())
 
 
@@ -179,82 +251,9 @@ def write_parquet(target: Path, df: pd.DataFrame) -> Path:
 
 
 def md5(path: Path) -> str:
+    """The md5 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.md5()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- partitions
-# Also what keeps ids from the CLI or a DAG from naming a path outside the data root.
-_PID = re.compile(r"\d{4}-\d{2}|\d{4}-\d{2}-\d{2}|\d{4}-W\d{2}")
-
-
-def partition_ids(ts: pd.Series, freq: str) -> pd.Series:
-    """Name the partition of each timestamp: 2013-01 (month), 2013-W05 (week), 2013-01-05."""
-    if freq == "month":
-        return ts.dt.strftime("%Y-%m")
-    if freq == "day":
-        return ts.dt.strftime("%Y-%m-%d")
-    if freq == "week":
-        iso = ts.dt.isocalendar()
-        return iso["year"].astype(str) + "-W" + iso["week"].astype(str).str.zfill(2)
-    raise ValueError(f"unknown partition frequency {freq!r}")
-
-
-def partition_interval(pid: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The half-open UTC interval [start, end) a partition id covers."""
-    import pandas as pd
-
-    try:
-        if not _PID.fullmatch(pid):
-            raise ValueError(pid)
-        if "-W" in pid:
-            year, week = pid.split("-W")
-            start = pd.Timestamp.fromisocalendar(int(year), int(week), 1).tz_localize("UTC")
-            return start, start + pd.Timedelta(days=7)
-        parts = pid.split("-")
-        if len(parts) == 2:
-            start = pd.Timestamp(f"{pid}-01", tz="UTC")
-            return start, start + pd.DateOffset(months=1)
-        if len(parts) == 3:
-            start = pd.Timestamp(pid, tz="UTC")
-            return start, start + pd.Timedelta(days=1)
-    except ValueError:
-        pass
-    raise ValueError(
-        f"partition {pid!r} is not a partition id (expected 2013-01, 2013-W05 or 2013-01-05)"
-    )
-
-
-def partition_for_interval(start: Any, freq: str) -> str:
-    """The partition id that begins at ``start`` (an Airflow data interval start)."""
-    import pandas as pd
-
-    ts = pd.Series([pd.Timestamp(start).tz_convert("UTC")])
-    return str(partition_ids(ts, freq).iloc[0])
-
-
-def partition_file(folder: Path, pid: str) -> Path:
-    """``<folder>/<pid>.parquet``; an id that is not a partition id (``../x``) is refused."""
-    if not _PID.fullmatch(pid):
-        raise ValueError(
-            f"partition {pid!r} is not a partition id (expected 2013-01, 2013-W05 or 2013-01-05)"
-        )
-    return folder / f"{pid}.parquet"
-
-
-def read_partitions(folder: Path, pids: list[str], what: str = "partition") -> pd.DataFrame:
-    """Read and concatenate partitions; a missing one is an error naming its file."""
-    import pandas as pd
-
-    frames = []
-    for pid in pids:
-        path = partition_file(folder, pid)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: {what} {pid!r} not found; run the stage that writes it first"
-            )
-        frames.append(pd.read_parquet(path))
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlops.config import Candidate, Contract
+from mlops.config import Candidate
+from mlops.contract import Contract
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,8 +20,14 @@ SKOPS_TRUSTED = [
     "sklearn.utils.validation.check_array",
 ]
 
-HIGHER_IS_BETTER = {"roc_auc": True, "average_precision": True, "r2": True,
-                    "log_loss": False, "rmse": False, "mae": False}
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "average_precision": True,
+    "r2": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+}
 
 
 def matrix(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
@@ -40,8 +47,8 @@ def matrix(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         if f.dtype == "category":
             values = col.astype("string").astype(object).where(col.notna(), None)
             cats = f.categories
-            out[f.name] = pd.Categorical(values, categories=cats) if cats else values.astype(
-                "category"
+            out[f.name] = (
+                pd.Categorical(values, categories=cats) if cats else values.astype("category")
             )
         else:
             out[f.name] = pd.to_numeric(col, errors="coerce").astype("float64")
@@ -59,6 +66,7 @@ def align_categories(x: pd.DataFrame, categories: dict[str, list[str]]) -> pd.Da
 
 
 def target(df: pd.DataFrame, contract: Contract) -> np.ndarray:
+    """The target column: int32 labels (classification) or float64 values."""
     import numpy as np
 
     y = df[contract.target].to_numpy()
@@ -93,7 +101,8 @@ def build(candidate: Candidate, contract: Contract, seed: int) -> Any:
             random_state=seed, categorical_features=list(range(len(cats))), **p
         )
         enc = OrdinalEncoder(
-            handle_unknown="use_encoded_value", unknown_value=float("nan"),
+            handle_unknown="use_encoded_value",
+            unknown_value=float("nan"),
             encoded_missing_value=float("nan"),
         )
         pre = ColumnTransformer([("cat", enc, cats), ("num", "passthrough", nums)])
@@ -105,37 +114,61 @@ def build(candidate: Candidate, contract: Contract, seed: int) -> Any:
         est = (RandomForestClassifier if clf else RandomForestRegressor)(
             random_state=seed, n_jobs=2, **p
         )
-        enc = Pipeline([
-            ("ord", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                   encoded_missing_value=-1)),
-        ])
-        pre = ColumnTransformer([
-            ("cat", enc, cats),
-            ("num", SimpleImputer(strategy="median", keep_empty_features=True), nums),
-        ])
+        enc = Pipeline(
+            [
+                (
+                    "ord",
+                    OrdinalEncoder(
+                        handle_unknown="use_encoded_value",
+                        unknown_value=-1,
+                        encoded_missing_value=-1,
+                    ),
+                ),
+            ]
+        )
+        pre = ColumnTransformer(
+            [
+                ("cat", enc, cats),
+                ("num", SimpleImputer(strategy="median", keep_empty_features=True), nums),
+            ]
+        )
         return Pipeline([("pre", pre), ("model", est)])
 
     if kind in ("sklearn_logistic_regression", "sklearn_linear_regression"):
         from sklearn.linear_model import LinearRegression, LogisticRegression
 
         est = LogisticRegression(max_iter=1000, **p) if clf else LinearRegression(**p)
-        pre = ColumnTransformer([
-            ("cat", Pipeline([
-                ("imp", SimpleImputer(strategy="constant", fill_value="__missing__")),
-                ("oh", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
-            ]), cats),
-            ("num", Pipeline([
-                ("imp", SimpleImputer(strategy="median", keep_empty_features=True)),
-                ("sc", StandardScaler()),
-            ]), nums),
-        ])
+        pre = ColumnTransformer(
+            [
+                (
+                    "cat",
+                    Pipeline(
+                        [
+                            ("imp", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                            ("oh", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
+                        ]
+                    ),
+                    cats,
+                ),
+                (
+                    "num",
+                    Pipeline(
+                        [
+                            ("imp", SimpleImputer(strategy="median", keep_empty_features=True)),
+                            ("sc", StandardScaler()),
+                        ]
+                    ),
+                    nums,
+                ),
+            ]
+        )
         return Pipeline([("pre", pre), ("model", est)])
 
     raise ValueError(f"unknown model kind {kind!r}")
 
 
 def fit_input(x: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """sklearn encoders take plain objects; XGBoost takes the ``category`` dtype."""
+    """Sklearn encoders take plain objects; XGBoost takes the ``category`` dtype."""
     if kind == "xgboost":
         return x
     x = x.copy()
@@ -178,4 +211,5 @@ def metrics(y: np.ndarray, pred: np.ndarray, task: str) -> dict[str, float]:
 
 
 def better(a: float, b: float, metric: str) -> bool:
+    """Whether ``a`` is a better value of ``metric`` than ``b``."""
     return a > b if HIGHER_IS_BETTER[metric] else a < b

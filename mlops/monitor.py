@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import io
-from mlops.config import Contract, Monitor, Params, Settings
+from mlops import features, io, partitions, tags
+from mlops.config import Monitor, Params, Settings
+from mlops.contract import Contract
 
 if TYPE_CHECKING:
     import numpy as np
@@ -264,7 +265,7 @@ def run(
     Writes ``<reports_dir>/<partition>/drift.html`` and ``drift.json`` (summary, breach,
     reasons) and returns that summary with the two paths added.
     """
-    io.partition_interval(partition)  # raises on a malformed id before any work
+    partitions.check(partition)  # a malformed id fails before any work
     t0 = time.perf_counter()
     summary, html = drift_report(
         reference, current, params.contract, params.monitor, current_rows=current_rows
@@ -345,16 +346,15 @@ def matching_rows(path: Path, keys: pa.Table, columns: list[str], batch_rows: in
 def current_sample(
     params: Params, st: Settings, partition: str, pred_path: Path
 ) -> tuple[pd.DataFrame, int]:
-    """A seeded sample of at most ``monitor.max_rows`` scored rows, in file order, with
-    their features, prediction, model name and version, and target when validated with
-    one; and the partition's row count.
+    """A seeded sample of scored rows, and the partition's row count.
+
+    At most ``monitor.max_rows`` rows, in file order, with their features, prediction,
+    model name and version, and target when validated with one.
 
     Only the sampled rows are kept: predictions are read by position, features and
     target by key, both in batches, so memory does not grow with the partition.
     """
     import pyarrow.parquet as pq
-
-    from mlops import materialize
 
     c = params.contract
     keys = c.entity_keys
@@ -365,12 +365,12 @@ def current_sample(
     preds = read_rows(pred_path, positions, [*keys, PREDICTION, "model_name", "model_version"])
     wanted = preds.select(keys)
     batch = params.score.chunk_rows
-    feat_path = materialize.feature_file(params, st, partition)
+    feat_path = features.feature_file(params, st, partition)
     feats = matching_rows(feat_path, wanted, [*keys, *c.feature_names], batch).to_pandas()
     current = preds.to_pandas().merge(
-        materialize.restore_dtypes(feats, c), on=keys, how="inner", validate="1:1"
+        features.restore_dtypes(feats, c), on=keys, how="inner", validate="1:1"
     )
-    validated = io.partition_file(st.validated_dir, partition)
+    validated = partitions.file(st.validated_dir, partition)
     if validated.is_file() and c.target in pq.read_schema(validated).names:
         labels = matching_rows(validated, wanted, [*keys, c.target], batch).to_pandas()
         current = current.merge(labels, on=keys, how="left", validate="1:1")
@@ -388,29 +388,29 @@ def run_partition(params: Params, st: Settings, partition: str) -> dict[str, Any
     import mlflow
     import pandas as pd
 
-    from mlops.registry import client, experiment_id, get_version
+    from mlops.registry import connect
 
-    pred_path = io.partition_file(st.predictions_dir, partition)
+    pred_path = partitions.file(st.predictions_dir, partition)
     if not pred_path.is_file():
         raise FileNotFoundError(f"{pred_path}: no predictions for {partition}; run score first")
     current, total = current_sample(params, st, partition, pred_path)
     name, version = str(current["model_name"].iloc[0]), str(current["model_version"].iloc[0])
-    mv = get_version(st, name, version)
-    client(st)
+    reg = connect(st)
+    mv = reg.get_version(name, version)
     ref_file = mlflow.artifacts.download_artifacts(
         run_id=mv.run_id, artifact_path="reference.parquet"
     )
     reference = pd.read_parquet(ref_file)
     out = run(params, st, partition, reference, current, current_rows=total)
 
-    exp = experiment_id(st, params.model_name)
+    exp = reg.experiment_id(params.model_name)
     with mlflow.start_run(experiment_id=exp, run_name=f"monitor {partition}"):
         mlflow.set_tags(
             {
-                "mlops.stage": "monitor",
-                "mlops.partition": partition,
-                "mlops.model_version": version,
-                "mlops.breach": str(out["breach"]),
+                tags.STAGE: "monitor",
+                tags.PARTITION: partition,
+                tags.MODEL_VERSION: version,
+                tags.BREACH: str(out["breach"]),
             }
         )
         mlflow.log_metrics(
@@ -421,4 +421,4 @@ def run_partition(params: Params, st: Settings, partition: str) -> dict[str, Any
         )
         mlflow.log_artifact(out["html_path"], artifact_path=f"drift/{partition}")
         mlflow.log_artifact(out["json_path"], artifact_path=f"drift/{partition}")
-    return {**out, "html": out["html_path"], "model_version": version}
+    return {**out, "model_version": version}

@@ -48,8 +48,11 @@ def dvc_init() -> None:
     from mlops.config import settings
     from mlops.versioning import ENV_REMOTE, init_shared
 
-    root = init_shared(settings().data_root, _need(ENV_REMOTE))
-    print(f"dvc-init: {root} is a DVC repository; default remote {os.environ[ENV_REMOTE]}")
+    st = settings()
+    if not st.dvc_remote:
+        raise SystemExit(f"error: environment variable {ENV_REMOTE} must be set")
+    root = init_shared(st.data_root, st.dvc_remote)
+    print(f"dvc-init: {root} is a DVC repository; default remote {st.dvc_remote}")
 
 
 _CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -112,6 +115,7 @@ def grant_approver(admin_password: str, user: str, model: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Run one set-up command; return the exit code."""
     if not argv:
         print(__doc__)
         return 2
@@ -119,8 +123,11 @@ def main(argv: list[str]) -> int:
     if cmd == "airflow-init":
         airflow_init()
     elif cmd == "mlflow-users":
-        ensure_user(_need("MLFLOW_ADMIN_PASSWORD"), _need("MLFLOW_TRACKING_USERNAME"),
-                    _need("MLFLOW_TRACKING_PASSWORD"))
+        ensure_user(
+            _need("MLFLOW_ADMIN_PASSWORD"),
+            _need("MLFLOW_TRACKING_USERNAME"),
+            _need("MLFLOW_TRACKING_PASSWORD"),
+        )
         print("mlflow-users: pipeline account ready")
     elif cmd == "dvc-init":
         dvc_init()

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
-from mlops import io, models
+from mlops import governance, io, models
 from mlops.config import Params, Promote, Settings
-
-PENDING, APPROVED, REJECTED, AUTO = "pending", "approved", "rejected", "auto"
 
 
 @dataclass(frozen=True)
@@ -54,25 +52,43 @@ def should_promote(
     return Decision(ok and improved, reasons)
 
 
-def run(params: Params, st: Settings) -> dict[str, Any]:
-    """Apply the gate to the last evaluation and move aliases as the decision allows."""
-    from mlops import governance
+class Promotion(TypedDict):
+    """What ``promote`` decided and did (also ``state/promote.json``)."""
 
+    model_name: str
+    version: str
+    promote: bool
+    reasons: list[str]
+    approval: str
+    outcome: str
+
+
+def run(params: Params, st: Settings) -> Promotion:
+    """Apply the gate to the last evaluation and move aliases as the decision allows."""
     t0 = time.perf_counter()
     state = st.state_dir / "evaluate.json"
     if not state.is_file():
         raise FileNotFoundError(f"{state}: no evaluation; run `mlops evaluate` first")
     ev = io.read_json(state)
-    name, version, metric = ev["model_name"], ev["candidate"]["version"], ev["metric"]
+    name, version, metric = ev["model_name"], str(ev["candidate"]["version"]), ev["metric"]
     champ = ev["champion"]
     decision = should_promote(
         ev["candidate"]["metrics"], champ["metrics"] if champ else None, params.promote, metric
     )
-    outcome = governance.apply_gate(st, name, version, decision, params.promote.approval)
-    result = {"model_name": name, "version": version, "promote": decision.promote,
-              "reasons": decision.reasons, "approval": params.promote.approval,
-              "outcome": outcome}
+    outcome = governance.apply_gate(
+        st, name, version, decision.promote, decision.reasons, params.promote.approval
+    )
+    result = Promotion(
+        model_name=name,
+        version=version,
+        promote=decision.promote,
+        reasons=decision.reasons,
+        approval=params.promote.approval,
+        outcome=outcome,
+    )
     io.write_json(st.state_dir / "promote.json", result)
-    print(f"promote: {name} v{version} gate {'PASSED' if decision.promote else 'FAILED'} "
-          f"({'; '.join(decision.reasons)}) -> {outcome} in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"promote: {name} v{version} gate {'PASSED' if decision.promote else 'FAILED'} "
+        f"({'; '.join(decision.reasons)}) -> {outcome} in {time.perf_counter() - t0:.1f}s"
+    )
     return result

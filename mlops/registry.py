@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlops import io
+from mlops import io, models
 from mlops.config import Settings
+from mlops.contract import Contract
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -28,117 +32,192 @@ class RegistryError(RuntimeError):
     """A model, version or alias is not what the caller expects; the message says which."""
 
 
-def client(st: Settings):  # type: ignore[no-untyped-def]
-    """An MlflowClient on the configured tracking URI (set explicitly, never on import)."""
-    import mlflow
-    from mlflow import MlflowClient
+class Registry:
+    """One MLflow client for a stage, on the configured tracking URI.
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # MLflow's own HTTP retries (7 by default, minutes per request) would multiply with
-    # ours; keep them short and let ``retry`` do the back-off.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    # set_tracking_uri exports MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI, which settings()
-    # reads as configuration; keep the environment as the user set it.
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(st.tracking_uri)
-    mlflow.set_registry_uri(st.tracking_uri)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    return MlflowClient(tracking_uri=st.tracking_uri, registry_uri=st.tracking_uri)
-
-
-def retry(
-    fn: Callable[[], T], what: str, attempts: int | None = None, first_delay: float | None = None
-) -> T:
-    """Call ``fn`` with exponential back-off on connection-type errors, then fail clearly.
-
-    ``attempts`` and ``first_delay`` default to ``MLOPS_RETRY_ATTEMPTS`` (4) and
-    ``MLOPS_RETRY_DELAY_S`` (1 s, doubled after each try). MLflow's HTTP client also
-    retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
-    ``MLFLOW_HTTP_REQUEST_TIMEOUT``). The final error names the operation and the number
-    of tries, with any credentials in URLs masked.
+    Open it once per stage (``open``) and pass it on. Opening points MLflow's fluent API
+    (``mlflow.start_run``, ``register_model``, artifact downloads) at the same URI, once.
     """
 
-    from mlflow.exceptions import MlflowException
+    def __init__(self, st: Settings) -> None:
+        """Open the client on ``st.tracking_uri``."""
+        import mlflow
+        from mlflow import MlflowClient
 
-    if attempts is None:
-        attempts = max(1, int(os.environ.get("MLOPS_RETRY_ATTEMPTS", "4")))
-    delay = first_delay if first_delay is not None else float(
-        os.environ.get("MLOPS_RETRY_DELAY_S", "1"))
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        # MLflow's own HTTP retries (7 by default, minutes per request) would multiply
+        # with ours; keep them short and let ``retry`` do the back-off.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+        # set_tracking_uri exports MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI, which
+        # settings() reads as configuration; keep the environment as the user set it.
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        mlflow.set_tracking_uri(st.tracking_uri)
+        mlflow.set_registry_uri(st.tracking_uri)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self.st = st
+        self.client = MlflowClient(tracking_uri=st.tracking_uri, registry_uri=st.tracking_uri)
 
-    def fail(detail: str, tries: int | None) -> RegistryError:
-        detail = io.redact(detail)
-        after = f" after {tries} tries with back-off" if tries and tries > 1 else ""
-        return RegistryError(f"MLflow {what} failed{after}: {detail}")
+    def retry(self, fn: Callable[[], T], what: str) -> T:
+        """Call ``fn`` with back-off on connection-type errors, then fail clearly.
 
-    for i in range(attempts):
+        Tries ``Settings.retry_attempts`` times, waiting ``retry_delay_s``, doubled after
+        each try. MLflow's HTTP client also retries each request
+        (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``). The final
+        error names the operation and the number of tries, with credentials masked.
+        """
+        from mlflow.exceptions import MlflowException
+
+        attempts = self.st.retry_attempts
         try:
-            return fn()
-        except MlflowException as exc:
-            transient = exc.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR") or (
-                "connection" in str(exc).lower() or "max retries" in str(exc).lower()
-                or "timeout" in str(exc).lower()
-            )
-            if not transient or i == attempts - 1:
-                raise fail(exc.message, i + 1 if transient else None) from exc
-        except (ConnectionError, OSError) as exc:
-            if i == attempts - 1:
-                raise fail(str(exc), i + 1) from exc
-        time.sleep(delay)
-        delay *= 2
-    raise AssertionError("unreachable")
+            return io.retry(fn, _transient, attempts=attempts, delay=self.st.retry_delay_s)
+        except (MlflowException, ConnectionError, OSError) as exc:
+            detail = exc.message if isinstance(exc, MlflowException) else str(exc)
+            tries = attempts if _transient(exc) and attempts > 1 else None
+            after = f" after {tries} tries with back-off" if tries else ""
+            raise RegistryError(f"MLflow {what} failed{after}: {io.redact(detail)}") from exc
 
-
-def experiment_id(st: Settings, name: str) -> str:
-    """Create the experiment on first use, with artifacts under the project."""
-    c = client(st)
-    exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = None
-    uri = st.tracking_uri
-    if uri.startswith(("sqlite:", "postgresql", "mysql")) or "://" not in uri:
-        st.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        location = st.artifacts_dir.as_uri()
-    try:
-        return str(c.create_experiment(name, artifact_location=location))
-    except Exception:  # noqa: BLE001 - a concurrent creator won the race
+    def experiment_id(self, name: str) -> str:
+        """Create the experiment on first use, with artifacts under the project."""
+        c = self.client
         exp = c.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
-
-
-def version_by_alias(st: Settings, model: str, alias: str):  # type: ignore[no-untyped-def]
-    """The model version holding ``alias``, or None when the alias (or model) is unset."""
-    from mlflow.exceptions import MlflowException
-
-    c = client(st)
-    try:
-        return c.get_model_version_by_alias(model, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or (
-            "not found" in str(exc).lower()
-        ):
-            return None
-        raise
-
-
-def get_version(st: Settings, model: str, version: str | int):  # type: ignore[no-untyped-def]
-    from mlflow.exceptions import MlflowException
-
-    c = client(st)
-    try:
-        return c.get_model_version(model, str(version))
-    except MlflowException as exc:
+        if exp is not None:
+            return str(exp.experiment_id)
+        location = None
+        uri = self.st.tracking_uri
+        if uri.startswith(("sqlite:", "postgresql", "mysql")) or "://" not in uri:
+            self.st.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            location = self.st.artifacts_dir.as_uri()
         try:
-            c.get_registered_model(model)
+            return str(c.create_experiment(name, artifact_location=location))
+        except Exception:  # a concurrent creator won the race
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+
+    def version_by_alias(self, model: str, alias: str) -> Any:
+        """The model version holding ``alias``, or None when the alias (or model) is unset."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(model, alias)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or (
+                "not found" in str(exc).lower()
+            ):
+                return None
+            raise
+
+    def alias_version(self, model: str, alias: str) -> str | None:
+        """The version number holding ``alias``, or None."""
+        mv = self.version_by_alias(model, alias)
+        return None if mv is None else str(mv.version)
+
+    def get_version(self, model: str, version: str | int) -> Any:
+        """One model version; RegistryError naming the model or version when missing."""
+        from mlflow.exceptions import MlflowException
+
+        c = self.client
+        try:
+            return c.get_model_version(model, str(version))
+        except MlflowException as exc:
+            try:
+                c.get_registered_model(model)
+            except MlflowException:
+                raise RegistryError(f"model {model!r} is not registered") from None
+            raise RegistryError(f"model {model!r} has no version {version}") from exc
+
+    def require_model(self, model: str) -> None:
+        """Raise a RegistryError naming the registered models when ``model`` is not one."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(model)
         except MlflowException:
-            raise RegistryError(f"model {model!r} is not registered") from None
-        raise RegistryError(f"model {model!r} has no version {version}") from exc
+            names = sorted(m.name for m in self.client.search_registered_models(max_results=100))
+            known = f"registered models: {', '.join(names)}" if names else "no model is registered"
+            raise RegistryError(f"model {model!r} is not registered ({known})") from None
+
+    def resolve_version(self, model: str, version: str | int) -> Any:
+        """The model version, or a RegistryError that says exactly what is wrong.
+
+        Accepts ``3`` or ``v3``. Tells apart an unknown model, an unknown version and a
+        version number that exists only under another registered model.
+        """
+        from mlflow.exceptions import MlflowException
+
+        c = self.client
+        v = str(version).strip()
+        v = v[1:] if v[:1] in ("v", "V") else v
+        if not v.isdigit():
+            raise RegistryError(f"model version {version!r} is not a version number (e.g. 3 or v3)")
+        self.require_model(model)
+        try:
+            return c.get_model_version(model, v)
+        except MlflowException:
+            pass
+        mine = sorted(int(mv.version) for mv in c.search_model_versions(f"name = '{model}'"))
+        others = sorted(
+            {mv.name for mv in c.search_model_versions(f"version_number = {v}") if mv.name != model}
+        )
+        have = f"its versions are {_ranges(mine)}" if mine else "it has no versions"
+        hint = (
+            f"; version {v} belongs to {', '.join(map(repr, others))}, not {model!r}"
+            if others
+            else ""
+        )
+        raise RegistryError(f"model {model!r} has no version {v} ({have}){hint}")
+
+    def load(self, model: str, version: str | int) -> Loaded:
+        """Load one exact version through its native flavour."""
+        import mlflow
+
+        mv = self.get_version(model, version)
+        uri = f"models:/{model}/{mv.version}"
+        info = mlflow.models.get_model_info(uri)
+        flavor = "xgboost" if "xgboost" in info.flavors else "sklearn"
+        _refuse_unsafe(info.flavors, flavor, model, str(mv.version))
+        if flavor == "xgboost":
+            m = mlflow.xgboost.load_model(uri)
+        else:
+            m = mlflow.sklearn.load_model(uri)
+        local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="features.json")
+        meta = json.loads(Path(local).read_text())
+        return Loaded(
+            m, model, str(mv.version), mv.run_id, flavor, meta["categories"], meta["features"]
+        )
+
+
+def connect(st: Settings | Registry) -> Registry:
+    """The stage's registry handle: ``st`` itself when it already is one."""
+    return st if isinstance(st, Registry) else Registry(st)
+
+
+def _transient(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        text = str(exc).lower()
+        return exc.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR") or any(
+            w in text for w in ("connection", "max retries", "timeout")
+        )
+    return isinstance(exc, ConnectionError | OSError)
+
+
+def _ranges(nums: Sequence[int]) -> str:
+    out: list[str] = []
+    for n in nums:
+        if out and "-" not in out[-1] and int(out[-1]) == n - 1:
+            out[-1] = f"{out[-1]}-{n}"
+        elif out and "-" in out[-1] and int(out[-1].split("-")[1]) == n - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
 
 
 @dataclass(frozen=True)
@@ -153,41 +232,29 @@ class Loaded:
     categories: dict[str, list[str]]
     features: list[str]
 
-
-def load(st: Settings, model: str, version: str | int) -> Loaded:
-    """Load one exact version through its native flavour."""
-    import mlflow
-
-    mv = get_version(st, model, version)
-    client(st)
-    uri = f"models:/{model}/{mv.version}"
-    info = mlflow.models.get_model_info(uri)
-    flavor = "xgboost" if "xgboost" in info.flavors else "sklearn"
-    _refuse_unsafe(info.flavors, flavor, model, str(mv.version))
-    if flavor == "xgboost":
-        m = mlflow.xgboost.load_model(uri)
-    else:
-        m = mlflow.sklearn.load_model(uri)
-    local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="features.json")
-    meta = json.loads(Path(local).read_text())
-    return Loaded(m, model, str(mv.version), mv.run_id, flavor, meta["categories"],
-                  meta["features"])
+    def predict(self, df: pd.DataFrame, contract: Contract) -> np.ndarray:
+        """Probability of the positive class (classification) or value for ``df``'s rows."""
+        x = models.align_categories(models.matrix(df, contract), self.categories)
+        kind = "xgboost" if self.flavor == "xgboost" else "sklearn"
+        return models.predict(self.model, models.fit_input(x, kind), contract.task)
 
 
 def _refuse_unsafe(flavors: dict[str, Any], flavor: str, model: str, version: str) -> None:
     """Refuse a model whose loading could run code: only XGBoost UBJ/JSON or skops."""
-    from mlops.models import SKOPS_TRUSTED
-
     conf = flavors.get(flavor, {})
     if flavor == "xgboost":
         if not str(conf.get("data", "")).endswith((".ubj", ".json")):
-            raise RegistryError(f"{model} v{version}: XGBoost model stored as "
-                                f"{conf.get('data')!r}; only UBJ/JSON load without running code")
+            raise RegistryError(
+                f"{model} v{version}: XGBoost model stored as "
+                f"{conf.get('data')!r}; only UBJ/JSON load without running code"
+            )
         return
     if "sklearn" not in flavors or conf.get("serialization_format") != "skops":
-        raise RegistryError(f"{model} v{version}: not a skops model "
-                            f"({conf.get('serialization_format')!r}); refusing to unpickle")
-    extra = set(conf.get("skops_trusted_types") or []) - set(SKOPS_TRUSTED)
+        raise RegistryError(
+            f"{model} v{version}: not a skops model "
+            f"({conf.get('serialization_format')!r}); refusing to unpickle"
+        )
+    extra = set(conf.get("skops_trusted_types") or []) - set(models.SKOPS_TRUSTED)
     if extra:
         raise RegistryError(f"{model} v{version}: trusts unknown types {sorted(extra)}")
 
@@ -199,8 +266,11 @@ def git_revision(root: Path) -> str:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-            capture_output=True, text=True, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -15,50 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
-from mlops import faults, io, models
+from mlops import faults, features, io, partitions
 from mlops.config import Params, Settings
+from mlops.registry import CHAMPION, Loaded, RegistryError, connect
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from mlops.registry import Loaded
-
-
-def feature_file(params: Params, st: Settings, partition: str) -> Path:
-    """The partition's Feast offline source file, written by ``materialize``.
-
-    Raises:
-        FileNotFoundError: the partition was never validated.
-        FeatureError: the partition was validated but not materialised.
-    """
-    from mlops import materialize
-
-    validated = io.partition_file(st.validated_dir, partition)
-    if not validated.is_file():
-        raise FileNotFoundError(
-            f"{validated}: validated partition {partition!r} not found; run validate "
-            f"{partition} first"
-        )
-    return materialize.feature_file(params, st, partition)
-
-
-def feature_batches(path: Path, params: Params, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """Rows of a feature file, ``chunk_rows`` at a time, in file order.
-
-    Columns are keys, timestamp and features in contract order, with the feature dtypes
-    ``materialize.scoring_frame`` gives them.
-    """
-    import pyarrow.parquet as pq
-
-    from mlops import materialize
-
-    c = params.contract
-    columns = [*c.entity_keys, c.timestamp, *c.feature_names]
-    with pq.ParquetFile(path) as pf:
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns):
-            yield materialize.restore_dtypes(batch.to_pandas(), c)
 
 
 def predict_frame(part: pd.DataFrame, loaded: Loaded, params: Params) -> pd.DataFrame:
@@ -66,9 +30,7 @@ def predict_frame(part: pd.DataFrame, loaded: Loaded, params: Params) -> pd.Data
     import pandas as pd
 
     c = params.contract
-    kind = "xgboost" if loaded.flavor == "xgboost" else "sklearn"
-    x = models.align_categories(models.matrix(part, c), loaded.categories)
-    pred = models.predict(loaded.model, models.fit_input(x, kind), c.task)
+    pred = loaded.predict(part, c)
     out = part[[*c.entity_keys, c.timestamp]].reset_index(drop=True)
     out["prediction"] = pred
     if c.task == "classification":
@@ -85,14 +47,6 @@ def predict_batches(
     for part in batches:
         if len(part):
             yield predict_frame(part, loaded, params)
-
-
-def predict_chunks(
-    df: pd.DataFrame, loaded: Loaded, params: Params, chunk_rows: int
-) -> Iterator[pd.DataFrame]:
-    """Prediction frames of at most ``chunk_rows`` rows of an in-memory frame, in order."""
-    parts = (df.iloc[i : i + chunk_rows] for i in range(0, len(df), chunk_rows))
-    return predict_batches(parts, loaded, params)
 
 
 def write_predictions(target: Path, chunks: Iterable[pd.DataFrame]) -> int:
@@ -119,37 +73,47 @@ def write_predictions(target: Path, chunks: Iterable[pd.DataFrame]) -> int:
     return rows
 
 
-def run(params: Params, st: Settings, partition: str) -> dict[str, Any]:
+class Scored(TypedDict):
+    """Where a partition's predictions are and which model made them (also the sidecar)."""
+
+    partition: str
+    rows: int
+    path: str
+    model_name: str
+    model_version: str
+    run_id: str
+
+
+def run(params: Params, st: Settings, partition: str) -> Scored:
     """Score one partition with the current champion; return where and with what.
 
     A second run for the same partition while one is going is refused. The previous
     predictions stay in place until the new file is complete.
     """
-    target = io.partition_file(st.predictions_dir, partition)  # refuses a malformed id
+    target = partitions.file(st.predictions_dir, partition)  # refuses a malformed id
     with io.exclusive(st.state_dir / "locks", "score", [partition]):
         return _run(params, st, partition, target)
 
 
-def _run(params: Params, st: Settings, partition: str, target: Path) -> dict[str, Any]:
-    from mlops.registry import CHAMPION, RegistryError, load, retry, version_by_alias
-
+def _run(params: Params, st: Settings, partition: str, target: Path) -> Scored:
     t0 = time.perf_counter()
     name = params.model_name
-    mv = retry(lambda: version_by_alias(st, name, CHAMPION), f"resolve {name}@{CHAMPION}")
+    reg = connect(st)
+    mv = reg.retry(lambda: reg.version_by_alias(name, CHAMPION), f"resolve {name}@{CHAMPION}")
     if mv is None:
         raise RegistryError(f"model {name!r} has no '{CHAMPION}' version; train and promote first")
-    path = feature_file(params, st, partition)
-    loaded = retry(lambda: load(st, name, mv.version), f"load {name} v{mv.version}")
-    batches = feature_batches(path, params, params.score.chunk_rows)
+    path = features.feature_file(params, st, partition)
+    loaded = reg.retry(lambda: reg.load(name, mv.version), f"load {name} v{mv.version}")
+    batches = features.batches(params, path, params.score.chunk_rows)
     rows = write_predictions(target, predict_batches(batches, loaded, params))
-    meta = {
-        "partition": partition,
-        "rows": rows,
-        "path": str(target),
-        "model_name": loaded.name,
-        "model_version": loaded.version,
-        "run_id": loaded.run_id,
-    }
+    meta = Scored(
+        partition=partition,
+        rows=rows,
+        path=str(target),
+        model_name=loaded.name,
+        model_version=loaded.version,
+        run_id=loaded.run_id,
+    )
     io.write_json(target.with_suffix(".json"), meta)
     print(
         f"score: {partition} {rows:,} rows with {loaded.name} v{loaded.version} -> {target} "

@@ -73,8 +73,7 @@ def check_csv_complete(path: Path) -> None:
 
 
 def read_table(path: Path, fmt: str, parse_dates: list[str] | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet file or folder; a corrupt or truncated file is named in the
-    error."""
+    """Read a CSV or Parquet file or folder; an unreadable file is named in the error."""
     import pandas as pd
 
     frames = []
@@ -87,7 +86,7 @@ def read_table(path: Path, fmt: str, parse_dates: list[str] | None = None) -> pd
                 frames.append(pd.read_csv(f, low_memory=False))
         except SourceError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any reader failure means an unreadable file
+        except Exception as exc:
             raise SourceError(f"{f}: cannot read as {fmt}: {exc}") from exc
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     for col in parse_dates or []:
@@ -135,7 +134,7 @@ def _derive(df: pd.DataFrame, d: Derived) -> pd.Series:
         return out
     try:
         return df.eval(d.expr)
-    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad expression
+    except Exception as exc:
         raise SourceError(f"source.derive {d.name!r}: cannot evaluate {d.expr!r}: {exc}") from exc
 
 

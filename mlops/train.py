@@ -15,11 +15,11 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from mlops import faults, io, models
+from mlops import faults, features, io, models, partitions, tags
 from mlops.config import Candidate, Params, Settings
 
 if TYPE_CHECKING:
@@ -39,14 +39,13 @@ class Fitted:
     metrics: dict[str, float]
     holdout_pred: np.ndarray
     fit_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def split(df: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pure: hold out the most recent ``holdout_partitions`` partitions of the window."""
-    pids = io.partition_ids(df[params.contract.timestamp], params.ingest.partition)
-    hold = set(sorted(params.train.partitions)[-params.train.holdout_partitions :])
-    mask = pids.isin(hold).to_numpy()
+    ids = partitions.ids(df[params.contract.timestamp], params.ingest.partition)
+    hold = set(params.train.holdout)
+    mask = ids.isin(hold).to_numpy()
     train_df, hold_df = df.loc[~mask], df.loc[mask]
     if train_df.empty or hold_df.empty:
         raise ValueError(
@@ -57,6 +56,7 @@ def split(df: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def learned_categories(x: pd.DataFrame) -> dict[str, list[str]]:
+    """The category set of each category column, as the model learns it."""
     return {
         c: [str(v) for v in x[c].cat.categories] for c in x.columns if str(x[c].dtype) == "category"
     }
@@ -108,7 +108,6 @@ def _plots(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str, out: Path) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     if task == "classification":
         from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
@@ -140,7 +139,6 @@ def _plots(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str, out: Path) -
     fig.tight_layout()
     fig.savefig(out / "feature_importance.png", dpi=80)
     plt.close(fig)
-    del np
 
 
 def _importance(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str) -> dict[str, float]:
@@ -220,15 +218,16 @@ def evaluation_artifacts(
 def log_candidate(
     f: Fitted,
     params: Params,
-    st: Settings,
     exp_id: str,
     x_ho: pd.DataFrame,
     cats: dict[str, list[str]],
     lineage: dict[str, str],
     artifacts: Path,
 ) -> tuple[str, str]:
-    """Log one candidate as an MLflow run with the files in ``artifacts`` (see
-    :func:`evaluation_artifacts`); return (run_id, model_uri)."""
+    """Log one candidate as an MLflow run; return (run_id, model_uri).
+
+    The run gets the files in ``artifacts`` (see :func:`evaluation_artifacts`).
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -238,9 +237,9 @@ def log_candidate(
     with mlflow.start_run(experiment_id=exp_id, run_name=f.candidate.name) as run:
         mlflow.set_tags(
             {
-                "mlops.stage": "train",
-                "mlops.candidate": f.candidate.name,
-                "mlops.kind": f.candidate.kind,
+                tags.STAGE: "train",
+                tags.CANDIDATE: f.candidate.name,
+                tags.KIND: f.candidate.kind,
                 **lineage,
             }
         )
@@ -295,14 +294,26 @@ def _lineage(params: Params, st: Settings) -> dict[str, str]:
     manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
     hashes = {p: manifest.get(p, {}).get("md5", "unknown") for p in params.train.partitions}
     return {
-        "mlops.data.partitions": ",".join(params.train.partitions),
-        "mlops.data.md5": json.dumps(hashes, sort_keys=True),
-        "mlops.feature_service": f"{params.materialize.project}_model",
-        "mlops.code_revision": git_revision(st.root),
+        tags.DATA_PARTITIONS: ",".join(params.train.partitions),
+        tags.DATA_MD5: json.dumps(hashes, sort_keys=True),
+        tags.FEATURE_SERVICE: features.service_name(params),
+        tags.CODE_REVISION: git_revision(st.root),
     }
 
 
-def run(params: Params, st: Settings) -> dict[str, Any]:
+class Trained(TypedDict):
+    """What ``train`` registered (also ``state/train.json``)."""
+
+    model_name: str
+    version: str
+    run_id: str
+    candidate: str
+    metric: str
+    holdout: dict[str, dict[str, float]]
+    rows: dict[str, int]
+
+
+def run(params: Params, st: Settings) -> Trained:
     """Fit, log and register; write ``state/train.json`` naming the new version.
 
     One training of a model at a time: a second run while one is going is refused, so a
@@ -312,14 +323,13 @@ def run(params: Params, st: Settings) -> dict[str, Any]:
         return _run(params, st)
 
 
-def _run(params: Params, st: Settings) -> dict[str, Any]:
+def _run(params: Params, st: Settings) -> Trained:
     import mlflow
 
-    from mlops import materialize
-    from mlops.registry import client, experiment_id, retry
+    from mlops.registry import connect
 
     t0 = time.perf_counter()
-    df = materialize.training_frame(params, st, params.train.partitions)
+    df = features.training_frame(params, st, params.train.partitions)
     train_df, hold_df = split(df, params)
     fitted, cats = fit_candidates(train_df, hold_df, params)
     metric = params.gate_metric
@@ -330,8 +340,8 @@ def _run(params: Params, st: Settings) -> dict[str, Any]:
     y_ho = models.target(hold_df, c)
     n_ref = min(len(train_df), REFERENCE_ROWS)
     reference = train_df.sample(n=n_ref, random_state=params.train.seed).sort_index()
-    client(st)
-    exp_id = retry(lambda: experiment_id(st, params.model_name), "create experiment")
+    reg = connect(st)
+    exp_id = reg.retry(lambda: reg.experiment_id(params.model_name), "create experiment")
     lineage = _lineage(params, st)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -339,37 +349,36 @@ def _run(params: Params, st: Settings) -> dict[str, Any]:
             out = evaluation_artifacts(
                 f, params, x_ho, y_ho, reference, cats, Path(tmp) / f.candidate.name
             )
-            runs[f.candidate.name] = retry(
-                functools.partial(log_candidate, f, params, st, exp_id, x_ho, cats, lineage, out),
+            runs[f.candidate.name] = reg.retry(
+                functools.partial(log_candidate, f, params, exp_id, x_ho, cats, lineage, out),
                 f"log candidate {f.candidate.name}",
             )
     run_id, model_uri = runs[top.candidate.name]
-    cl = client(st)
-    retry(lambda: cl.set_tag(run_id, "mlops.selected", "true"), "tag the selected run")
-    tags = {
-        "mlops.candidate": top.candidate.name,
-        "mlops.run_id": run_id,
-        f"mlops.holdout_{metric}": f"{top.metrics[metric]:.6f}",
+    reg.retry(lambda: reg.client.set_tag(run_id, tags.SELECTED, "true"), "tag the selected run")
+    version_tags = {
+        tags.CANDIDATE: top.candidate.name,
+        tags.RUN_ID: run_id,
+        tags.holdout(metric): f"{top.metrics[metric]:.6f}",
         **lineage,
     }
     # Tags go in with the version (one request, one transaction): a version is never
     # seen without its lineage, even if this process dies right after.
-    mv = retry(
+    mv = reg.retry(
         lambda: mlflow.register_model(
-            model_uri, params.model_name, await_registration_for=0, tags=tags
+            model_uri, params.model_name, await_registration_for=0, tags=version_tags
         ),
         "register model",
     )
     faults.point("train.after_register")
-    result = {
-        "model_name": params.model_name,
-        "version": str(mv.version),
-        "run_id": run_id,
-        "candidate": top.candidate.name,
-        "metric": metric,
-        "holdout": {f.candidate.name: f.metrics for f in fitted},
-        "rows": {"train": len(train_df), "holdout": len(hold_df)},
-    }
+    result = Trained(
+        model_name=params.model_name,
+        version=str(mv.version),
+        run_id=run_id,
+        candidate=top.candidate.name,
+        metric=metric,
+        holdout={f.candidate.name: f.metrics for f in fitted},
+        rows={"train": len(train_df), "holdout": len(hold_df)},
+    )
     io.write_json(st.state_dir / "train.json", result)
     scores = ", ".join(
         f"{f.candidate.name} {f.metrics.get(metric, float('nan')):.4f}" for f in fitted

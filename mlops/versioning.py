@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import time
 from pathlib import Path
 
 import yaml
+
+from mlops import io as _io
 
 log = logging.getLogger(__name__)
 ENV_LOCK_WAIT = "MLOPS_DVC_LOCK_WAIT_S"
@@ -36,9 +36,9 @@ def _repo(root: Path):  # type: ignore[no-untyped-def]
 
 
 def init_shared(data_root: Path, remote: str) -> Path:
-    """Make ``data_root`` a DVC repository of its own (no git) whose default remote is
-    ``remote``; return the repository's root.
+    """Make ``data_root`` a DVC repository of its own pushing to ``remote``; return it.
 
+    The repository has no git.
     For the production profile: the data lives on storage every worker mounts, and no
     worker has a git checkout of the project, so the data folder versions itself and
     pushes to a remote every worker reaches (a shared folder, or ``s3://...`` with the
@@ -51,8 +51,10 @@ def init_shared(data_root: Path, remote: str) -> Path:
         raise VersioningError(f"{ENV_REMOTE} must name the DVC remote every worker reaches")
     data_root.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):
-        repo = Repo(str(data_root)) if (data_root / ".dvc").is_dir() else Repo.init(
-            str(data_root), no_scm=True
+        repo = (
+            Repo(str(data_root))
+            if (data_root / ".dvc").is_dir()
+            else Repo.init(str(data_root), no_scm=True)
         )
     try:
         with repo.config.edit() as conf:
@@ -63,57 +65,42 @@ def init_shared(data_root: Path, remote: str) -> Path:
     return data_root
 
 
-def lock_wait_s() -> float:
-    """How long to wait for DVC's repository lock: ``MLOPS_DVC_LOCK_WAIT_S``, else 60 s."""
-    value = os.environ.get(ENV_LOCK_WAIT, "60")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        raise VersioningError(f"{ENV_LOCK_WAIT}={value!r} is not a number of seconds") from None
-
-
-def track(
-    root: Path, paths: list[Path], push: bool, wait_s: float | None = None
-) -> dict[str, str]:
+def track(root: Path, paths: list[Path], push: bool, wait_s: float = 60.0) -> dict[str, str]:
     """``dvc add`` the files (and push them to the default remote); return path -> md5.
 
-    DVC's repository lock is retried for up to ``wait_s`` seconds (default
-    ``lock_wait_s()``), then a clear error is raised: never a forced lock and never a
-    corrupted cache.
+    DVC's repository lock is retried for up to ``wait_s`` seconds
+    (``Settings.dvc_lock_wait_s``), then a clear error is raised: never a forced lock and
+    never a corrupted cache.
     """
     from dvc.lock import LockError
 
-    if wait_s is None:
-        wait_s = lock_wait_s()
-    deadline = time.monotonic() + wait_s
-    delay = 0.5
-    while True:
+    def add() -> None:
+        repo = _repo(root)
+        rel = [str(p.resolve()) for p in paths]
         try:
-            repo = _repo(root)
-            rel = [str(p.resolve()) for p in paths]
-            try:
-                # DVC prints git hints on stdout; the stage prints its own summary.
-                with contextlib.redirect_stdout(io.StringIO()):
-                    repo.add(rel)
-                    if push:
-                        pushed = repo.push(targets=[f"{r}.dvc" for r in rel])
-                        log.info("dvc push: %s file(s) sent", pushed)
-            finally:
-                repo.close()
-            break
-        except LockError as exc:
-            if time.monotonic() > deadline:
-                raise VersioningError(
-                    f"{root}/.dvc/tmp/lock: DVC repository lock held by another process for "
-                    f"over {wait_s:.0f}s ({ENV_LOCK_WAIT}); the lock was not forced and the DVC "
-                    "cache is consistent; re-run when the other process finishes"
-                ) from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        except Exception as exc:
-            if isinstance(exc, VersioningError):
-                raise
-            raise VersioningError(f"dvc could not track {[str(p) for p in paths]}: {exc}") from exc
+            # DVC prints git hints on stdout; the stage prints its own summary.
+            with contextlib.redirect_stdout(io.StringIO()):
+                repo.add(rel)
+                if push:
+                    pushed = repo.push(targets=[f"{r}.dvc" for r in rel])
+                    log.info("dvc push: %s file(s) sent", pushed)
+        finally:
+            repo.close()
+
+    try:
+        _io.retry(
+            add, lambda exc: isinstance(exc, LockError), wait_s=wait_s, delay=0.5, max_delay=5.0
+        )
+    except LockError as exc:
+        raise VersioningError(
+            f"{root}/.dvc/tmp/lock: DVC repository lock held by another process for over "
+            f"{wait_s:.0f}s ({ENV_LOCK_WAIT}); the lock was not forced and the DVC cache is "
+            "consistent; re-run when the other process finishes"
+        ) from exc
+    except VersioningError:
+        raise
+    except Exception as exc:
+        raise VersioningError(f"dvc could not track {[str(p) for p in paths]}: {exc}") from exc
     return {str(p): content_hash(p) for p in paths}
 
 

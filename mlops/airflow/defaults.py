@@ -1,19 +1,20 @@
 """What the DAG files share: default arguments, pools, the breach asset and schedules.
 
-Kept out of the DAG files so they only wire tasks. Reads environment variables only:
-a DAG file is parsed every few seconds, so nothing here touches a file, a database or a
-heavy library.
+Kept out of the DAG files so they only wire tasks. Reads ``config.settings()`` only
+(the environment): a DAG file is parsed every few seconds, so nothing here touches a
+file, a database or a heavy library.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
+
+from mlops.config import settings
 
 # Every step retries with exponential back-off: a lost worker, a killed process or a
 # service that is briefly down is worth another try. Errors that a retry cannot fix (bad
 # data, bad configuration, a missing model) are raised as AirflowFailException by
-# mlops.tasks, which fails the task at once whatever its retries.
+# mlops.airflow.tasks, which fails the task at once whatever its retries.
 DEFAULT_ARGS = {
     "owner": "mlops",
     "retries": 3,
@@ -23,7 +24,7 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(hours=2),
 }
 
-# Pools the DAGs use; `python -m mlops.airflow_local` creates them. A task naming a pool
+# Pools the DAGs use; `python -m mlops.airflow.local` creates them. A task naming a pool
 # that does not exist stays scheduled forever.
 DVC_POOL = "mlops_dvc"
 POOLS = {DVC_POOL: (1, "DVC repository of the project: one writer at a time (ingest)")}
@@ -43,7 +44,7 @@ APPROVAL_BACKSTOP = timedelta(days=30)
 
 def approval_poke_interval() -> float:
     """Seconds between approval checks (``MLOPS_APPROVAL_POKE_SECONDS``, default 60)."""
-    return float(os.environ.get("MLOPS_APPROVAL_POKE_SECONDS", "60"))
+    return settings().approval_poke_s
 
 
 def training_cron() -> str | None:
@@ -51,8 +52,7 @@ def training_cron() -> str | None:
 
     The default is quarterly. ``none`` leaves only the drift-breach trigger.
     """
-    value = os.environ.get("MLOPS_TRAINING_CRON", "0 3 1 */3 *").strip()
-    return None if value.lower() in ("", "none", "off") else value
+    return settings().training_cron
 
 
 def scoring_cron() -> str:
@@ -60,14 +60,14 @@ def scoring_cron() -> str:
 
     Monthly by default; weekly partitions need a Monday cron such as ``0 0 * * 1``.
     """
-    return os.environ.get("MLOPS_SCORING_CRON", "0 0 1 * *")
+    return settings().scoring_cron
 
 
 def scoring_start() -> str:
     """First data interval of the scoring replay (``MLOPS_SCORING_START``)."""
-    return os.environ.get("MLOPS_SCORING_START", "2013-07-01")
+    return settings().scoring_start
 
 
 def scoring_end() -> str | None:
     """The DAG's end_date, the last replayed interval (``MLOPS_SCORING_END``; empty: none)."""
-    return os.environ.get("MLOPS_SCORING_END", "2013-12-31") or None
+    return settings().scoring_end

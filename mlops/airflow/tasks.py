@@ -1,0 +1,334 @@
+"""What the Airflow DAGs call: one function per task, small values in and out.
+
+Every function goes through one door, ``_call``: it loads ``params.yaml`` and the
+settings, runs one stage and returns something small enough for XCom. Errors that
+retrying cannot fix (bad data, bad configuration, a missing model) are raised there as
+``AirflowFailException``, so the task fails at once instead of retrying.
+
+The decisions are pure and live below this package (``mlops.retrain``,
+``mlops.approval.outcome``, ``mlops.partitions``); the functions here only gather their
+inputs from Airflow and act on the result. Importing this module imports neither
+Airflow nor any heavy library.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from mlops import io, partitions, retrain
+from mlops.airflow.defaults import DRIFT_BREACH_ALIAS, DRIFT_BREACH_NAME, DRIFT_BREACH_URI
+from mlops.config import ConfigError, Params, Settings, load_params, params_path, settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRAIN_STATE = "retrain.json"
+KEEP_DECISIONS = 100
+
+
+@contextmanager
+def _fail_fast() -> Iterator[None]:
+    """Turn errors that a retry cannot fix into AirflowFailException."""
+    from mlops.registry import RegistryError
+    from mlops.source import SourceError
+    from mlops.validate import ValidationFailed
+
+    permanent = (
+        ConfigError,
+        SourceError,
+        RegistryError,
+        ValidationFailed,
+        FileNotFoundError,
+        KeyError,
+        ValueError,
+    )
+    try:
+        yield
+    except permanent as exc:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(str(exc)) from exc
+
+
+def _call(fn: Callable[[Params, Settings], T]) -> T:
+    """The one door of every task: load params and settings, run ``fn``, fail fast."""
+    with _fail_fast(), warnings.catch_warnings():
+        # Loading a scikit-learn model, skops looks up each of its functions in every
+        # loaded module; in a task process Airflow's modules answer every lookup with a
+        # deprecation FutureWarning: over a thousand lines in each task log.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="skops")
+        path = params_path()
+        return fn(load_params(path), settings(path))
+
+
+def _skip(reason: str) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    raise AirflowSkipException(reason)
+
+
+# --------------------------------------------------------------------------- partitions
+def partitions_of(start: Any, end: Any, requested: Iterable[str] | None = None) -> list[str]:
+    """The partitions a scoring run covers.
+
+    ``requested`` when given (the run's ``partitions`` parameter: re-scoring or
+    backfilling named partitions), else those of its data interval (never 'now').
+    """
+
+    def pick(p: Params, _st: Settings) -> list[str]:
+        if requested:
+            return partitions.named(requested, p.ingest.partition)
+        return partitions.covering(start, end, p.ingest.partition)
+
+    return _call(pick)
+
+
+def window(params: Params, pids: list[str] | None) -> Params:
+    """Params whose training window is ``pids`` (unchanged when None or empty)."""
+    if not pids:
+        return params
+    return params.model_copy(
+        update={"train": params.train.model_copy(update={"partitions": sorted(pids)})}
+    )
+
+
+# --------------------------------------------------------------------------- stages
+def ingest(pids: list[str]) -> list[str]:
+    """Ingest ``pids``; return them for the next task."""
+    from mlops import ingest as stage
+
+    return sorted(_call(lambda p, st: stage.run(p, st, pids)))
+
+
+def validate(pids: list[str]) -> list[str]:
+    """Validate ``pids``; return those that passed (a failure fails the task)."""
+    from mlops import validate as stage
+
+    return sorted(_call(lambda p, st: stage.run(p, st, pids)))
+
+
+def materialize(pids: list[str]) -> list[str]:
+    """Materialise ``pids``; return them for the next task."""
+    from mlops import materialize as stage
+
+    _call(lambda p, st: stage.run(p, st, pids))
+    return sorted(pids)
+
+
+def train(pids: list[str]) -> str:
+    """Train on ``pids``; return the registered version."""
+    from mlops import train as stage
+
+    return _call(lambda p, st: stage.run(window(p, pids), st))["version"]
+
+
+def evaluate(pids: list[str], version: str) -> dict[str, Any]:
+    """Candidate against champion on the window's holdout; small summary for XCom."""
+    from mlops import evaluate as stage
+
+    out = _call(lambda p, st: stage.run(window(p, pids), st, version))
+    champ = out["champion"]
+    return {
+        "version": str(version),
+        "metric": out["metric"],
+        "candidate": out["candidate"]["metrics"].get(out["metric"]),
+        "champion": champ["metrics"].get(out["metric"]) if champ else None,
+        "champion_version": champ["version"] if champ else None,
+    }
+
+
+def promote(pids: list[str], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Apply the gate to this run's evaluation; return the decision and when it was made."""
+    from mlops import promote as stage
+
+    def run(p: Params, st: Settings) -> stage.Promotion:
+        state = st.state_dir / "evaluate.json"
+        evaluated = io.read_json(state)["candidate"]["version"] if state.is_file() else None
+        if str(evaluated) != str(evaluation["version"]):
+            raise ValueError(
+                f"{state} is for version {evaluated}, but this run evaluated "
+                f"v{evaluation['version']} (another run wrote it meanwhile); clear and re-run "
+                "the evaluate task"
+            )
+        return stage.run(window(p, pids), st)
+
+    out = _call(run)
+    return {
+        **{k: out[k] for k in ("model_name", "version", "promote", "approval", "outcome")},
+        "at": datetime.now(UTC).isoformat(),
+    }
+
+
+def score(partition: str) -> str:
+    """Score one partition (one mapped task per partition); return the partition id."""
+    from mlops import score as stage
+
+    out = _call(lambda p, st: stage.run(p, st, partition))
+    log.info("scored %s: %s", partition, out["path"])
+    return partition
+
+
+def monitor(partition: str, outlet_events: Any = None) -> dict[str, Any]:
+    """Drift report for one partition; on a breach only, add a drift-breach asset event."""
+    from mlops import monitor as stage
+
+    out = _call(lambda p, st: stage.run_partition(p, st, partition))
+    summary: dict[str, Any] = {
+        "partition": partition,
+        "breach": bool(out["breach"]),
+        "reasons": [str(r) for r in out["reasons"]],
+        "report": str(out["html_path"]),
+        "model_version": str(out["model_version"]),
+    }
+    if not summary["breach"]:
+        log.info("no drift breach on %s: no asset event", partition)
+        return summary
+    if outlet_events is None:
+        raise RuntimeError("monitor: a breach needs the task's outlet_events to announce it")
+    from airflow.sdk import Asset, AssetAlias
+
+    outlet_events[AssetAlias(DRIFT_BREACH_ALIAS)].add(
+        Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI), extra=retrain.breach_event(summary)
+    )
+    log.warning(
+        "drift breach on %s: %s; asset %s updated",
+        partition,
+        "; ".join(summary["reasons"]),
+        DRIFT_BREACH_URI,
+    )
+    return summary
+
+
+# --------------------------------------------------------------------------- retraining
+def _event(ev: Any) -> dict[str, Any]:
+    return {"id": int(ev.id), "timestamp": ev.timestamp, **(ev.extra or {})}
+
+
+def plan(inlet_events: Any, run_id: str, triggered: bool) -> list[str]:
+    """Plan a training run: its window, or a skip whose reason is logged.
+
+    Every breach event the scoring DAG emitted since the last plan is read through the
+    Task SDK (not only this run's triggering events), so events that arrived while an
+    earlier run was queued or while this DAG was paused are handled too, or skipped with
+    a reason, never lost. The decision is kept per run, so a retried ``plan`` repeats it.
+    """
+    decision = _call(lambda p, st: _plan(p, st, inlet_events, run_id, triggered))
+    if not decision.run:
+        if decision.skipped:
+            log.warning("retrain skipped: %s", decision.reason)
+        _skip(decision.reason)
+    log.info("retrain planned: %s", decision.reason)
+    return decision.partitions
+
+
+def _plan(
+    params: Params, st: Settings, inlet_events: Any, run_id: str, triggered: bool
+) -> retrain.Plan:
+    from airflow.sdk import Asset
+
+    path = st.state_dir / RETRAIN_STATE
+    state = io.read_json(path) if path.is_file() else {}
+    decisions = state.setdefault("decisions", {})
+    if run_id in decisions:
+        kept = decisions[run_id]
+        log.info("plan already decided for run %s: %s", run_id, kept["reason"])
+        return retrain.Plan(
+            kept["run"], kept["partitions"], kept["reason"], kept["handled"], kept["skipped"]
+        )
+    accessor = inlet_events[Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI)]
+    if state.get("watermark"):
+        accessor = accessor.after(datetime.fromisoformat(state["watermark"]))
+    new = retrain.unhandled(
+        [_event(e) for e in accessor], state.get("watermark"), state.get("ids_at_watermark", [])
+    )
+    last = state.get("last_retrain")
+    now = datetime.now(UTC)
+    decision = retrain.plan_retrain(
+        new,
+        datetime.fromisoformat(last) if last else None,
+        now,
+        timedelta(hours=params.monitor.cooldown_hours),
+        params.train.partitions,
+        params.ingest.partition,
+        triggered,
+    )
+    if new:
+        mark = new[-1]["timestamp"]
+        state["watermark"] = mark.isoformat()
+        state["ids_at_watermark"] = [e["id"] for e in new if e["timestamp"] == mark]
+    if decision.run and decision.handled:
+        state["last_retrain"] = now.isoformat()
+    decisions[run_id] = {
+        **asdict(decision),
+        "at": now.isoformat(),
+        "events": [e["id"] for e in new],
+    }
+    state["decisions"] = dict(list(decisions.items())[-KEEP_DECISIONS:])
+    io.write_json(path, state)
+    return decision
+
+
+# --------------------------------------------------------------------------- approval
+def approval(decision: dict[str, Any]) -> Any:
+    """Sensor poke: done once the pending version is approved, rejected or expired.
+
+    The timeout is ``promote.approval_timeout_hours`` from params.yaml, counted from the
+    promotion decision. Skips when no approval is needed.
+    """
+    from airflow.sdk import PokeReturnValue
+
+    from mlops import approval as policy
+    from mlops import tags
+
+    def poke(p: Params, st: Settings) -> policy.Outcome | None:
+        status = None
+        if decision["promote"] and decision["approval"] == "manual":
+            status = policy.status(st, decision["model_name"], decision["version"])
+        return policy.outcome(
+            decision["promote"],
+            decision["approval"],
+            status,
+            datetime.fromisoformat(decision["at"]),
+            datetime.now(UTC),
+            timedelta(hours=p.promote.approval_timeout_hours),
+        )
+
+    outcome = _call(poke)
+    if outcome == policy.Outcome.NOT_REQUIRED:
+        _skip(f"no approval needed: {decision['outcome']}")
+    if outcome is None:
+        log.info(
+            "%s v%s waits for approval (`mlops approve` or the MLflow UI tag %s)",
+            decision["model_name"],
+            decision["version"],
+            tags.APPROVAL,
+        )
+    return PokeReturnValue(
+        is_done=outcome is not None, xcom_value=None if outcome is None else outcome.value
+    )
+
+
+def apply_approval(decision: dict[str, Any], outcome: str) -> str:
+    """Act on the approval: an approved version becomes champion; otherwise it is retired.
+
+    A rejected or expired version loses the ``challenger`` alias (an expired one is
+    tagged so), and the champion stays as it was.
+    """
+    from mlops import approval as policy
+
+    name, version = decision["model_name"], str(decision["version"])
+
+    def act(p: Params, st: Settings) -> str:
+        if outcome in (policy.Outcome.APPROVED, policy.Outcome.REJECTED):
+            return policy.complete(st, name, version)
+        hours = p.promote.approval_timeout_hours
+        return policy.expire(st, name, version, f"no decision within {hours:g} h")
+
+    out = _call(act)
+    log.info("%s v%s: %s", name, version, out)
+    return out

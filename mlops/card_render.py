@@ -1,0 +1,238 @@
+"""A model card's facts rendered for people: shared blocks, then Markdown or HTML.
+
+Pure functions: ``blocks`` turns the card (``mlops.card.build``) into headings,
+paragraphs, key-value lists and tables; ``to_markdown`` and ``to_html`` render them.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+Block = tuple[Any, ...]
+
+
+def blocks(card: dict[str, Any]) -> list[Block]:
+    """Pure: the card as a list of blocks that both renderers share."""
+    c, tr, ho = card, card["training"], card["holdout"]
+    fmt = _fmt
+    out: list[Block] = [
+        ("h1", f"Model card: {c['model']} v{c['version']}"),
+        ("p", f"Generated {c['generated_at']} from MLflow run {c['run_id']}."),
+    ]
+    out += [("h2", "Intended use"), ("p", c["intended_use"])]
+    out += [
+        ("h2", "Model"),
+        (
+            "kv",
+            [
+                ("Registered model", f"{c['model']} version {c['version']}"),
+                ("Aliases", ", ".join("@" + a for a in c["aliases"]) or "none"),
+                ("Candidate", f"{c.get('candidate') or '-'} ({c.get('kind') or '-'})"),
+                (
+                    "Hyper-parameters",
+                    ", ".join(
+                        f"{k}={v}"
+                        for k, v in c.get("params", {}).items()
+                        if k not in ("kind", "train_partitions")
+                    )
+                    or "-",
+                ),
+                (
+                    "Task",
+                    f"{c['task']}: target {c['target']}, one row per "
+                    f"{', '.join(c['entity_keys'])} at {c['timestamp']}",
+                ),
+                ("Code revision", c.get("code_revision") or "-"),
+            ],
+        ),
+    ]
+    out += [
+        ("h2", "Training data"),
+        (
+            "kv",
+            [
+                ("Window", f"{tr['window'][0]} to {tr['window'][1]}" if tr.get("window") else "-"),
+                ("Partitions", ", ".join(tr["partitions"])),
+                ("Data hash", f"{tr['data_hash']} (md5 over the partitions' DVC hashes)"),
+                ("Feature service", f"{c.get('feature_service') or '-'} (Feast)"),
+            ],
+        ),
+        (
+            "table",
+            ["Partition", "DVC md5", "Rows"],
+            [[p, tr["md5"].get(p, "-"), fmt(tr.get("rows", {}).get(p))] for p in tr["partitions"]],
+        ),
+    ]
+    feats = c["features"]
+    out += [
+        ("h2", "Features"),
+        (
+            "table",
+            ["Feature", "Type", "Importance"],
+            [[f["name"], f["dtype"], fmt(f.get("importance"))] for f in feats],
+        ),
+    ]
+    metric_names = sorted(ho["metrics"])
+    out += [
+        ("h2", "Holdout metrics"),
+        (
+            "p",
+            f"Holdout {', '.join(ho['partitions'])}: {ho['rows']:,} rows. Gate metric: "
+            f"{c['metric']}.",
+        ),
+        (
+            "table",
+            ["Metric", "Holdout (now)", "Recorded at training"],
+            [[k, fmt(ho["metrics"][k]), fmt(ho.get("recorded", {}).get(k))] for k in metric_names],
+        ),
+    ]
+    for col, rows in c["slices"].items():
+        names = _slice_metric_names(c["task"], c["metric"])
+        out += [
+            ("h3", f"By {col}"),
+            (
+                "table",
+                [col, "Rows", "Share", "Mean prediction", *names],
+                [
+                    [
+                        r["value"],
+                        f"{r['rows']:,}",
+                        f"{r['share']:.1%}",
+                        fmt(r["mean_prediction"]),
+                        *(
+                            [fmt(r["metrics"].get(m)) for m in names]
+                            if r["metrics"]
+                            else [r.get("note", "-")] + ["-"] * (len(names) - 1)
+                        ),
+                    ]
+                    for r in rows
+                ],
+            ),
+        ]
+    if not c["slices"]:
+        out += [
+            (
+                "p",
+                "No slice columns: the contract declares no closed category list; "
+                "pass slice columns explicitly.",
+            )
+        ]
+    g, a = c["gate"], c["approval"]
+    out += [
+        ("h2", "Promotion gate"),
+        (
+            "kv",
+            [("Decision", g.get("decision") or "not run"), ("Reasons", g.get("reasons") or "-")],
+        ),
+    ]
+    out += [
+        ("h2", "Approval"),
+        (
+            "kv",
+            [
+                ("Status", a.get("status") or "-"),
+                ("By", a.get("by") or "-"),
+                ("At", a.get("at") or "-"),
+                ("Note", a.get("note") or "-"),
+                ("Override", a.get("override") or "no"),
+            ],
+        ),
+    ]
+    if c.get("monitoring"):
+        out += [
+            ("h2", "Monitoring"),
+            (
+                "table",
+                ["Partition", "Drift share", "Breach"],
+                [
+                    [m["partition"], fmt(m.get("drift_share")), "yes" if m.get("breach") else "no"]
+                    for m in c["monitoring"]
+                ],
+            ),
+        ]
+    out += [("h2", "Known limitations"), ("ul", c["limitations"])]
+    return out
+
+
+def _slice_metric_names(task: str, metric: str) -> list[str]:
+    base = (
+        ["positive_rate", "roc_auc", "average_precision", "log_loss"]
+        if task == "classification"
+        else ["rmse", "mae", "r2"]
+    )
+    return base if metric in base else [*base, metric]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if v == v else "nan"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _md_cell(s: Any) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(bs: list[Block]) -> str:
+    """Pure: render blocks as GitHub-flavoured Markdown."""
+    lines: list[str] = []
+    for b in bs:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + b[1], ""]
+        elif kind == "p":
+            lines += [b[1], ""]
+        elif kind == "ul":
+            lines += [f"- {item}" for item in b[1]] + [""]
+        elif kind == "kv":
+            lines += ["| | |", "|---|---|"]
+            lines += [f"| **{_md_cell(k)}** | {_md_cell(v)} |" for k, v in b[1]] + [""]
+        elif kind == "table":
+            head, rows = b[1], b[2]
+            lines.append("| " + " | ".join(map(_md_cell, head)) + " |")
+            lines.append("|" + "---|" * len(head))
+            lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_html(bs: list[Block], title: str) -> str:
+    """Pure: render blocks as one self-contained HTML page (everything escaped)."""
+    e = html.escape
+    body: list[str] = []
+    for b in bs:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{e(b[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{e(b[1])}</p>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{e(str(i))}</li>" for i in b[1]) + "</ul>")
+        elif kind == "kv":
+            body.append(
+                "<table class='kv'>"
+                + "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in b[1])
+                + "</table>"
+            )
+        elif kind == "table":
+            head = "".join(f"<th>{e(str(h))}</th>" for h in b[1])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in b[2]
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+        "table{border-collapse:collapse;margin:.5em 0 1em}"
+        "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
+        "th{background:#f3f3f3}"
+    )
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{e(title)}</title><style>{style}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )

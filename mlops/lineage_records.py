@@ -1,0 +1,141 @@
+"""What the stages leave on disk about a partition, read back for lineage.
+
+The raw partition's DVC hash (its pointer, else ``state/ingest.json``), the validation
+result on record for it, and each prediction file's sidecar and columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlops import io, partitions
+from mlops.config import Settings
+from mlops.registry import RegistryError
+
+
+class LineageError(RegistryError):
+    """The starting point of a lineage query cannot be found; the message says why."""
+
+
+def relative(path: Path, st: Settings) -> str:
+    """``path`` relative to the project root when inside it."""
+    return str(path.relative_to(st.root)) if path.is_relative_to(st.root) else str(path)
+
+
+def dvc_cache_file(st: Settings, md5: str) -> Path:
+    """Where DVC 3 keeps a file of this content hash in the project's local cache."""
+    return st.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def current_md5(st: Settings, partition: str) -> str | None:
+    """The content hash the raw partition has now: its DVC pointer, else the manifest."""
+    from mlops.versioning import VersioningError, content_hash
+
+    try:
+        return content_hash(partitions.file(st.raw_dir, partition))
+    except (VersioningError, KeyError, TypeError):
+        manifest = read_manifest(st)
+        return manifest.get(partition, {}).get("md5")
+
+
+def read_manifest(st: Settings) -> dict[str, Any]:
+    """``state/ingest.json``: partition -> path, md5, rows, source (empty when absent)."""
+    path = st.state_dir / "ingest.json"
+    return io.read_json(path) if path.is_file() else {}
+
+
+def validation_record(st: Settings, partition: str, md5: str | None) -> dict[str, Any]:
+    """The validation result on record for a partition, and whether it covers ``md5``.
+
+    The summary names the file it validated; the validated copy is a byte copy of the
+    raw file, so its md5 tells whether the result on record is for the data trained on.
+    """
+    path = st.state_dir / "validation" / f"{partition}.json"
+    out: dict[str, Any] = {"partition": partition, "record": relative(path, st)}
+    if not path.is_file():
+        quarantined = st.quarantine_dir / partition / "validation.json"
+        if quarantined.is_file():
+            q = io.read_json(quarantined)
+            out.update(
+                found=True,
+                success=False,
+                record=relative(quarantined, st),
+                validated_at=q.get("validated_at"),
+                message=q.get("message"),
+            )
+        else:
+            out.update(found=False, success=None)
+        return out
+    s = io.read_json(path)
+    validated = partitions.file(st.validated_dir, partition)
+    checked = s.get("md5") or (io.md5(validated) if validated.is_file() else None)
+    out.update(
+        found=True,
+        success=bool(s.get("success")),
+        validated_at=s.get("validated_at"),
+        suite=s.get("suite"),
+        checkpoint=s.get("checkpoint"),
+        statistics=s.get("statistics"),
+        data_docs_page=s.get("data_docs_page"),
+        validated_md5=checked,
+        covers_trained_data=None if (checked is None or md5 is None) else checked == md5,
+    )
+    return out
+
+
+def prediction_record(path: Path) -> dict[str, Any]:
+    """What a prediction file says about itself: its sidecar, else its own columns."""
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".json":
+        path = path.with_suffix(".parquet")
+    if not path.is_file():
+        raise LineageError(f"{path}: no such prediction file")
+    side = path.with_suffix(".json")
+    meta = io.read_json(side) if side.is_file() else {}
+    try:
+        cols = pq.read_table(path, columns=["model_name", "model_version"]).to_pandas()
+    except (KeyError, ValueError) as exc:
+        raise LineageError(
+            f"{path}: not a prediction file of mlops (no model_name and "
+            f"model_version columns: {exc})"
+        ) from None
+    pairs = sorted(
+        {(str(a), str(b)) for a, b in zip(cols["model_name"], cols["model_version"], strict=True)}
+    )
+    problems = []
+    if len(pairs) != 1:
+        problems.append(f"rows come from {len(pairs)} model versions: {pairs}")
+    if meta and pairs and (meta.get("model_name"), str(meta.get("model_version"))) != pairs[0]:
+        problems.append(
+            f"sidecar {side.name} names {meta.get('model_name')} "
+            f"v{meta.get('model_version')} but the rows say {pairs[0][0]} "
+            f"v{pairs[0][1]}"
+        )
+    name, version = pairs[0] if pairs else (meta.get("model_name"), meta.get("model_version"))
+    return {
+        "path": str(path),
+        "partition": meta.get("partition", path.stem),
+        "rows": len(cols),
+        "model_name": name,
+        "model_version": str(version),
+        "run_id": meta.get("run_id"),
+        "input_md5": meta.get("input_md5"),
+        "sidecar": side.is_file(),
+        "problems": problems,
+    }
+
+
+def prediction_files(st: Settings) -> list[dict[str, Any]]:
+    """Every prediction file under the predictions folder, described."""
+    folder = st.predictions_dir
+    if not folder.is_dir():
+        return []
+    out = []
+    for p in sorted(folder.glob("*.parquet")):
+        try:
+            out.append(prediction_record(p))
+        except LineageError:
+            continue
+    return out

@@ -1,0 +1,103 @@
+"""The retraining policy: which drift-breach events are new, and what a training run does.
+
+Pure functions of their inputs; the Airflow adapter gathers the events and the state,
+calls ``plan_retrain`` and acts on the ``Plan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from mlops import partitions
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a training run does: which window, or why it does nothing."""
+
+    run: bool
+    partitions: list[str]
+    reason: str
+    handled: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def unhandled(
+    events: Iterable[dict[str, Any]], watermark: str | None, ids_at_watermark: Iterable[int]
+) -> list[dict[str, Any]]:
+    """Pure: the events not yet handled, oldest first.
+
+    An event is handled when it is older than the watermark (the newest handled event's
+    timestamp) or is one of the events at exactly that timestamp. Timestamps rather than
+    ids alone, so that a reset Airflow database does not hide new events.
+    """
+    seen = set(ids_at_watermark)
+    mark = datetime.fromisoformat(watermark) if watermark else None
+    out = [
+        e
+        for e in events
+        if mark is None or e["timestamp"] > mark or (e["timestamp"] == mark and e["id"] not in seen)
+    ]
+    return sorted(out, key=lambda e: (e["timestamp"], e["id"]))
+
+
+def plan_retrain(
+    breaches: list[dict[str, Any]],
+    last_retrain: datetime | None,
+    now: datetime,
+    cooldown: timedelta,
+    default_window: list[str],
+    freq: str,
+    triggered: bool = False,
+) -> Plan:
+    """Pure: decide a training run from the unhandled breach events and the cooldown.
+
+    Without breaches, a scheduled or manual run trains the configured window, while a run
+    triggered by breach events that an earlier run already handled does nothing. With
+    breaches, inside the cooldown after the last breach-driven retrain the run does
+    nothing and every breach is skipped with that reason; otherwise one retrain handles
+    them all, on a window of the configured length that ends at the newest breached
+    partition (or at the configured window's end, when that is later).
+    """
+    if not breaches:
+        if triggered:
+            return Plan(
+                False,
+                [],
+                "triggered by drift-breach events that an earlier run "
+                "already handled: nothing new to retrain on",
+            )
+        return Plan(True, sorted(default_window), "scheduled run: configured window")
+    parts = sorted(
+        {str(b["partition"]) for b in breaches if b.get("partition")}, key=partitions.start
+    )
+    label = ", ".join(parts) or f"{len(breaches)} event(s) without a partition"
+    if last_retrain is not None and now - last_retrain < cooldown:
+        left = cooldown - (now - last_retrain)
+        return Plan(
+            False,
+            [],
+            f"cooldown: the last drift retrain was at "
+            f"{last_retrain.isoformat(timespec='seconds')}, "
+            f"{str(left).split('.')[0]} of the {cooldown.total_seconds() / 3600:g} h cooldown "
+            f"(monitor.cooldown_hours) left; skipped breach(es): {label}",
+            skipped=parts,
+        )
+    end = max([*parts, *default_window], key=partitions.start)
+    win = partitions.previous(end, len(default_window), freq)
+    return Plan(
+        True, win, f"drift breach on {label}: retrain on {win[0]}..{win[-1]}", handled=parts
+    )
+
+
+def breach_event(summary: dict[str, Any]) -> dict[str, Any]:
+    """Pure: the extra of a drift-breach asset event (what ``plan_retrain`` reads back)."""
+    return {
+        "partition": summary["partition"],
+        "reasons": list(summary["reasons"]),
+        "report": summary["report"],
+        "model_version": summary["model_version"],
+    }
