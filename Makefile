@@ -41,8 +41,10 @@ airflow: install
 bench: install
 	nice -n 10 $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
+# ruff (rules in pyproject.toml), the formatter's check and mypy: what .ci/run runs first.
 lint: install
-	$(VENV)/bin/ruff check mlops dags tests
+	$(VENV)/bin/ruff check mlops dags tests bench
+	$(VENV)/bin/ruff format --check mlops dags tests bench
 	$(VENV)/bin/mypy mlops
 
 clean:
