@@ -23,42 +23,42 @@ def _data_partitions(params: Params) -> list[str]:
     return sorted(set(params.train.partitions) | set(params.score.partitions))
 
 
-def do_ingest(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_ingest(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Ingest the named partitions (default: every partition in params.yaml)."""
     from mlops import ingest
 
     return ingest.run(p, st, a.partitions or _data_partitions(p))
 
 
-def do_validate(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_validate(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Validate the named partitions (default: every partition in params.yaml)."""
     from mlops import validate
 
     return validate.run(p, st, a.partitions or _data_partitions(p))
 
 
-def do_materialize(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_materialize(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Materialise the named partitions (default: every partition in params.yaml)."""
     from mlops import materialize
 
     return materialize.run(p, st, a.partitions or _data_partitions(p))
 
 
-def do_train(p: Params, st: Settings, _a: argparse.Namespace) -> Any:
+def do_train(p: Params, st: Settings, _a: argparse.Namespace) -> object:
     """Train the candidates on ``train.partitions`` and register the best."""
     from mlops import train
 
     return train.run(p, st)
 
 
-def do_evaluate(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_evaluate(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Evaluate a version (default: the last trained) against the champion."""
     from mlops import evaluate
 
     return evaluate.run(p, st, a.version)
 
 
-def do_promote(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_promote(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Without arguments the pipeline stage (the gate); with MODEL VERSION a manual move."""
     model, version = getattr(a, "model", None), getattr(a, "version", None)
     if model is None:
@@ -80,21 +80,21 @@ def do_promote(p: Params, st: Settings, a: argparse.Namespace) -> Any:
     return out
 
 
-def do_score(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_score(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Score the named partitions (default: ``score.partitions``) with the champion."""
     from mlops import score
 
     return [score.run(p, st, pid) for pid in (a.partitions or p.score.partitions)]
 
 
-def do_monitor(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_monitor(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Monitor the named scored partitions (default: ``score.partitions``)."""
     from mlops import monitor
 
     return [monitor.run_partition(p, st, pid) for pid in (a.partitions or p.score.partitions)]
 
 
-def do_run(p: Params, st: Settings, _a: argparse.Namespace) -> Any:
+def do_run(p: Params, st: Settings, _a: argparse.Namespace) -> object:
     """The whole pipeline in order, as ``dvc repro`` runs it."""
     t0 = time.perf_counter()
     ns = argparse.Namespace(partitions=None, version=None)
@@ -115,7 +115,7 @@ def do_run(p: Params, st: Settings, _a: argparse.Namespace) -> Any:
     return timings
 
 
-def do_approve(_p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_approve(_p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Approve or reject a version (``approve`` / ``reject``), recorded with who and why."""
     from mlops import approval
     from mlops.registry import connect
@@ -145,7 +145,7 @@ def _metric_text(d: dict[str, Any], metric: str) -> str:
     return f"{metric} {float(value):.4f}"
 
 
-def do_status(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Print champion and challenger of each registered model (or ``--json``)."""
     import json
 
@@ -198,7 +198,7 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> Any:
     return rows
 
 
-def do_history(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_history(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Print a model's governance events, newest first (or ``--json``)."""
     import json
 
@@ -227,7 +227,7 @@ def do_history(p: Params, st: Settings, a: argparse.Namespace) -> Any:
     return rows
 
 
-def do_rollback(_p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_rollback(_p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Move champion back to the previous champion (or ``--to VERSION``)."""
     from mlops import governance
 
@@ -239,7 +239,7 @@ def do_rollback(_p: Params, st: Settings, a: argparse.Namespace) -> Any:
     return out
 
 
-def do_lineage(_p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_lineage(_p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Print the lineage of a prediction file, run, version or data version."""
     import json
 
@@ -250,7 +250,7 @@ def do_lineage(_p: Params, st: Settings, a: argparse.Namespace) -> Any:
     return lin
 
 
-def do_card(p: Params, st: Settings, a: argparse.Namespace) -> Any:
+def do_card(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Write a version's model card and log it to its run."""
     from mlops import card
 
@@ -258,7 +258,7 @@ def do_card(p: Params, st: Settings, a: argparse.Namespace) -> Any:
     return card.run(p, st, a.model, a.version, slices=slices, log=not a.no_log)
 
 
-COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], Any]] = {
+COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], object]] = {
     "ingest": do_ingest,
     "validate": do_validate,
     "materialize": do_materialize,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from mlops import faults, io, partitions
 from mlops.config import Params, Settings
@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+
+class Ingested(TypedDict):
+    """One ingested partition, as ``state/ingest.json`` records it."""
+
+    path: str
+    md5: str
+    rows: int
+    source: str
 
 
 def split_partitions(
@@ -45,7 +54,7 @@ def split_partitions(
     return out
 
 
-def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, object]]:
+def run(params: Params, st: Settings, pids: list[str]) -> dict[str, Ingested]:
     """Ingest ``pids`` from the source; return partition -> {path, md5, rows}."""
     t0 = time.perf_counter()
     for pid in pids:
@@ -54,7 +63,7 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, ob
         return _run(params, st, pids, t0)
 
 
-def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, dict[str, object]]:
+def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, Ingested]:
     from mlops.versioning import track
 
     df = load(params.source, st.root)
@@ -69,14 +78,14 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, 
 
     manifest_path = st.state_dir / "ingest.json"
     manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
-    result: dict[str, dict[str, object]] = {}
+    result: dict[str, Ingested] = {}
     for (pid, part), path in zip(parts.items(), paths, strict=True):
-        entry = {
-            "path": str(path.relative_to(st.root)) if path.is_relative_to(st.root) else str(path),
-            "md5": hashes[str(path)],
-            "rows": len(part),
-            "source": params.source.path,
-        }
+        entry = Ingested(
+            path=str(path.relative_to(st.root)) if path.is_relative_to(st.root) else str(path),
+            md5=hashes[str(path)],
+            rows=len(part),
+            source=params.source.path,
+        )
         manifest[pid] = entry
         result[pid] = entry
     io.write_json(manifest_path, manifest)

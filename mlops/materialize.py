@@ -13,7 +13,7 @@ import io as _io
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mlops import faults, features, io, partitions
 from mlops.config import Params, Settings
@@ -65,7 +65,17 @@ def feature_rows(
 
 
 # --------------------------------------------------------------------------- run
-def run(params: Params, st: Settings, pids: list[str]) -> dict[str, Any]:
+class Materialized(TypedDict):
+    """What ``materialize`` published: partitions, rows, the offline source, the online load."""
+
+    partitions: list[str]
+    rows: int
+    source: str
+    online: str
+    seconds: float
+
+
+def run(params: Params, st: Settings, pids: list[str]) -> Materialized:
     """Publish validated ``pids`` to the offline source and the online store.
 
     Each partition replaces its own feature file, so re-running one is idempotent. The
@@ -81,7 +91,7 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, Any]:
         return _run(params, st, pids, t0)
 
 
-def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, Any]:
+def _run(params: Params, st: Settings, pids: list[str], t0: float) -> Materialized:
     import pandas as pd
 
     c = params.contract
@@ -126,13 +136,13 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, 
         f"materialize: {', '.join(pids)} {rows:,} rows -> {source_dir(params, st)}, "
         f"online {online} in {secs:.1f}s"
     )
-    return {
-        "partitions": list(pids),
-        "rows": rows,
-        "source": str(source_dir(params, st)),
-        "online": online,
-        "seconds": round(secs, 3),
-    }
+    return Materialized(
+        partitions=list(pids),
+        rows=rows,
+        source=str(source_dir(params, st)),
+        online=online,
+        seconds=round(secs, 3),
+    )
 
 
 def _online_errors() -> tuple[type[BaseException], ...]:

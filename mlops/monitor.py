@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from mlops import features, io, partitions, tags
 from mlops.config import Monitor, Params, Settings
@@ -27,6 +27,30 @@ if TYPE_CHECKING:
 
 PREDICTION = "prediction"
 SAMPLE_SEED = 42
+
+
+class Drift(TypedDict):
+    """The drift summary of one comparison (``drift_report``)."""
+
+    columns: dict[str, dict[str, Any]]
+    drifted_features: int
+    n_features: int
+    share: float
+    prediction_drift: dict[str, Any] | None
+    target_drift: dict[str, Any] | None
+    performance: dict[str, dict[str, float | None]] | None
+    rows: dict[str, Any]
+
+
+class Monitored(Drift):
+    """A partition's drift summary, breach decision and report files (``drift.json``)."""
+
+    partition: str
+    breach: bool
+    reasons: list[str]
+    html_path: str
+    json_path: str
+    model_version: NotRequired[str]
 
 
 def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -113,7 +137,7 @@ def drift_report(
     prediction_col: str | None = PREDICTION,
     seed: int = SAMPLE_SEED,
     current_rows: int | None = None,
-) -> tuple[dict[str, Any], str]:
+) -> tuple[Drift, str]:
     """Compare ``current`` with ``reference``: feature, prediction and target drift, performance.
 
     Target drift and performance are included when the target is in both frames, prediction
@@ -205,16 +229,16 @@ def drift_report(
 
     columns = {c: checked[c] for c in contract.feature_names}
     drifted = sum(1 for c in columns.values() if c["drifted"])
-    summary = {
-        "columns": columns,
-        "drifted_features": drifted,
-        "n_features": len(columns),
-        "share": drifted / len(columns),
-        "prediction_drift": {"column": pred, **checked[pred]} if pred else None,
-        "target_drift": {"column": target, **checked[target]} if target else None,
-        "performance": performance,
-        "rows": rows,
-    }
+    summary = Drift(
+        columns=columns,
+        drifted_features=drifted,
+        n_features=len(columns),
+        share=drifted / len(columns),
+        prediction_drift={"column": pred, **checked[pred]} if pred else None,
+        target_drift={"column": target, **checked[target]} if target else None,
+        performance=performance,
+        rows=rows,
+    )
     return summary, snapshot.get_html_str(as_iframe=False)
 
 
@@ -223,7 +247,7 @@ def _value(result: Any) -> Any:
     return result.mean.value if hasattr(result, "mean") else result.value
 
 
-def is_breach(summary: dict[str, Any], cfg: Monitor) -> tuple[bool, list[str]]:
+def is_breach(summary: Drift, cfg: Monitor) -> tuple[bool, list[str]]:
     """Decide from a drift summary whether the model's inputs or outputs moved too far.
 
     A breach is a share of drifted features at or above ``cfg.drift_share``, or a drifted
@@ -258,7 +282,7 @@ def run(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     current_rows: int | None = None,
-) -> dict[str, Any]:
+) -> Monitored:
     """Report drift of ``current`` (one partition) against ``reference`` and decide on a breach.
 
     ``current_rows`` is the partition's row count when ``current`` is a sample of it.
@@ -271,12 +295,18 @@ def run(
         reference, current, params.contract, params.monitor, current_rows=current_rows
     )
     breach, reasons = is_breach(summary, params.monitor)
-    result = {**summary, "partition": partition, "breach": breach, "reasons": reasons}
-
     out = st.reports_dir / partition
+    result = Monitored(
+        **summary,
+        partition=partition,
+        breach=breach,
+        reasons=reasons,
+        html_path=str(out / "drift.html"),
+        json_path=str(out / "drift.json"),
+    )
     html_path = io.write_text(out / "drift.html", html)
     # The JSON goes last: when it exists, the HTML it describes does too.
-    json_path = io.write_json(out / "drift.json", result)
+    io.write_json(out / "drift.json", {k: v for k, v in result.items() if not k.endswith("_path")})
 
     pred = summary["prediction_drift"]
     pred_txt = "n/a" if pred is None else ("yes" if pred["drifted"] else "no")
@@ -286,7 +316,7 @@ def run(
         f"{'BREACH' if breach else 'ok'} (report: {html_path}) "
         f"in {time.perf_counter() - t0:.1f}s"
     )
-    return {**result, "html_path": str(html_path), "json_path": str(json_path)}
+    return result
 
 
 def sample_positions(n: int, k: int, seed: int) -> np.ndarray:
@@ -377,7 +407,7 @@ def current_sample(
     return current, total
 
 
-def run_partition(params: Params, st: Settings, partition: str) -> dict[str, Any]:
+def run_partition(params: Params, st: Settings, partition: str) -> Monitored:
     """Monitor a scored partition against the reference of the model that scored it.
 
     The reference (a sample of that model's training rows with its predictions) is read
@@ -421,4 +451,4 @@ def run_partition(params: Params, st: Settings, partition: str) -> dict[str, Any
         )
         mlflow.log_artifact(out["html_path"], artifact_path=f"drift/{partition}")
         mlflow.log_artifact(out["json_path"], artifact_path=f"drift/{partition}")
-    return {**out, "model_version": version}
+    return Monitored(**out, model_version=version)
