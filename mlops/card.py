@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mlops import card_render, features, io, models, partitions, tags
 from mlops.config import Params, Settings
 from mlops.contract import Contract
-from mlops.registry import RegistryError, connect
+from mlops.registry import Registry, RegistryError, connect
 
 if TYPE_CHECKING:
     import numpy as np
@@ -180,7 +180,12 @@ def _intended_use(
 
 
 def build(
-    params: Params, st: Settings, model: str, version: str, slices: list[str] | None = None
+    params: Params,
+    st: Settings,
+    model: str,
+    version: str,
+    slices: list[str] | None = None,
+    reg: Registry | None = None,
 ) -> dict[str, Any]:
     """Gather the card's facts: registry tags, the run, and holdout metrics by slice."""
     from datetime import UTC, datetime
@@ -190,7 +195,7 @@ def build(
             f"card: {st.params_path} describes model {params.model_name!r}, "
             f"not {model!r}; pass the params.yaml of {model!r}"
         )
-    reg = connect(st)
+    reg = reg or connect(st)
     mv = reg.resolve_version(model, version)
     version = str(mv.version)
     c = reg.client
@@ -328,7 +333,8 @@ def run(
 ) -> dict[str, Any]:
     """Build the card, write it under ``reports/cards/`` and log it to the version's run."""
     t0 = time.perf_counter()
-    card = build(params, st, model, version, slices)
+    reg = connect(st)
+    card = build(params, st, model, version, slices, reg)
     version = card["version"]
     bs = card_render.blocks(card)
     md = card_render.to_markdown(bs)
@@ -338,7 +344,7 @@ def run(
     html_path = io.write_text(out / f"{model}-v{version}.html", page)
     io.write_json(out / f"{model}-v{version}.json", card)
     if log:
-        c = connect(st).client
+        c = reg.client
         c.log_text(card["run_id"], md, f"{ARTIFACT_DIR}/model_card.md")
         c.log_text(card["run_id"], page, f"{ARTIFACT_DIR}/model_card.html")
         c.log_dict(card["run_id"], card, f"{ARTIFACT_DIR}/model_card.json")

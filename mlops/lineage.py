@@ -31,7 +31,7 @@ from mlops.lineage_records import (
     relative,
     validation_record,
 )
-from mlops.registry import CHAMPION, connect
+from mlops.registry import CHAMPION, Registry, connect
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -70,9 +70,11 @@ def _champion_periods(events: list[dict[str, str]], version: str) -> list[dict[s
     return periods
 
 
-def model_chain(st: Settings, name: str, version: str) -> dict[str, Any]:
+def model_chain(
+    st: Settings, name: str, version: str, reg: Registry | None = None
+) -> dict[str, Any]:
     """Backward from one model version: run, data, validation, features, code."""
-    reg = connect(st)
+    reg = reg or connect(st)
     mv = reg.resolve_version(name, version)
     c = reg.client
     vt = dict(mv.tags)
@@ -162,10 +164,12 @@ def model_chain(st: Settings, name: str, version: str) -> dict[str, Any]:
     }
 
 
-def backward(st: Settings, target: str, version: str | None = None) -> dict[str, Any]:
+def backward(
+    st: Settings, target: str, version: str | None = None, reg: Registry | None = None
+) -> dict[str, Any]:
     """Lineage from a prediction file, a run id, or a model name and ``version``."""
     if version is not None:
-        chain = model_chain(st, target, version)
+        chain = model_chain(st, target, version, reg)
         chain["predictions"] = [
             p
             for p in prediction_files(st)
@@ -175,7 +179,7 @@ def backward(st: Settings, target: str, version: str | None = None) -> dict[str,
     path = Path(target)
     if path.suffix in (".parquet", ".json") or path.exists():
         pred = prediction_record(path)
-        chain = model_chain(st, pred["model_name"], pred["model_version"])
+        chain = model_chain(st, pred["model_name"], pred["model_version"], reg)
         problems = [*pred["problems"], *chain.pop("problems")]
         if pred["run_id"] and pred["run_id"] != chain["run"]["run_id"]:
             problems.append(
@@ -190,7 +194,8 @@ def backward(st: Settings, target: str, version: str | None = None) -> dict[str,
             **chain,
             "problems": problems,
         }
-    c = connect(st).client
+    reg = reg or connect(st)
+    c = reg.client
     try:
         c.get_run(target)
     except Exception:  # noqa: BLE001
@@ -212,13 +217,13 @@ def backward(st: Settings, target: str, version: str | None = None) -> dict[str,
             f"was not selected?); its tags still hold its training data"
         )
     mv = max(versions, key=lambda m: int(m.version))
-    out = backward(st, mv.name, str(mv.version))
+    out = backward(st, mv.name, str(mv.version), reg)
     return {**out, "kind": "run", "start": target}
 
 
-def forward(st: Settings, data: str) -> dict[str, Any]:
+def forward(st: Settings, data: str, reg: Registry | None = None) -> dict[str, Any]:
     """Everything that used a data version: a DVC md5 or a partition id."""
-    c = connect(st).client
+    c = (reg or connect(st)).client
     manifest = read_manifest(st)
     if partitions.is_id(data):
         pids, md5s = {data}, set()
@@ -300,15 +305,16 @@ def forward(st: Settings, data: str) -> dict[str, Any]:
 
 def trace(st: Settings, target: str, version: str | None = None) -> dict[str, Any]:
     """Pick the direction from the argument: a data version goes forward, the rest back."""
+    reg = connect(st)
     if version is None and not Path(target).exists():
         if partitions.is_id(target):
-            return forward(st, target)
+            return forward(st, target, reg)
         if HEX32.match(target):
             try:
-                connect(st).client.get_run(target)
+                reg.client.get_run(target)
             except Exception:  # noqa: BLE001 - not a run: a data hash
-                return forward(st, target)
-    return backward(st, target, version)
+                return forward(st, target, reg)
+    return backward(st, target, version, reg)
 
 
 # --------------------------------------------------------------------------- output
