@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from mlops.cli import main
+from tests.configs.cases import Case, invalid_cases
 from tests.reliability.conftest import MATERIALIZE_WEEK, Project, digests
 
 AREA = "Configuration"
-INVALID = sorted((Path(__file__).resolve().parents[1] / "configs" / "invalid").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("verb", ["run", "ingest", "train", "score"])
-@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
-def test_invalid_params_fail_before_any_work(tmp_path: Path, capsys, path: Path, verb: str) -> None:
+@pytest.mark.parametrize("c", invalid_cases(), ids=lambda c: c.name)
+def test_invalid_params_fail_before_any_work(tmp_path: Path, capsys, c: Case, verb: str) -> None:
     """Case: Invalid `params.yaml`: unknown key, wrong type, bad dtype or task, target also a
     feature, gate threshold out of range, metric unfit for the task, holdout too large.
     Behaviour: every command exits 2 naming the key (e.g. `train.epochs: unknown key`) before
     any folder, database or file is created
     """
-    # given a project folder holding only an invalid params.yaml
-    params = tmp_path / "params.yaml"
-    shutil.copy(path, params)
-    key = path.read_text().splitlines()[0].removeprefix("# expect-error: ").strip()
+    # given a project folder holding only an invalid params.yaml (the project's own, broken
+    # in one place by a case of tests/configs/invalid.yaml)
+    params = c.write(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
     # when a command runs
     code = main(["--params", str(params), verb])
@@ -33,7 +32,8 @@ def test_invalid_params_fail_before_any_work(tmp_path: Path, capsys, path: Path,
     # then it exits 2 naming the key, and created nothing
     err = capsys.readouterr().err
     assert code == 2
-    assert key in err and str(params) in err
+    assert c.error in err and str(params) in err
+    assert f"error: {params}: invalid configuration" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

@@ -1,44 +1,101 @@
-"""params.yaml validation: valid files load; each invalid file fails naming its key."""
+"""params.yaml validation: valid files load; each invalid case fails naming its key.
+
+The cases are ``tests/configs/invalid.yaml`` and ``valid.yaml``: the project's own
+params.yaml plus a one-key override, written under ``tmp_path`` by ``tests/configs/cases.py``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlops.cli import main
 from mlops.config import ConfigError, load_params, settings
+from tests.configs.cases import (
+    BASE,
+    REPO,
+    Case,
+    case,
+    delete_path,
+    get_path,
+    invalid_cases,
+    set_path,
+    valid_cases,
+)
 
-HERE = Path(__file__).resolve().parents[1]
-REPO = HERE.parent
-VALID = [REPO / "params.yaml", REPO / "examples/seattle_weather/params.yaml",
-         *sorted((HERE / "configs/valid").glob("*.yaml"))]
-INVALID = sorted((HERE / "configs/invalid").glob("*.yaml"))
+VALID = [BASE, REPO / "examples/seattle_weather/params.yaml"]
 
 
-@pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", VALID, ids=lambda p: str(p.relative_to(REPO)))
 def test_valid_configs_load(path: Path) -> None:
     params = load_params(path)
     assert params.contract.target in params.contract.columns
     assert params.gate_metric
 
 
-@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
-def test_invalid_config_names_the_key(path: Path) -> None:
-    expected = path.read_text().splitlines()[0].removeprefix("# expect-error: ").strip()
+@pytest.mark.parametrize("c", valid_cases(), ids=lambda c: c.name)
+def test_valid_overrides_load(tmp_path: Path, c: Case) -> None:
+    params = load_params(c.write(tmp_path))
+    assert params.contract.target in params.contract.columns
+    assert params.gate_metric
+    loaded = params.model_dump(by_alias=True)
+    for path, value in c.set.items():
+        assert get_path(loaded, path) == value, path
+
+
+@pytest.mark.parametrize("c", invalid_cases(), ids=lambda c: c.name)
+def test_invalid_config_names_the_key(tmp_path: Path, c: Case) -> None:
+    path = c.write(tmp_path)
     with pytest.raises(ConfigError) as err:
         load_params(path)
-    assert expected in str(err.value)
-    assert str(path) in str(err.value)
+    msg = str(err.value)
+    assert c.error in msg
+    assert str(path) in msg
+    # broken in one place: exactly one error, under the file's heading
+    assert msg.splitlines()[0] == f"{path}: invalid configuration"
+    assert len(msg.splitlines()) == 2, msg
+
+
+def test_case_paths_address_keys_and_list_items() -> None:
+    doc = {"train": {"candidates": [{"kind": "a"}, {"kind": "b"}]}, "f": [1, 2]}
+    set_path(doc, "train.candidates.1.kind", "xgboost")
+    set_path(doc, "train.epochs", 3)
+    set_path(doc, "f.-", 3)
+    delete_path(doc, "f.0")
+    assert doc == {
+        "train": {"candidates": [{"kind": "a"}, {"kind": "xgboost"}], "epochs": 3},
+        "f": [2, 3],
+    }
+    assert get_path(doc, "train.candidates.0.kind") == "a"
+    # a path that misses the base fails instead of testing something else
+    for bad in ("trian.epochs", "train.candidates.2.kind", "train.candidates.x", "f.0.x", "a..b"):
+        with pytest.raises(KeyError):
+            set_path(doc, bad, 1)
+    with pytest.raises(KeyError):
+        delete_path(doc, "train.seed")
+
+
+def test_every_case_changes_the_base() -> None:
+    # the base is params.yaml as it is now: an override it already holds tests nothing
+    base = yaml.safe_load(BASE.read_text())
+    for c in [*invalid_cases(), *valid_cases()]:
+        assert c.apply(base) != base, c.name
 
 
 def test_cli_fails_before_any_work_on_invalid_config(tmp_path: Path, capsys) -> None:
-    # given an invalid config, when any stage runs, then it exits 2 naming the key
-    bad = HERE / "configs/invalid/unknown_key.yaml"
+    # given an invalid config alone in its folder, when any stage runs,
+    # then it exits 2 naming the key and creates nothing beside it
+    c = case("unknown_key")
+    bad = c.write(tmp_path)
     code = main(["--params", str(bad), "ingest"])
     assert code == 2
-    assert "train.epochs: unknown key" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train.epochs: unknown key" in err
+    assert c.error in err and str(bad) in err
     assert not (bad.parent / "data").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Configuration test cases: the project's params.yaml plus one-key overrides."""
