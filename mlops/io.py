@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mlops import faults
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 T = TypeVar("T")
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -257,3 +259,46 @@ def md5(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- parquet rows
+def read_rows(path: Path, positions: np.ndarray, columns: list[str]) -> pa.Table:
+    """Rows at sorted ``positions`` of a Parquet file, read one row group at a time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    with pq.ParquetFile(path) as pf:
+        start = 0
+        for i in range(pf.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            lo, hi = np.searchsorted(positions, [start, start + n])
+            if hi > lo:
+                group = pf.read_row_group(i, columns=columns)
+                parts.append(group.take(pa.array(positions[lo:hi] - start)))
+            start += n
+        schema = pf.schema_arrow
+    if not parts:
+        return schema.empty_table().select(columns)
+    return pa.concat_tables(parts)
+
+
+def matching_rows(path: Path, keys: pa.Table, columns: list[str], batch_rows: int) -> pa.Table:
+    """Rows of a Parquet file whose key columns (those of ``keys``) are in ``keys``.
+
+    The file is streamed in batches, so memory follows ``keys`` and ``batch_rows``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = keys.column_names
+    parts = []
+    with pq.ParquetFile(path) as pf:
+        wanted = keys.cast(pa.schema([pf.schema_arrow.field(k) for k in names]))
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            parts.append(pa.Table.from_batches([batch]).join(wanted, keys=names, join_type="inner"))
+        schema = pf.schema_arrow
+    if not parts:
+        return schema.empty_table().select(columns)
+    return pa.concat_tables(parts).select(columns)

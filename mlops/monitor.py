@@ -23,7 +23,6 @@ from mlops.contract import Contract
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-    import pyarrow as pa
 
 PREDICTION = "prediction"
 SAMPLE_SEED = 42
@@ -331,48 +330,6 @@ def sample_positions(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.RandomState(seed).choice(n, size=k, replace=False))
 
 
-def read_rows(path: Path, positions: np.ndarray, columns: list[str]) -> pa.Table:
-    """Rows at sorted ``positions`` of a Parquet file, read one row group at a time."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    parts = []
-    with pq.ParquetFile(path) as pf:
-        start = 0
-        for i in range(pf.num_row_groups):
-            n = pf.metadata.row_group(i).num_rows
-            lo, hi = np.searchsorted(positions, [start, start + n])
-            if hi > lo:
-                group = pf.read_row_group(i, columns=columns)
-                parts.append(group.take(pa.array(positions[lo:hi] - start)))
-            start += n
-        schema = pf.schema_arrow
-    if not parts:
-        return schema.empty_table().select(columns)
-    return pa.concat_tables(parts)
-
-
-def matching_rows(path: Path, keys: pa.Table, columns: list[str], batch_rows: int) -> pa.Table:
-    """Rows of a Parquet file whose key columns (those of ``keys``) are in ``keys``.
-
-    The file is streamed in batches, so memory follows ``keys`` and ``batch_rows``.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    names = keys.column_names
-    parts = []
-    with pq.ParquetFile(path) as pf:
-        wanted = keys.cast(pa.schema([pf.schema_arrow.field(k) for k in names]))
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
-            parts.append(pa.Table.from_batches([batch]).join(wanted, keys=names, join_type="inner"))
-        schema = pf.schema_arrow
-    if not parts:
-        return schema.empty_table().select(columns)
-    return pa.concat_tables(parts).select(columns)
-
-
 def current_sample(
     params: Params, st: Settings, partition: str, pred_path: Path
 ) -> tuple[pd.DataFrame, int]:
@@ -392,17 +349,17 @@ def current_sample(
     if total == 0:
         raise ValueError(f"{pred_path}: no predictions; run score {partition} again")
     positions = sample_positions(total, params.monitor.max_rows, SAMPLE_SEED)
-    preds = read_rows(pred_path, positions, [*keys, PREDICTION, "model_name", "model_version"])
+    preds = io.read_rows(pred_path, positions, [*keys, PREDICTION, "model_name", "model_version"])
     wanted = preds.select(keys)
     batch = params.score.chunk_rows
     feat_path = features.feature_file(params, st, partition)
-    feats = matching_rows(feat_path, wanted, [*keys, *c.feature_names], batch).to_pandas()
+    feats = io.matching_rows(feat_path, wanted, [*keys, *c.feature_names], batch).to_pandas()
     current = preds.to_pandas().merge(
         features.restore_dtypes(feats, c), on=keys, how="inner", validate="1:1"
     )
     validated = partitions.file(st.validated_dir, partition)
     if validated.is_file() and c.target in pq.read_schema(validated).names:
-        labels = matching_rows(validated, wanted, [*keys, c.target], batch).to_pandas()
+        labels = io.matching_rows(validated, wanted, [*keys, c.target], batch).to_pandas()
         current = current.merge(labels, on=keys, how="left", validate="1:1")
     return current, total
 

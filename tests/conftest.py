@@ -32,8 +32,7 @@ FLIGHTS_SMALL: dict[str, Any] = {
     "train": {
         "partitions": ["2013-W02", "2013-W03", "2013-W04"],
         "candidates": [
-            {"name": "hgb", "kind": "sklearn_hist_gradient_boosting",
-             "params": {"max_iter": 40}},
+            {"name": "hgb", "kind": "sklearn_hist_gradient_boosting", "params": {"max_iter": 40}},
             {"name": "xgb", "kind": "xgboost", "params": {"n_estimators": 40, "max_depth": 4}},
         ],
     },
@@ -75,11 +74,15 @@ def make_project(root: Path, base: Path, overrides: dict[str, Any] | None = None
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc = str(Path(os.sys.executable).with_name("dvc"))
     subprocess.run([dvc, "init", "-q"], cwd=root, check=True)
-    subprocess.run([dvc, "remote", "add", "-q", "-d", "local", str(root / ".dvcstore")],
-                   cwd=root, check=True)
+    subprocess.run(
+        [dvc, "remote", "add", "-q", "-d", "local", str(root / ".dvcstore")], cwd=root, check=True
+    )
     if (REPO / "feature_repo").is_dir():
-        shutil.copytree(REPO / "feature_repo", root / "feature_repo",
-                        ignore=shutil.ignore_patterns("data", "__pycache__"))
+        shutil.copytree(
+            REPO / "feature_repo",
+            root / "feature_repo",
+            ignore=shutil.ignore_patterns("data", "__pycache__"),
+        )
     return root / "params.yaml"
 
 
@@ -87,8 +90,9 @@ def make_project(root: Path, base: Path, overrides: dict[str, Any] | None = None
 def project(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``project(base=FLIGHTS, overrides=...)`` returns the params.yaml path."""
 
-    def factory(base: Path = FLIGHTS, overrides: dict[str, Any] | None = None,
-                name: str = "proj") -> Path:
+    def factory(
+        base: Path = FLIGHTS, overrides: dict[str, Any] | None = None, name: str = "proj"
+    ) -> Path:
         return make_project(tmp_path / name, base, overrides)
 
     return factory

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mlops import airflow_local
+from mlops.airflow import local
+from mlops.airflow import stack as components
 from mlops.config import load_params, settings
 
 PG = ("127.0.0.1", 5432)
@@ -191,7 +192,7 @@ def stack_env(
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{broker_db}",
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db_url,
         }
-    return airflow_local.airflow_env(
+    return local.airflow_env(
         home,
         params_path,
         port=free_port(),
@@ -208,25 +209,25 @@ def stack_env(
 
 def up(
     env: dict[str, str], workers: int = 0, dags: tuple[str, ...] = ("training", "scoring")
-) -> tuple[airflow_local.Stack, Api]:
+) -> tuple[components.Stack, Api]:
     """Migrate, start and wait for a throwaway Airflow until ``dags`` are parsed."""
     home = Path(env["AIRFLOW_HOME"])
-    airflow_local.init_metadata(env)
-    password, _ = airflow_local.seed_password(home)
-    stack = airflow_local.start(env, workers=workers)
+    local.init_metadata(env)
+    password, _ = local.seed_password(home)
+    running = components.start(env, workers=workers)
     try:
-        airflow_local.wait_ready(stack, timeout=300)
-        api = Api(stack.url, airflow_local.USER, password)
+        components.wait_ready(running, timeout=300)
+        api = Api(running.url, local.USER, password)
         wait_for(
             f"DAGs {dags} parsed",
             lambda: {d["dag_id"] for d in api.get("/dags")["dags"]} >= set(dags),
             180,
-            stack,
+            running,
         )
     except BaseException:
-        stack.stop(grace=5)
+        running.stop(grace=5)
         raise
-    return stack, api
+    return running, api
 
 
 def train_champion(params_path: Path) -> str:

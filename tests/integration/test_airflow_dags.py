@@ -22,9 +22,9 @@ configure()
 import pandas as pd  # noqa: E402
 import pendulum  # noqa: E402
 
-from mlops import governance, io  # noqa: E402
+from mlops import approval, audit, io, partitions, tags  # noqa: E402
 from mlops.config import Settings, load_params, settings  # noqa: E402
-from mlops.registry import CHALLENGER, CHAMPION, version_by_alias  # noqa: E402
+from mlops.registry import CHALLENGER, CHAMPION, connect  # noqa: E402
 from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project, merge  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ DAG_ENV = {
 
 def week_end(pid: str) -> pendulum.DateTime:
     """The logical date whose manual data interval is the ISO week ``pid``."""
-    return pendulum.instance(io.partition_interval(pid)[1].to_pydatetime())
+    return pendulum.instance(partitions.interval(pid)[1].to_pydatetime())
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def breach_events(run_id: str | None = None) -> list[Any]:
 
 
 def champion(st: Settings, model: str) -> str | None:
-    mv = version_by_alias(st, model, CHAMPION)
+    mv = connect(st).version_by_alias(model, CHAMPION)
     return None if mv is None else str(mv.version)
 
 
@@ -116,9 +116,9 @@ def test_train_score_monitor_and_retrain_on_breach(dags, monkeypatch, tmp_path) 
     assert states(dr)["approval"] == "skipped" and states(dr)["apply_approval"] == "skipped"
     first = champion(st, name)
     assert first == "1"
-    mv = governance.get_version(st, name, first)
+    mv = connect(st).get_version(name, first)
     assert mv.tags["mlops.data.partitions"] == "2013-W02,2013-W03,2013-W04"
-    assert mv.tags[governance.TAG_APPROVAL] == "auto"
+    assert mv.tags[tags.APPROVAL] == "auto"
 
     # when scoring runs on a calm week (part of the model's reference data)
     calm = dags("scoring").test(logical_date=week_end("2013-W03"))
@@ -153,7 +153,7 @@ def test_train_score_monitor_and_retrain_on_breach(dags, monkeypatch, tmp_path) 
     assert decision["partitions"] == ["2013-W26", "2013-W27", "2013-W28"]
     trained = io.read_json(st.state_dir / "train.json")["version"]
     assert trained == "2"
-    assert governance.get_version(st, name, trained).tags["mlops.data.partitions"] == (
+    assert connect(st).get_version(name, trained).tags["mlops.data.partitions"] == (
         "2013-W26,2013-W27,2013-W28"
     )
     assert champion(st, name) in (first, trained)  # the gate decides; the run succeeded
@@ -187,13 +187,13 @@ def test_manual_approval_waits_for_a_person_then_expires(dags, monkeypatch, tmp_
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             try:
-                mv = version_by_alias(st, name, CHALLENGER)
+                mv = connect(st).version_by_alias(name, CHALLENGER)
             except Exception:  # noqa: BLE001 - the registry is created by the run
                 mv = None
-            if mv is not None and mv.tags.get(governance.TAG_APPROVAL) == "pending":
+            if mv is not None and mv.tags.get(tags.APPROVAL) == "pending":
                 seen["pending"] = str(mv.version)
                 seen["champion_meanwhile"] = champion(st, name)
-                governance.decide(st, name, str(mv.version), True, by="reviewer", note="ok")
+                approval.decide(st, name, str(mv.version), True, by="reviewer", note="ok")
                 return
             time.sleep(0.5)
 
@@ -207,8 +207,8 @@ def test_manual_approval_waits_for_a_person_then_expires(dags, monkeypatch, tmp_
     assert dr.state == "success", states(dr)
     assert seen == {"pending": "1", "champion_meanwhile": None}
     assert champion(st, name) == "1"
-    assert version_by_alias(st, name, CHALLENGER) is None
-    events = governance.history(st, name)
+    assert connect(st).version_by_alias(name, CHALLENGER) is None
+    events = audit.history(st, name)
     assert events[0]["action"] == "promote" and events[0]["actor"] == "reviewer"
     assert [e["action"] for e in events[1:3]].count("approve") == 1
 
@@ -219,5 +219,5 @@ def test_manual_approval_waits_for_a_person_then_expires(dags, monkeypatch, tmp_
     assert expired.state == "success", states(expired)
     assert states(expired)["apply_approval"] == "success"
     assert champion(st, name) == "1"
-    assert version_by_alias(st, name, CHALLENGER) is None
-    assert governance.approval_status(st, name, "2") == "expired"
+    assert connect(st).version_by_alias(name, CHALLENGER) is None
+    assert approval.status(st, name, "2") == "expired"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from mlops import airflow_local
+from mlops.airflow import stack as airflow_stack
 from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project
 from tests.integration.airflow_stack import champion_snapshot, stack_env, up, wait_for
 
@@ -136,4 +136,4 @@ def test_drift_breach_starts_retraining_and_calm_week_does_not(
     finally:
         stack.stop(grace=5)
     # then nothing Airflow started is left, task processes included
-    assert airflow_local._session_members({p.pid for p in stack.procs.values()}) == []
+    assert airflow_stack._session_members({p.pid for p in stack.procs.values()}) == []

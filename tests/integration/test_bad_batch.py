@@ -12,7 +12,7 @@ import pytest
 from mlops import io
 from mlops.cli import main
 from mlops.config import load_params, settings
-from mlops.registry import CHAMPION, version_by_alias
+from mlops.registry import CHAMPION, connect
 from tests.conftest import FLIGHTS_SMALL
 
 pytestmark = pytest.mark.integration
@@ -29,8 +29,7 @@ def trained(tmp_path_factory):
     """One project, trained and scored once, shared by the bad-batch cases."""
     from tests.conftest import FLIGHTS, make_project
 
-    params_path = make_project(tmp_path_factory.mktemp("bad") / "proj", FLIGHTS,
-                               FLIGHTS_SMALL)
+    params_path = make_project(tmp_path_factory.mktemp("bad") / "proj", FLIGHTS, FLIGHTS_SMALL)
     assert main(["--params", str(params_path), "run"]) == 0
     return params_path
 
@@ -46,7 +45,7 @@ def trained(tmp_path_factory):
 def test_bad_batch_is_quarantined_and_nothing_else_changes(trained, capsys, fault, needle):
     params_path = trained
     params, st = load_params(params_path), settings(params_path)
-    champ_before = version_by_alias(st, params.model_name, CHAMPION).version
+    champ_before = connect(st).version_by_alias(params.model_name, CHAMPION).version
     preds_before = _digest(st.predictions_dir)
     online_before = hashlib.md5((st.data_root / "feast/online.db").read_bytes()).hexdigest()
 
@@ -80,7 +79,7 @@ def test_bad_batch_is_quarantined_and_nothing_else_changes(trained, capsys, faul
     # and nothing downstream can use it
     assert main(["--params", str(params_path), "materialize", "--partitions", BAD_WEEK]) == 1
     # and the champion, the predictions and the online store are unchanged
-    assert version_by_alias(st, params.model_name, CHAMPION).version == champ_before
+    assert connect(st).version_by_alias(params.model_name, CHAMPION).version == champ_before
     assert _digest(st.predictions_dir) == preds_before
     assert hashlib.md5((st.data_root / "feast/online.db").read_bytes()).hexdigest() == (
         online_before

@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import pytest
 
-from mlops import governance
+from mlops import approval, audit, governance, tags
 from mlops.cli import main
 from mlops.config import Settings, settings
-from mlops.registry import CHALLENGER, CHAMPION, RegistryError, client, version_by_alias
+from mlops.registry import CHALLENGER, CHAMPION, RegistryError, connect
 from tests.conftest import FLIGHTS, REPO
 
 pytestmark = pytest.mark.integration
@@ -30,20 +30,22 @@ def st(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("gov")
     shutil.copy(FLIGHTS, root / "params.yaml")
     return settings(root / "params.yaml").model_copy(
-        update={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"})
+        update={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
+    )
 
 
 @pytest.fixture
 def model(st: Settings, request: pytest.FixtureRequest) -> str:
     """A fresh registered model per test, named after it."""
     name = request.node.name.replace("[", "_").replace("]", "")[:60]
-    client(st).create_registered_model(name)
+    connect(st).client.create_registered_model(name)
     return name
 
 
 @pytest.fixture
-def cli(st: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-        ) -> Callable[..., tuple[int, str, str]]:
+def cli(
+    st: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str, str]]:
     """Run ``mlops`` in-process against the test store; return (code, stdout, stderr)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", st.tracking_uri)
 
@@ -56,84 +58,96 @@ def cli(st: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     return run
 
 
-def add_version(st: Settings, model: str, gate: str | None = "passed",
-                approval: str | None = "auto", auc: float = 0.7) -> str:
+def add_version(
+    st: Settings,
+    model: str,
+    gate: str | None = "passed",
+    status: str | None = "auto",
+    auc: float = 0.7,
+) -> str:
     """Register a version the way train/evaluate/promote leave it."""
-    c = client(st)
-    from mlops.registry import experiment_id
-
-    exp = experiment_id(st, model)
+    reg = connect(st)
+    c = reg.client
+    exp = reg.experiment_id(model)
     run = c.create_run(exp, tags={"mlops.stage": "train", "mlops.candidate": "hgb"})
     c.log_metric(run.info.run_id, "holdout_roc_auc", auc)
     c.set_terminated(run.info.run_id)
     mv = c.create_model_version(model, f"runs:/{run.info.run_id}/model", run.info.run_id)
-    tags = {"mlops.data.partitions": "2013-W02,2013-W03",
-            "mlops.data.md5": '{"2013-W02": "aa", "2013-W03": "bb"}',
-            "mlops.eval.roc_auc": f"{auc:.6f}"}
+    values = {
+        "mlops.data.partitions": "2013-W02,2013-W03",
+        "mlops.data.md5": '{"2013-W02": "aa", "2013-W03": "bb"}',
+        "mlops.eval.roc_auc": f"{auc:.6f}",
+    }
     if gate:
-        tags[governance.TAG_GATE] = gate
-        tags[governance.TAG_GATE_REASONS] = f"roc_auc {auc:.4f} >= floor 0.65: " + (
-            "yes" if gate == "passed" else "no")
-    if approval:
-        tags[governance.TAG_APPROVAL] = approval
-    for k, v in tags.items():
+        values[tags.GATE] = gate
+        values[tags.GATE_REASONS] = f"roc_auc {auc:.4f} >= floor 0.65: " + (
+            "yes" if gate == "passed" else "no"
+        )
+    if status:
+        values[tags.APPROVAL] = status
+    for k, v in values.items():
         c.set_model_version_tag(model, mv.version, k, v)
     return str(mv.version)
 
 
-def tags(st: Settings, model: str, version: str) -> dict[str, str]:
-    return dict(client(st).get_model_version(model, version).tags)
+def tags_of(st: Settings, model: str, version: str) -> dict[str, str]:
+    return dict(connect(st).client.get_model_version(model, version).tags)
 
 
 def champion(st: Settings, model: str) -> str | None:
-    mv = version_by_alias(st, model, CHAMPION)
+    mv = connect(st).version_by_alias(model, CHAMPION)
     return None if mv is None else str(mv.version)
 
 
 # --------------------------------------------------------------------------- approvals
 def test_approve_records_who_when_why_and_refuses_a_gate_failure(st, model, cli) -> None:
-    good = add_version(st, model, approval="pending")
-    bad = add_version(st, model, gate="failed", approval=None, auc=0.6)
+    good = add_version(st, model, status="pending")
+    bad = add_version(st, model, gate="failed", status=None, auc=0.6)
 
     # when a person approves the good version
     code, out, _ = cli("approve", model, good, "--by", "ann", "--note", "looks right")
     # then who, when and why are tags on the version, and the history has the decision
-    t = tags(st, model, good)
+    t = tags_of(st, model, good)
     assert code == 0 and "approved by ann" in out
     assert (t["mlops.approval.status"], t["mlops.approval.by"], t["mlops.approval.note"]) == (
-        "approved", "ann", "looks right")
+        "approved",
+        "ann",
+        "looks right",
+    )
     assert t["mlops.approval.at"].startswith("20")
-    assert governance.history(st, model)[0]["action"] == "approve"
+    assert audit.history(st, model)[0]["action"] == "approve"
 
     # when the gate-failed version is approved without --override, it is refused with reasons
     code, _, err = cli("approve", model, bad, "--by", "ann")
     assert code == 1 and "did not pass the promotion gate" in err and "roc_auc 0.6000" in err
-    assert "mlops.approval.status" not in tags(st, model, bad)
+    assert "mlops.approval.status" not in tags_of(st, model, bad)
     # and --override needs a note
     code, _, err = cli("approve", model, bad, "--by", "ann", "--override")
     assert code == 1 and "--override needs --note" in err
     # with both, it is approved and the override is recorded on the version and in history
     code, out, _ = cli("approve", model, bad, "--by", "ann", "--override", "--note", "hotfix")
     assert code == 0 and "OVERRIDDEN" in out
-    assert "overridden by ann" in tags(st, model, bad)["mlops.approval.override"]
-    assert governance.history(st, model)[0]["override"] == "true"
+    assert "overridden by ann" in tags_of(st, model, bad)["mlops.approval.override"]
+    assert audit.history(st, model)[0]["override"] == "true"
 
 
 def test_reject_drops_the_challenger_and_refuses_the_champion(st, model, cli) -> None:
     champ = add_version(st, model)
-    governance.move_champion(st, model, champ, "first", by="gate")
-    cand = add_version(st, model, approval=None)
-    from mlops.promote import Decision
-
-    governance.apply_gate(st, model, cand, Decision(True, ["ok"]), "manual")
-    assert version_by_alias(st, model, CHALLENGER).version == int(cand)
+    audit.move_champion(st, model, champ, "first", by="gate")
+    cand = add_version(st, model, status=None)
+    governance.apply_gate(st, model, cand, True, ["ok"], "manual")
+    assert connect(st).version_by_alias(model, CHALLENGER).version == int(cand)
 
     code, _, _ = cli("reject", model, cand, "--by", "bob", "--note", "bias on EV")
     assert code == 0
-    assert version_by_alias(st, model, CHALLENGER) is None
-    last = governance.history(st, model)[0]
+    assert connect(st).version_by_alias(model, CHALLENGER) is None
+    last = audit.history(st, model)[0]
     assert (last["action"], last["alias"], last["from_version"], last["actor"]) == (
-        "reject", "challenger", cand, "bob")
+        "reject",
+        "challenger",
+        cand,
+        "bob",
+    )
     # a rejected version cannot be promoted without an override
     code, _, err = cli("promote", model, cand)
     assert code == 1 and "rejected by bob" in err
@@ -143,20 +157,18 @@ def test_reject_drops_the_challenger_and_refuses_the_champion(st, model, cli) ->
 
 
 def test_an_expired_request_drops_the_challenger_and_blocks_promotion(st, model) -> None:
-    from mlops.promote import Decision
-
-    v1 = add_version(st, model, approval=None)
-    governance.apply_gate(st, model, v1, Decision(True, ["ok"]), "manual")
-    out = governance.expire_approval(st, model, v1, "no decision within 72 h")
-    assert "expired" in out and version_by_alias(st, model, CHALLENGER) is None
-    assert tags(st, model, v1)["mlops.approval.status"] == "expired"
-    last = governance.history(st, model)[0]
+    v1 = add_version(st, model, status=None)
+    governance.apply_gate(st, model, v1, True, ["ok"], "manual")
+    out = approval.expire(st, model, v1, "no decision within 72 h")
+    assert "expired" in out and connect(st).version_by_alias(model, CHALLENGER) is None
+    assert tags_of(st, model, v1)["mlops.approval.status"] == "expired"
+    last = audit.history(st, model)[0]
     assert (last["action"], last["alias"], last["from_version"]) == ("expire", "challenger", v1)
-    with pytest.raises(governance.Refused, match="expired"):
+    with pytest.raises(approval.Refused, match="expired"):
         governance.promote(st, model, v1)
     # an approval after all still lets it through
-    governance.decide(st, model, v1, True, by="ann")
-    assert governance.complete_approval(st, model, v1) == f"champion -> v{v1}"
+    approval.decide(st, model, v1, True, by="ann")
+    assert approval.complete(st, model, v1) == f"champion -> v{v1}"
 
 
 # --------------------------------------------------------------------------- promote & rollback
@@ -168,9 +180,9 @@ def test_promote_rollback_and_history_newest_first(st, model, cli, monkeypatch) 
         assert code == 0, out
     assert champion(st, model) == v3
     # promoting the champion again moves nothing and records nothing
-    n = len(governance.history(st, model))
+    n = len(audit.history(st, model))
     code, out, _ = cli("promote", model, v3)
-    assert code == 0 and "already champion" in out and len(governance.history(st, model)) == n
+    assert code == 0 and "already champion" in out and len(audit.history(st, model)) == n
 
     # rollback without --to returns to the previous champion, then to the one before
     code, out, _ = cli("rollback", model, "--by", "dave", "--reason", "latency")
@@ -188,23 +200,27 @@ def test_promote_rollback_and_history_newest_first(st, model, cli, monkeypatch) 
     assert code == 1 and "never been champion" in err and f"mlops promote {model} {v4}" in err
 
     # the history is newest first with actor, time, from, to and reason
-    hist = [e for e in governance.history(st, model) if e["alias"] == CHAMPION]
+    hist = [e for e in audit.history(st, model) if e["alias"] == CHAMPION]
     assert [(e["action"], e["from_version"], e["to_version"]) for e in hist] == [
-        ("rollback", v1, v3), ("rollback", v2, v1), ("rollback", v3, v2),
-        ("promote", v2, v3), ("promote", v1, v2), ("promote", "", v1)]
+        ("rollback", v1, v3),
+        ("rollback", v2, v1),
+        ("rollback", v3, v2),
+        ("promote", v2, v3),
+        ("promote", v1, v2),
+        ("promote", "", v1),
+    ]
     assert hist[3]["actor"] == "carol" and hist[3]["reason"] == f"ship {v3}"
     assert hist[2]["actor"] == "dave" and hist[2]["reason"] == "latency"
     assert all(e["at"].startswith("20") for e in hist)
-    assert governance.check_history(governance.history(st, model), champion(st, model)) == []
+    assert audit.check_history(audit.history(st, model), champion(st, model)) == []
     code, out, _ = cli("history", model)
     lines = out.strip().splitlines()
     assert f"rollback   champion: v{v1} -> v{v3}" in lines[0] and "promote" in lines[-1]
 
 
-def test_promote_refuses_pending_and_gate_failed_versions_unless_overridden(st, model, cli
-                                                                           ) -> None:
-    pending = add_version(st, model, approval="pending")
-    failed = add_version(st, model, gate="failed", approval=None)
+def test_promote_refuses_pending_and_gate_failed_versions_unless_overridden(st, model, cli) -> None:
+    pending = add_version(st, model, status="pending")
+    failed = add_version(st, model, gate="failed", status=None)
     code, _, err = cli("promote", model, pending)
     assert code == 1 and "waiting for approval" in err
     code, _, err = cli("promote", model, failed)
@@ -214,7 +230,7 @@ def test_promote_refuses_pending_and_gate_failed_versions_unless_overridden(st, 
     assert champion(st, model) is None
     code, _, _ = cli("promote", model, failed, "--override", "--reason", "incident 42")
     assert code == 0 and champion(st, model) == failed
-    last = governance.history(st, model)[0]
+    last = audit.history(st, model)[0]
     assert last["override"] == "true" and "incident 42" in last["reason"]
     assert "failed the promotion gate" in last["reason"]
 
@@ -228,7 +244,7 @@ def test_promote_with_one_argument_is_an_error(st, model, cli) -> None:
 def test_errors_name_the_unknown_model_version_or_owner(st, model, cli) -> None:
     add_version(st, model)
     other = f"{model}_other"
-    client(st).create_registered_model(other)
+    connect(st).client.create_registered_model(other)
     for _ in range(3):
         add_version(st, other)
     code, _, err = cli("promote", "no_such_model", "1")
@@ -244,18 +260,15 @@ def test_errors_name_the_unknown_model_version_or_owner(st, model, cli) -> None:
     with pytest.raises(RegistryError, match="not registered"):
         governance.status(st, "no_such_model")
     # v-prefixed versions are accepted
-    assert str(governance.resolve_version(st, model, "v1").version) == "1"
+    assert str(connect(st).resolve_version(model, "v1").version) == "1"
 
 
 # --------------------------------------------------------------------------- status
-def test_status_shows_champion_challenger_metrics_approval_data_and_since(st, model, cli
-                                                                         ) -> None:
-    from mlops.promote import Decision
-
+def test_status_shows_champion_challenger_metrics_approval_data_and_since(st, model, cli) -> None:
     v1 = add_version(st, model, auc=0.71)
-    governance.move_champion(st, model, v1, "first", by="gate")
-    v2 = add_version(st, model, approval=None, auc=0.74)
-    governance.apply_gate(st, model, v2, Decision(True, ["ok"]), "manual")
+    audit.move_champion(st, model, v1, "first", by="gate")
+    v2 = add_version(st, model, status=None, auc=0.74)
+    governance.apply_gate(st, model, v2, True, ["ok"], "manual")
 
     rows = governance.status(st, model)
     (r,) = rows
@@ -263,7 +276,7 @@ def test_status_shows_champion_challenger_metrics_approval_data_and_since(st, mo
     assert r["champion"]["holdout_metrics"]["roc_auc"] == pytest.approx(0.71)
     assert r["challenger"]["approval"] == "pending"
     assert r["champion"]["partitions"] == ["2013-W02", "2013-W03"]
-    assert r["champion"]["since"] == governance.history(st, model)[-1]["at"]
+    assert r["champion"]["since"] == audit.history(st, model)[-1]["at"]
     assert r["history_problems"] == []
     code, out, _ = cli("status", model)
     assert code == 0
@@ -275,12 +288,12 @@ def test_status_shows_champion_challenger_metrics_approval_data_and_since(st, mo
 def test_an_alias_moved_outside_mlops_is_recorded_at_the_next_move(st, model) -> None:
     v1, v2, v3 = (add_version(st, model) for _ in range(3))
     governance.promote(st, model, v1, by="ann")
-    client(st).set_registered_model_alias(model, CHAMPION, v2)  # e.g. in the MLflow UI
-    assert governance.check_history(governance.history(st, model), v2) != []
+    connect(st).client.set_registered_model_alias(model, CHAMPION, v2)  # e.g. in the MLflow UI
+    assert audit.check_history(audit.history(st, model), v2) != []
     governance.promote(st, model, v3, by="ann")
-    events = governance.history(st, model)
+    events = audit.history(st, model)
     assert [e["action"] for e in events[:2]] == ["promote", "external"]
-    assert governance.check_history(events, v3) == []
+    assert audit.check_history(events, v3) == []
 
 
 def test_a_failed_audit_write_puts_the_alias_back(st, model, monkeypatch) -> None:
@@ -290,7 +303,7 @@ def test_a_failed_audit_write_puts_the_alias_back(st, model, monkeypatch) -> Non
     def broken(*a, **k):
         raise RegistryError("audit store down")
 
-    monkeypatch.setattr(governance, "_audit", broken)
+    monkeypatch.setattr(audit, "record", broken)
     with pytest.raises(RegistryError, match="audit store down"):
         governance.promote(st, model, v2, by="ann")
     assert champion(st, model) == v1
@@ -317,10 +330,10 @@ def test_racing_promotions_leave_history_consistent_with_the_alias(st, model) ->
         t.join(60)
     # then every move is recorded once, in one chain that ends at the alias
     assert errors == []
-    events = governance.history(st, model)
+    events = audit.history(st, model)
     assert sorted(int(e["seq"]) for e in events) == list(range(1, len(versions) + 1))
     assert sorted(e["to_version"] for e in events) == sorted(versions)
-    assert governance.check_history(events, champion(st, model)) == []
+    assert audit.check_history(events, champion(st, model)) == []
 
 
 RACER = """
@@ -344,23 +357,38 @@ def test_racing_promotions_from_separate_processes(st, model, tmp_path) -> None:
     env = {**os.environ, "MLFLOW_TRACKING_URI": st.tracking_uri, "PYTHONPATH": str(REPO)}
     ready = [tmp_path / "proc-a", tmp_path / "proc-b"]
     orders = [versions, versions[::-1]]
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(st.params_path), model, str(me),
-                               ",".join(str(o) for o in ready), *order], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for me, order in zip(ready, orders, strict=True)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                RACER,
+                str(st.params_path),
+                model,
+                str(me),
+                ",".join(str(o) for o in ready),
+                *order,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me, order in zip(ready, orders, strict=True)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     # then the history, read back by this process, is one chain ending at the alias
-    events = governance.history(st, model)
+    events = audit.history(st, model)
     assert {e["actor"] for e in events} == {"proc-a", "proc-b"}
     assert sorted(int(e["seq"]) for e in events) == list(range(1, len(events) + 1))
-    assert governance.check_history(events, champion(st, model)) == []
+    assert audit.check_history(events, champion(st, model)) == []
 
 
 def test_readers_of_champion_see_old_or_new_never_nothing(st, model) -> None:
     # given a champion and readers resolving @champion in a loop
     v1, v2 = add_version(st, model), add_version(st, model)
-    governance.move_champion(st, model, v1, "start", by="test")
+    audit.move_champion(st, model, v1, "start", by="test")
     seen: list[str | None] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -377,11 +405,11 @@ def test_readers_of_champion_see_old_or_new_never_nothing(st, model) -> None:
         r.start()
     # when the champion moves back and forth many times
     for i in range(8):
-        governance.move_champion(st, model, v2 if i % 2 == 0 else v1, f"flip {i}", by="test")
+        audit.move_champion(st, model, v2 if i % 2 == 0 else v1, f"flip {i}", by="test")
     stop.set()
     for r in readers:
         r.join(30)
     # then every read found a champion, and only ever v1 or v2
     assert errors == [] and len(seen) > 10
     assert set(seen) <= {v1, v2} and None not in seen
-    assert governance.check_history(governance.history(st, model), champion(st, model)) == []
+    assert audit.check_history(audit.history(st, model), champion(st, model)) == []

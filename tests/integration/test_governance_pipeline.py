@@ -16,45 +16,70 @@ from typing import Any
 
 import pytest
 
-from mlops import card, governance, io, lineage
+from mlops import audit, card, io, lineage, partitions, tags
 from mlops.cli import main
 from mlops.config import Params, Settings, load_params, settings
-from mlops.registry import client, git_revision
+from mlops.registry import connect, git_revision
 from tests.conftest import FLIGHTS, FLIGHTS_SMALL, make_project, merge
 
 pytestmark = pytest.mark.integration
 
 MODEL = "flight_delay"
-OVERRIDES = merge(FLIGHTS_SMALL, {"train": {"candidates": [
-    {"name": "hgb", "kind": "sklearn_hist_gradient_boosting", "params": {"max_iter": 30}}]}})
+OVERRIDES = merge(
+    FLIGHTS_SMALL,
+    {
+        "train": {
+            "candidates": [
+                {
+                    "name": "hgb",
+                    "kind": "sklearn_hist_gradient_boosting",
+                    "params": {"max_iter": 30},
+                }
+            ]
+        }
+    },
+)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp:
-        for var in ("MLFLOW_TRACKING_URI", "MLOPS_PARAMS", "MLOPS_DATA_ROOT",
-                    "MLOPS_PROJECT_ROOT", "MLOPS_FEAST_REPO"):
+        for var in (
+            "MLFLOW_TRACKING_URI",
+            "MLOPS_PARAMS",
+            "MLOPS_DATA_ROOT",
+            "MLOPS_PROJECT_ROOT",
+            "MLOPS_FEAST_REPO",
+        ):
             mp.delenv(var, raising=False)
         pp = make_project(tmp_path_factory.mktemp("lineage") / "proj", FLIGHTS, OVERRIDES)
         root = pp.parent
         subprocess.run(["git", "add", "params.yaml", ".gitignore", ".dvc"], cwd=root, check=True)
         subprocess.run(["git", "commit", "-qm", "demo"], cwd=root, check=True)
-        for verb in ("ingest", "validate", "materialize", "train", "evaluate", "promote",
-                     "score"):
+        for verb in ("ingest", "validate", "materialize", "train", "evaluate", "promote", "score"):
             assert main(["--params", str(pp), verb]) == 0, verb
         params, st = load_params(pp), settings(pp)
         from mlops import train
 
-        short = params.model_copy(update={"train": params.train.model_copy(
-            update={"partitions": ["2013-W03", "2013-W04"]})})
+        short = params.model_copy(
+            update={
+                "train": params.train.model_copy(update={"partitions": ["2013-W03", "2013-W04"]})
+            }
+        )
         v2 = train.run(short, st)["version"]
-        yield {"params": params, "st": st, "pp": pp, "v2": str(v2),
-               "pred": io.partition_file(st.predictions_dir, "2013-W28"),
-               "manifest": io.read_json(st.state_dir / "ingest.json")}
+        yield {
+            "params": params,
+            "st": st,
+            "pp": pp,
+            "v2": str(v2),
+            "pred": partitions.file(st.predictions_dir, "2013-W28"),
+            "manifest": io.read_json(st.state_dir / "ingest.json"),
+        }
 
 
 def test_lineage_from_a_prediction_file_back_to_data_validation_features_and_code(
-        demo: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    demo: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     st: Settings = demo["st"]
     sidecar = io.read_json(demo["pred"].with_suffix(".json"))
     # when tracing the prediction file back
@@ -116,7 +141,7 @@ def test_lineage_forward_from_a_data_version(demo) -> None:
 
 def test_lineage_flags_data_that_changed_after_validation(demo, tmp_path: Path) -> None:
     st = demo["st"]
-    validated = io.partition_file(st.validated_dir, "2013-W02")
+    validated = partitions.file(st.validated_dir, "2013-W02")
     keep = tmp_path / "keep.parquet"
     shutil.copy(validated, keep)
     try:
@@ -124,8 +149,7 @@ def test_lineage_flags_data_that_changed_after_validation(demo, tmp_path: Path) 
         lin = lineage.trace(st, MODEL, "1")
     finally:
         shutil.copy(keep, validated)
-    assert any("2013-W02: the validation on record is for other data" in p
-               for p in lin["problems"])
+    assert any("2013-W02: the validation on record is for other data" in p for p in lin["problems"])
 
 
 def test_model_card_content_and_logging(demo, capsys) -> None:
@@ -134,9 +158,10 @@ def test_model_card_content_and_logging(demo, capsys) -> None:
     # when the card of v1 is written
     out = card.run(params, st, MODEL, "1")
     # then its holdout metrics are recomputed and match what training recorded
-    run = client(st).get_run(out["run_id"])
+    run = connect(st).client.get_run(out["run_id"])
     assert out["holdout"]["metrics"]["roc_auc"] == pytest.approx(
-        run.data.metrics["holdout_roc_auc"], abs=1e-9)
+        run.data.metrics["holdout_roc_auc"], abs=1e-9
+    )
     assert out["holdout"]["partitions"] == ["2013-W04"]
     # and it is sliced by carrier and origin, covering every holdout row
     assert list(out["slices"]) == ["carrier", "origin"]
@@ -152,25 +177,42 @@ def test_model_card_content_and_logging(demo, capsys) -> None:
     assert "## Known limitations" in md and "Trained on 2013-W02, 2013-W03, 2013-W04" in md
     assert "<h3>By carrier</h3>" in Path(out["html_path"]).read_text()
     # and it is logged to the version's run, which the version points at
-    names = {f.path for f in client(st).list_artifacts(out["run_id"], card.ARTIFACT_DIR)}
+    names = {f.path for f in connect(st).client.list_artifacts(out["run_id"], card.ARTIFACT_DIR)}
     assert names == {f"{card.ARTIFACT_DIR}/model_card.{x}" for x in ("md", "html", "json")}
-    tag = client(st).get_model_version(MODEL, "1").tags[card.TAG_CARD]
+    tag = connect(st).client.get_model_version(MODEL, "1").tags[tags.CARD]
     assert tag == f"runs:/{out['run_id']}/model_card/model_card.html"
 
     # the CLI takes explicit slice columns
     capsys.readouterr()
-    assert main(["--params", str(demo["pp"]), "card", MODEL, "1", "--slices", "origin",
-                 "--no-log"]) == 0
+    assert (
+        main(["--params", str(demo["pp"]), "card", MODEL, "1", "--slices", "origin", "--no-log"])
+        == 0
+    )
     assert "slices: origin 3" in capsys.readouterr().out
-    assert main(["--params", str(demo["pp"]), "card", MODEL, "1", "--slices", "tailnum",
-                 "--no-log"]) == 1
+    assert (
+        main(["--params", str(demo["pp"]), "card", MODEL, "1", "--slices", "tailnum", "--no-log"])
+        == 1
+    )
 
 
 def test_predictions_keep_their_version_after_the_champion_moves(demo, capsys) -> None:
     st, v2 = demo["st"], demo["v2"]
     # when v2 (never gated) is promoted by hand with an override, then rolled back
-    assert main(["--params", str(demo["pp"]), "promote", MODEL, v2, "--override",
-                 "--reason", "lineage test"]) == 0
+    assert (
+        main(
+            [
+                "--params",
+                str(demo["pp"]),
+                "promote",
+                MODEL,
+                v2,
+                "--override",
+                "--reason",
+                "lineage test",
+            ]
+        )
+        == 0
+    )
     lin = lineage.trace(st, str(demo["pred"]))
     # then the earlier prediction file still traces to v1, whose reign has an end
     assert lin["model"]["version"] == "1"
@@ -180,4 +222,4 @@ def test_predictions_keep_their_version_after_the_champion_moves(demo, capsys) -
     assert main(["--params", str(demo["pp"]), "status", MODEL, "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["champion"]["version"] == "1" and row["history_problems"] == []
-    assert [e["action"] for e in governance.history(st, MODEL)[:2]] == ["rollback", "promote"]
+    assert [e["action"] for e in audit.history(st, MODEL)[:2]] == ["rollback", "promote"]

@@ -13,7 +13,7 @@ import pytest
 
 from mlops.cli import main
 from mlops.config import load_params, settings
-from mlops.registry import CHAMPION, version_by_alias
+from mlops.registry import CHAMPION, connect
 from tests.conftest import FLIGHTS_SMALL, SEATTLE
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def _assert_landed(params_path: Path, expect_breach: bool | None = None) -> dict
     assert (st.data_root / "feast/registry.db").is_file()
     assert (st.data_root / "feast/online.db").is_file()
     # a registered model whose champion alias points at a version
-    champ = version_by_alias(st, params.model_name, CHAMPION)
+    champ = connect(st).version_by_alias(params.model_name, CHAMPION)
     assert champ is not None
     assert champ.tags["mlops.gate.decision"] == "passed"
     # predictions carry the exact model version, one row per scored entity
@@ -70,8 +70,16 @@ def test_flights_demo_end_to_end(project, capsys) -> None:
     assert main(["--params", str(params_path), "run"]) == 0
     out = capsys.readouterr().out
     # then every stage printed its summary and everything landed; July drifts
-    for verb in ("ingest", "validate", "materialize", "train", "evaluate", "promote", "score",
-                 "monitor"):
+    for verb in (
+        "ingest",
+        "validate",
+        "materialize",
+        "train",
+        "evaluate",
+        "promote",
+        "score",
+        "monitor",
+    ):
         assert f"{verb}: " in out
     landed = _assert_landed(params_path, expect_breach=True)
 
@@ -81,7 +89,7 @@ def test_flights_demo_end_to_end(project, capsys) -> None:
     assert ev["champion"]["version"] == str(landed["champion"].version)
     assert ev["candidate"]["version"] != ev["champion"]["version"]
     # the identical retrain does not beat the champion by min_improvement: champion stays
-    after = version_by_alias(landed["st"], landed["params"].model_name, CHAMPION)
+    after = connect(landed["st"]).version_by_alias(landed["params"].model_name, CHAMPION)
     assert after.version == landed["champion"].version
 
 
@@ -110,8 +118,16 @@ def test_dvc_repro_runs_the_stages_then_does_nothing(project) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     second = subprocess.run([dvc, "repro"], cwd=root, env=env, capture_output=True, text=True)
     # then the first runs every stage and the second has nothing to do
-    for verb in ("ingest", "validate", "materialize", "train", "evaluate", "promote", "score",
-                 "monitor"):
+    for verb in (
+        "ingest",
+        "validate",
+        "materialize",
+        "train",
+        "evaluate",
+        "promote",
+        "score",
+        "monitor",
+    ):
         assert f"Running stage '{verb}'" in first.stdout
     assert second.returncode == 0
     assert "Running stage" not in second.stdout

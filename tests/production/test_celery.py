@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mlops import airflow_local, io
+from mlops import io, partitions
+from mlops.airflow import stack as airflow_stack
 from mlops.config import load_params, settings
 from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project
 from tests.integration.airflow_stack import (
@@ -72,7 +73,7 @@ def outputs(params_path: Path) -> dict[str, Any]:
     keys = load_params(params_path).contract.entity_keys
     out: dict[str, Any] = {}
     for week in WEEKS:
-        preds = pd.read_parquet(io.partition_file(st.predictions_dir, week))
+        preds = pd.read_parquet(partitions.file(st.predictions_dir, week))
         assert not preds.duplicated(keys).any(), f"{week}: a row was scored twice"
         drift = io.read_json(st.reports_dir / week / "drift.json")
         out[week] = {
@@ -148,7 +149,7 @@ def celery_airflow(champion_project, local_reference, tmp_path_factory) -> Itera
         finally:
             stack.stop(grace=5)
             broker.flushdb()
-        assert airflow_local._session_members({p.pid for p in stack.procs.values()}) == []
+        assert airflow_stack._session_members({p.pid for p in stack.procs.values()}) == []
 
 
 def test_two_celery_workers_share_the_partitions_and_match_the_local_executor(
@@ -193,7 +194,7 @@ def test_a_killed_worker_s_task_is_retried_on_the_other(celery_airflow, local_re
 
     # when worker-1 is lost with every process it started
     worker = stack.procs.pop(WORKERS[0])
-    for pid in airflow_local._session_members({worker.pid}):
+    for pid in airflow_stack._session_members({worker.pid}):
         os.kill(pid, signal.SIGKILL)
     worker.wait(timeout=30)
 

@@ -13,8 +13,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-LONG_RUNNING = ["postgres", "redis", "mlflow", "airflow-apiserver", "airflow-scheduler",
-                "airflow-dag-processor", "airflow-triggerer", "airflow-worker"]
+LONG_RUNNING = [
+    "postgres",
+    "redis",
+    "mlflow",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+]
 
 
 def test_topology_has_every_component() -> None:
@@ -56,12 +64,21 @@ def test_workers_scale_and_state_lives_in_volumes() -> None:
 
 def test_no_secret_has_a_value_in_the_repository() -> None:
     text = (REPO / "docker-compose.yml").read_text()
-    for var in ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD",
-                "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY",
-                "MLFLOW_ADMIN_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
+    for var in (
+        "POSTGRES_PASSWORD",
+        "AIRFLOW_DB_PASSWORD",
+        "MLFLOW_DB_PASSWORD",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API__SECRET_KEY",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_TRACKING_PASSWORD",
+    ):
         assert re.search(rf"\$\{{{var}(:\?[^}}]*)?\}}", text), var
-    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in (REPO / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     for key, value in example.items():
         if "PASSWORD" in key or "KEY" in key or "SECRET" in key:
             assert value == "", f".env.example gives {key} a value"
@@ -81,8 +98,10 @@ def test_compose_file_validates(tmp_path: Path) -> None:
     for name in ("docker-compose.yml", "Dockerfile"):
         shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "deploy", tmp_path / "deploy")
-    env = "\n".join(line + ("x" if line.endswith("=") else "")
-                    for line in (REPO / ".env.example").read_text().splitlines())
+    env = "\n".join(
+        line + ("x" if line.endswith("=") else "")
+        for line in (REPO / ".env.example").read_text().splitlines()
+    )
     (tmp_path / ".env").write_text(env + "\n")
     out = subprocess.run([tool, "config", "-q"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

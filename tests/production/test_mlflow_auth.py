@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops import governance
+from mlops import audit
 from mlops.production import ensure_user, grant_approver
-from mlops.registry import CHAMPION, RegistryError, version_by_alias
+from mlops.registry import CHAMPION, RegistryError, connect
 from tests.production.conftest import free_port, start, stop, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,8 @@ def test_only_an_approver_can_move_champion(mlflow_server, project, monkeypatch)
     from mlops.config import settings
 
     uri, admin = mlflow_server
-    st = settings(project())
+    params_path = project()
+    st = settings(params_path)
     pw = {u: secrets.token_urlsafe(10) for u in ("pipeline", "viewer", "approver")}
     for user, password in pw.items():
         ensure_user(admin, user, password)
@@ -69,23 +70,28 @@ def test_only_an_approver_can_move_champion(mlflow_server, project, monkeypatch)
     for _ in range(2):
         run = client.create_run(exp)
         client.log_text(run.info.run_id, "model placeholder", "model/MLmodel")
-        versions.append(client.create_model_version(
-            MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id).version)
-    governance.move_champion(st, MODEL, versions[0], "first model")
+        versions.append(
+            client.create_model_version(
+                MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id
+            ).version
+        )
+    audit.move_champion(settings(params_path), MODEL, versions[0], "first model")
     grant_approver(admin, "approver", MODEL)
 
     # when a user with read access only tries to move champion, it is refused
     _as(monkeypatch, "viewer", pw["viewer"])
     with pytest.raises((RegistryError, Exception)) as err:
-        governance.move_champion(st, MODEL, versions[1], "viewer tries")
+        audit.move_champion(settings(params_path), MODEL, versions[1], "viewer tries")
     assert "PERMISSION_DENIED" in str(err.value) or "403" in str(err.value)
-    assert version_by_alias(st, MODEL, CHAMPION).version == versions[0]
+    assert connect(st).version_by_alias(MODEL, CHAMPION).version == versions[0]
 
     # when the approver moves it, it moves and the history says who
     _as(monkeypatch, "approver", pw["approver"])
-    governance.move_champion(st, MODEL, versions[1], "approved after review")
-    assert version_by_alias(st, MODEL, CHAMPION).version == versions[1]
-    latest = governance.history(st, MODEL)[0]
+    # (settings() reads who acts, MLOPS_ACTOR, so they are resolved as that user)
+    st = settings(params_path)
+    audit.move_champion(st, MODEL, versions[1], "approved after review")
+    assert connect(st).version_by_alias(MODEL, CHAMPION).version == versions[1]
+    latest = audit.history(st, MODEL)[0]
     assert latest["actor"] == "approver"
     assert latest["to_version"] == str(versions[1])
 

@@ -93,16 +93,15 @@ class Project:
         return main(["--params", str(self.root / params), *args])
 
     def champion(self) -> str | None:
-        from mlops.registry import CHAMPION, version_by_alias
+        from mlops.registry import CHAMPION, connect
 
-        mv = version_by_alias(self.st, self.params.model_name, CHAMPION)
-        return None if mv is None else str(mv.version)
+        return connect(self.st).alias_version(self.params.model_name, CHAMPION)
 
     def versions(self) -> dict[str, list[str]]:
         """Registered version -> its aliases."""
-        from mlops.registry import client
+        from mlops.registry import connect
 
-        c = client(self.st)
+        c = connect(self.st).client
         aliases: dict[str, list[str]] = {}
         for alias, v in c.get_registered_model(self.params.model_name).aliases.items():
             aliases.setdefault(str(v), []).append(alias)

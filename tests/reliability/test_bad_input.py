@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops import io
+from mlops import io, partitions
 from tests.reliability.conftest import (
     BAD_WEEK,
     CSV_WEEK,
@@ -184,7 +184,7 @@ def test_validate_quarantines_bad_batch(proj: Project, capsys, bad: Bad) -> None
     # given a real week damaged as a bad upstream would damage it
     st = proj.st
     before = proj.snapshot()
-    raw = io.partition_file(st.raw_dir, BAD_WEEK)
+    raw = partitions.file(st.raw_dir, BAD_WEEK)
     df = read_pristine(proj, BAD_WEEK)
     if bad.write is not None:
         bad.write(raw, df)
@@ -245,7 +245,7 @@ def test_validate_warns_within_tolerance(proj: Project, capsys, caplog, bad: War
     # given a week with a few unseen categories, below the configured tolerance
     st = proj.st
     io.write_parquet(
-        io.partition_file(st.raw_dir, WARN_WEEK), bad.damage(read_pristine(proj, WARN_WEEK))
+        partitions.file(st.raw_dir, WARN_WEEK), bad.damage(read_pristine(proj, WARN_WEEK))
     )  # type: ignore[misc]
     capsys.readouterr()
 
@@ -262,7 +262,7 @@ def test_validate_warns_within_tolerance(proj: Project, capsys, caplog, bad: War
     assert bad.rule in warning
     summary = json.loads((st.state_dir / "validation" / f"{WARN_WEEK}.json").read_text())
     assert [w["column"] for w in summary["warnings"]] == [bad.column]
-    assert io.partition_file(st.validated_dir, WARN_WEEK).is_file()
+    assert partitions.file(st.validated_dir, WARN_WEEK).is_file()
     assert not (st.quarantine_dir / WARN_WEEK).exists()
 
 
@@ -304,7 +304,7 @@ def test_ingest_drops_extra_source_columns(proj: Project, capsys) -> None:
     assert proj.cli("validate", "--partitions", CSV_WEEK, params=params) == 0
 
     # then the raw partition holds exactly the contract columns
-    raw = pd.read_parquet(io.partition_file(st.raw_dir, CSV_WEEK))
+    raw = pd.read_parquet(partitions.file(st.raw_dir, CSV_WEEK))
     assert list(raw.columns) == proj.params.contract.columns
     assert len(raw) == len(read_pristine(proj, CSV_WEEK))
 
@@ -388,7 +388,7 @@ def test_ingest_of_empty_interval_is_caught_by_validate(proj: Project, capsys) -
 
     # when the empty week is ingested, then validated
     assert proj.cli("ingest", "--partitions", empty, params=params) == 0
-    assert pd.read_parquet(io.partition_file(st.raw_dir, empty)).empty
+    assert pd.read_parquet(partitions.file(st.raw_dir, empty)).empty
     capsys.readouterr()
     code = proj.cli("validate", "--partitions", empty, params=params)
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pandas as pd
 import pytest
 
-from mlops import io
+from mlops import partitions
 from tests.conftest import REPO
 from tests.reliability.conftest import SCORED, Project, digest, digests
 
@@ -52,7 +52,7 @@ def test_second_score_of_same_partition_is_refused(proj: Project, capsys) -> Non
     the kernel, so the next run goes ahead
     """
     st = proj.st
-    target = io.partition_file(st.predictions_dir, SCORED)
+    target = partitions.file(st.predictions_dir, SCORED)
     before, mtime = digest(target), target.stat().st_mtime_ns
 
     with running_elsewhere(proj, "score", SCORED) as other:

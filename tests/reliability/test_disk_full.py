@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from mlops import io, score
-from mlops.registry import CHAMPION, load, version_by_alias
+from mlops import io, partitions, score
+from mlops.registry import CHAMPION, connect
 from tests.conftest import REPO
+from tests.helpers import predict_chunks, scoring_frame
 from tests.reliability.conftest import SCORED, Project, digest, digests
 
 pytestmark = pytest.mark.integration
@@ -63,7 +64,7 @@ def test_disk_full_while_scoring(proj: Project) -> None:
     """
     st = proj.st
     before = digests(st.predictions_dir)
-    target = io.partition_file(st.predictions_dir, SCORED)
+    target = partitions.file(st.predictions_dir, SCORED)
 
     # when score runs with only 32 KiB free where predictions go
     res = subprocess.run(
@@ -102,12 +103,11 @@ def test_file_size_limit_while_writing_predictions(proj: Project) -> None:
     and the temporary file is removed
     """
     params, st = proj.params, proj.st
-    from mlops import materialize
-
-    mv = version_by_alias(st, params.model_name, CHAMPION)
-    loaded = load(st, params.model_name, mv.version)
-    df = materialize.scoring_frame(params, st, [SCORED])
-    target = io.partition_file(st.predictions_dir, SCORED)
+    reg = connect(st)
+    mv = reg.version_by_alias(params.model_name, CHAMPION)
+    loaded = reg.load(params.model_name, mv.version)
+    df = scoring_frame(params, st, [SCORED])
+    target = partitions.file(st.predictions_dir, SCORED)
     before = digest(target)
 
     # when the predictions are written under a 16 KiB file-size limit (Python ignores
@@ -116,7 +116,7 @@ def test_file_size_limit_while_writing_predictions(proj: Project) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, hard))
     try:
         with pytest.raises(io.DiskFull) as err:
-            score.write_predictions(target, score.predict_chunks(df, loaded, params, 1000))
+            score.write_predictions(target, predict_chunks(df, loaded, params, 1000))
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 

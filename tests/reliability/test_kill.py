@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlops import io, materialize
+from mlops import features, io, materialize, partitions
 from tests.reliability.conftest import (
     KILL_INGEST_WEEK,
     MATERIALIZE_WEEK,
@@ -50,7 +50,7 @@ def test_ingest_killed_before_rename(proj: Project) -> None:
     temporary file and writes the same bytes and DVC hash as an uninterrupted run
     """
     st = proj.st
-    raw = io.partition_file(st.raw_dir, KILL_INGEST_WEEK)
+    raw = partitions.file(st.raw_dir, KILL_INGEST_WEEK)
     manifest = (st.state_dir / "ingest.json").read_text()
     assert not raw.exists()
 
@@ -87,10 +87,10 @@ def test_materialize_killed_before_online_load(proj: Project) -> None:
     each entity once, and a further run changes nothing (same file, same online rows)
     """
     params, st = proj.params, proj.st
-    feature_file = io.partition_file(materialize.source_dir(params, st), MATERIALIZE_WEEK)
+    feature_file = partitions.file(features.source_dir(params, st), MATERIALIZE_WEEK)
     online = st.data_root / "feast" / "online.db"
     online_before = digest(online)
-    validated = pd.read_parquet(io.partition_file(st.validated_dir, MATERIALIZE_WEEK))
+    validated = pd.read_parquet(partitions.file(st.validated_dir, MATERIALIZE_WEEK))
     keys = validated[params.contract.entity_keys]
 
     # when materialize is killed between the offline write and the online load
@@ -110,7 +110,7 @@ def test_materialize_killed_before_online_load(proj: Project) -> None:
     offline = digest(feature_file)
     rows_after_rerun = _online_rows(st)
     sample = keys.head(50).to_dict("records")
-    served = materialize.online_features(params, st, sample)
+    served = features.online_features(params, st, sample)
 
     # then every entity is online once, with one row per feature
     n_features = len(params.contract.features)
@@ -121,7 +121,7 @@ def test_materialize_killed_before_online_load(proj: Project) -> None:
     assert proj.cli("materialize", "--partitions", MATERIALIZE_WEEK) == 0
     assert digest(feature_file) == offline
     assert _online_rows(st) == rows_after_rerun
-    pd.testing.assert_frame_equal(materialize.online_features(params, st, sample), served)
+    pd.testing.assert_frame_equal(features.online_features(params, st, sample), served)
 
 
 def _fast_params(proj: Project) -> str:
@@ -157,9 +157,9 @@ def test_train_killed_after_registering(proj: Project) -> None:
     versions = proj.versions()
     (orphan,) = set(versions) - set(known)
     assert versions[orphan] == []
-    from mlops.registry import get_version
+    from mlops.registry import connect
 
-    tags = get_version(st, proj.params.model_name, orphan).tags
+    tags = connect(st).get_version(proj.params.model_name, orphan).tags
     assert tags["mlops.candidate"] == "xgb" and tags["mlops.data.partitions"]
     assert io.read_json(st.state_dir / "train.json") == reference
     assert proj.champion() == champion
@@ -182,7 +182,7 @@ def test_score_killed_mid_write(proj: Project) -> None:
     leftover and writes the same bytes as an uninterrupted run, one row per entity
     """
     st = proj.st
-    target = io.partition_file(st.predictions_dir, SCORED)
+    target = partitions.file(st.predictions_dir, SCORED)
     before, meta_before = digest(target), digest(target.with_suffix(".json"))
 
     # when score is killed after writing a chunk into its temporary file
@@ -199,7 +199,7 @@ def test_score_killed_mid_write(proj: Project) -> None:
     # then the result is what the uninterrupted run wrote, without duplicates or leftovers
     assert digest(target) == before
     preds = pd.read_parquet(target)
-    validated = pd.read_parquet(io.partition_file(st.validated_dir, SCORED))
+    validated = pd.read_parquet(partitions.file(st.validated_dir, SCORED))
     assert len(preds) == len(validated)
     assert not preds.duplicated(proj.params.contract.entity_keys).any()
     assert not _temps(st.predictions_dir, target.name)

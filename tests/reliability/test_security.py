@@ -89,14 +89,15 @@ def test_registered_models_are_not_pickles(proj: Project) -> None:
     Behaviour: every registered version is XGBoost UBJ or skops (trusted types limited to
     `models.SKOPS_TRUSTED`); no `.pkl`, `.pickle` or `.joblib` file among the artifacts
     """
-    from mlops.registry import client, get_version
+    from mlops.registry import connect
 
     st = proj.st
-    c = client(st)
+    reg = connect(st)
+    c = reg.client
     versions = c.search_model_versions(f"name='{proj.params.model_name}'")
     assert versions
     for mv in versions:
-        source = get_version(st, proj.params.model_name, mv.version).source
+        source = reg.get_version(proj.params.model_name, mv.version).source
         run_models = [
             p
             for p in (st.artifacts_dir / "models").glob("*/artifacts/MLmodel")
@@ -192,9 +193,9 @@ def test_no_secrets_in_mlflow_params_or_tags(proj: Project) -> None:
     Behaviour: no run param or tag of the project holds a password-like value or a URL with
     credentials
     """
-    from mlops.registry import client
+    from mlops.registry import connect
 
-    c = client(proj.st)
+    c = connect(proj.st).client
     hits = []
     for exp in c.search_experiments():
         for run in c.search_runs([exp.experiment_id]):

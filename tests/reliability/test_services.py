@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops import io, materialize
+from mlops import features, materialize, partitions
 from tests.reliability.conftest import (
     CSV_WEEK,
     MATERIALIZE_WEEK,
@@ -169,7 +169,7 @@ def test_online_store_down_during_materialize(proj: Project, capsys, monkeypatch
     and serves training; rerunning once the store is back loads it
     """
     params, st = proj.params, proj.st
-    feature_file = io.partition_file(materialize.source_dir(params, st), MATERIALIZE_WEEK)
+    feature_file = partitions.file(features.source_dir(params, st), MATERIALIZE_WEEK)
     sqlite_online = digest(st.data_root / "feast" / "online.db")
     capsys.readouterr()
 
@@ -189,13 +189,13 @@ def test_online_store_down_during_materialize(proj: Project, capsys, monkeypatch
     assert "offline features of 2013-W27" in err and SECRET not in err
     assert endpoint.connections >= 2
     # and the offline side is whole and consistent
-    validated = pd.read_parquet(io.partition_file(st.validated_dir, MATERIALIZE_WEEK))
+    validated = pd.read_parquet(partitions.file(st.validated_dir, MATERIALIZE_WEEK))
     expected = materialize.feature_rows(validated, params.contract, {"flight_id": "string"})
     pd.testing.assert_frame_equal(pd.read_parquet(feature_file), expected, check_dtype=False)
     assert digest(st.data_root / "feast" / "online.db") == sqlite_online
     # when the store is back, the rerun loads it
     assert proj.cli("materialize", "--partitions", MATERIALIZE_WEEK) == 0
-    served = materialize.online_features(
+    served = features.online_features(
         params, st, validated[params.contract.entity_keys].head(20).to_dict("records")
     )
     assert served["temp"].notna().any()

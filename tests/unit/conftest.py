@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops import io
+from mlops import io, partitions
 from mlops.config import load_params, settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,8 +27,8 @@ def months() -> dict[str, pd.DataFrame]:
     """The first rows of 2013-01 and 2013-02, from the ingested partitions or the source."""
     pids = ["2013-01", "2013-02"]
     raw = REPO / "data" / "raw"
-    if all(io.partition_file(raw, p).is_file() for p in pids):
-        parts = {p: pd.read_parquet(io.partition_file(raw, p)) for p in pids}
+    if all(partitions.file(raw, p).is_file() for p in pids):
+        parts = {p: pd.read_parquet(partitions.file(raw, p)) for p in pids}
     else:
         from mlops.ingest import split_partitions
         from mlops.source import load
@@ -47,5 +47,5 @@ def tmp_project(tmp_path, monkeypatch, months):
         monkeypatch.delenv(var, raising=False)
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     for pid, df in months.items():
-        io.write_parquet(io.partition_file(tmp_path / "data" / "validated", pid), df)
+        io.write_parquet(partitions.file(tmp_path / "data" / "validated", pid), df)
     return load_params(tmp_path / "params.yaml"), settings(tmp_path / "params.yaml")

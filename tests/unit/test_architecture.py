@@ -159,8 +159,11 @@ def test_a_bad_number_in_the_environment_names_the_variable(tmp_path: Path) -> N
 def test_no_module_reads_an_mlops_variable_but_config() -> None:
     # MLOPS_WORKER_NAME is read by Airflow's own process through the hostname callable,
     # and MLOPS_FAULT by the fault points of the tests: neither has a Settings to read.
-    allowed = {"mlops.config": None, "mlops.airflow.stack": "MLOPS_WORKER_NAME",
-               "mlops.faults": "MLOPS_FAULT"}
+    allowed = {
+        "mlops.config": None,
+        "mlops.airflow.stack": "MLOPS_WORKER_NAME",
+        "mlops.faults": "MLOPS_FAULT",
+    }
     for name, path in MODULES.items():
         found = set(re.findall(r"environ(?:\.get)?\(?\[?\s*[\"'](MLOPS_[A-Z_]+)", path.read_text()))
         if name in allowed:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops import ingest, io
+from mlops import ingest, io, partitions
 from mlops.config import load_params, settings
-from mlops.source import SourceError, load
+from mlops.source import load
 from tests.conftest import FLIGHTS, FLIGHTS_SMALL, REPO
 
 
@@ -31,8 +31,9 @@ def test_split_keeps_contract_columns_and_only_wanted_partitions() -> None:
 def test_malformed_partition_id_is_refused() -> None:
     params = load_params(FLIGHTS)
     with pytest.raises(ValueError, match="not a partition id"):
-        ingest.split_partitions(pd.DataFrame({"event_ts": []}), params.contract, "event_ts",
-                                "month", ["2013-13-99-1"])
+        ingest.split_partitions(
+            pd.DataFrame({"event_ts": []}), params.contract, "event_ts", "month", ["2013-13-99-1"]
+        )
 
 
 def test_run_tracks_pushes_and_is_idempotent(project) -> None:
@@ -44,29 +45,18 @@ def test_run_tracks_pushes_and_is_idempotent(project) -> None:
     # then the same bytes and hashes come out, tracked by DVC and in the remote
     assert first == second
     for pid, entry in first.items():
-        path = io.partition_file(st.raw_dir, pid)
+        path = partitions.file(st.raw_dir, pid)
         assert entry["md5"] == io.md5(path)
         assert path.with_name(path.name + ".dvc").is_file()
         remote = st.root / ".dvcstore" / "files" / "md5" / entry["md5"][:2] / entry["md5"][2:]
         assert remote.is_file()
     assert io.read_json(st.state_dir / "ingest.json").keys() == {"2013-W02", "2013-W03"}
     dvc = str(Path(sys.executable).with_name("dvc"))
-    status = subprocess.run([dvc, "status", "data/raw/2013-W02.parquet.dvc"], cwd=st.root,
-                            capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        [dvc, "status", "data/raw/2013-W02.parquet.dvc"],
+        cwd=st.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "up to date" in status.stdout.lower()
-
-
-def test_missing_source_file_is_named(project, tmp_path: Path) -> None:
-    params_path = project(overrides={"source": {"path": "nowhere/flights.csv"}})
-    params = load_params(params_path)
-    with pytest.raises(SourceError, match="nowhere/flights.csv: source file not found"):
-        load(params.source, settings(params_path).root)
-
-
-def test_corrupt_source_file_is_named(project) -> None:
-    params_path = project(overrides={"source": {"path": "bad.parquet", "format": "parquet",
-                                                "joins": []}})
-    root = settings(params_path).root
-    (root / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(SourceError, match="bad.parquet: cannot read as parquet"):
-        load(load_params(params_path).source, root)

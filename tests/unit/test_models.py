@@ -28,18 +28,30 @@ def test_matrix_fixes_categories_from_the_contract(flights) -> None:
     assert models.matrix(odd, c)["origin"].isna().all()
 
 
-@pytest.mark.parametrize("kind", ["sklearn_hist_gradient_boosting", "xgboost",
-                                  "sklearn_logistic_regression", "sklearn_random_forest"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sklearn_hist_gradient_boosting",
+        "xgboost",
+        "sklearn_logistic_regression",
+        "sklearn_random_forest",
+    ],
+)
 def test_each_candidate_kind_learns_something(flights, kind) -> None:
     c = load_params(FLIGHTS).contract
-    params = {"sklearn_random_forest": {"n_estimators": 20}, "xgboost": {"n_estimators": 30},
-              "sklearn_hist_gradient_boosting": {"max_iter": 30}}.get(kind, {})
+    params = {
+        "sklearn_random_forest": {"n_estimators": 20},
+        "xgboost": {"n_estimators": 30},
+        "sklearn_hist_gradient_boosting": {"max_iter": 30},
+    }.get(kind, {})
     est = models.build(Candidate(name="c", kind=kind, params=params), c, seed=0)
     train, test = flights.iloc[:8000], flights.iloc[8000:]
     x = models.matrix(train, c)
     est.fit(models.fit_input(x, kind), models.target(train, c))
-    xt = models.align_categories(models.matrix(test, c), {
-        k: list(v.cat.categories) for k, v in x.items() if str(v.dtype) == "category"})
+    xt = models.align_categories(
+        models.matrix(test, c),
+        {k: list(v.cat.categories) for k, v in x.items() if str(v.dtype) == "category"},
+    )
     pred = models.predict(est, models.fit_input(xt, kind), "classification")
     m = models.metrics(models.target(test, c), pred, "classification")
     assert ((pred >= 0) & (pred <= 1)).all()
@@ -52,37 +64,3 @@ def test_regression_metrics() -> None:
     assert m["rmse"] == pytest.approx(1.0)
     assert m["mae"] == pytest.approx(1.0)
     assert models.better(0.5, 1.0, "rmse") and not models.better(0.5, 1.0, "roc_auc")
-
-
-def test_permutation_importance_finds_the_only_informative_column_in_one_predict() -> None:
-    # given a model whose probability depends on column "a" alone, and a target that does
-    from mlops.train import Fitted, _importance
-
-    rng = np.random.default_rng(0)
-    x = pd.DataFrame(
-        {
-            "a": rng.normal(size=3000),
-            "b": rng.normal(size=3000),
-            "c": pd.Categorical(rng.choice(["x", "y"], size=3000)),
-        }
-    )
-    y = (x["a"] > 0).to_numpy().astype(np.int32)
-
-    class OnlyA:
-        calls = 0
-
-        def predict_proba(self, xs: pd.DataFrame) -> np.ndarray:
-            OnlyA.calls += 1
-            p = 1 / (1 + np.exp(-xs["a"].to_numpy()))
-            return np.column_stack([1 - p, p])
-
-    cand = Candidate(name="only_a", kind="sklearn_logistic_regression")
-    f = Fitted(cand, OnlyA(), {}, np.zeros(len(x)), 0.0)
-
-    # when its importance is computed on the holdout
-    imp = _importance(f, y, x, "classification")
-
-    # then only "a" matters, in the order of importance, from a single predict call
-    assert list(imp)[0] == "a" and imp["a"] > 0.3
-    assert imp["b"] == 0.0 and imp["c"] == 0.0
-    assert OnlyA.calls == 1

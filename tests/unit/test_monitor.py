@@ -6,17 +6,20 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from mlops import monitor
+from mlops import features, io, monitor, partitions, score
+from mlops import materialize as m
 from mlops.config import Monitor, Params, Settings, load_params, settings
+from tests.helpers import scoring_frame
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 3000
 
 
 @pytest.fixture(scope="module")
-def months() -> dict[str, pd.DataFrame]:
+def seasons() -> dict[str, pd.DataFrame]:
     """The real 2013-01 and 2013-07 partitions (built from the source if not ingested)."""
     raw = {pid: REPO / "data" / "raw" / f"{pid}.parquet" for pid in ("2013-01", "2013-07")}
     if all(p.is_file() for p in raw.values()):
@@ -30,7 +33,7 @@ def months() -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def frames(months: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def frames(seasons: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Random rows (a month's weather varies by day, so no head()), scored by a real model.
 
     ``reference`` and ``january`` are disjoint samples of 2013-01; ``july`` is from 2013-07.
@@ -42,9 +45,9 @@ def frames(months: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
     p = load_params(REPO / "params.yaml")
     numeric = [f.name for f in p.contract.features if f.dtype in ("float", "int")]
-    jan = months["2013-01"].sample(n=2 * ROWS, random_state=0)
+    jan = seasons["2013-01"].sample(n=2 * ROWS, random_state=0)
     reference, january = jan.iloc[:ROWS], jan.iloc[ROWS:]
-    july = months["2013-07"].sample(n=ROWS, random_state=0)
+    july = seasons["2013-07"].sample(n=ROWS, random_state=0)
     model = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression())
     model.fit(reference[numeric], reference[p.contract.target])
 
@@ -214,3 +217,46 @@ def test_breach_reason_names_columns_and_share():
     cfg = Monitor(drift_share=0.3)
     _, reasons = monitor.is_breach(summary_with(5, 14, None), cfg)
     assert reasons == ["5/14 features drifted (36% >= drift_share 30%): f0, f1, f2, f3, f4"]
+
+
+# --------------------------------------------------------------------------- current sample
+def test_monitor_reads_only_a_seeded_sample_equal_to_sampling_the_full_join(tmp_project):
+    # given February materialised and scored in row groups of 100 rows
+    params, st = tmp_project
+    m.run(params, st, ["2013-02"])
+    c = params.contract
+    keys = c.entity_keys
+    full = scoring_frame(params, st, ["2013-02"])
+    preds = full[[*keys, c.timestamp]].sample(frac=1, random_state=1, ignore_index=True)
+    preds["prediction"] = [i / len(preds) for i in range(len(preds))]
+    preds["model_name"] = pd.Series(["flights"] * len(preds), dtype="string")
+    preds["model_version"] = pd.Series(["3"] * len(preds), dtype="string")
+    target = partitions.file(st.predictions_dir, "2013-02")
+    score.write_predictions(target, (preds.iloc[i : i + 100] for i in range(0, len(preds), 100)))
+    small = params.model_copy(
+        update={"monitor": params.monitor.model_copy(update={"max_rows": 300})}
+    )
+
+    # when the monitor samples the scored partition
+    current, total = monitor.current_sample(small, st, "2013-02", target)
+
+    # then it counts every row but holds the same 300 rows, in file order, that sampling
+    # the whole join of predictions, features and labels gives
+    expected = (
+        preds.drop(columns=[c.timestamp])
+        .merge(full.drop(columns=[c.timestamp]), on=keys, how="inner", validate="1:1")
+        .sample(n=300, random_state=monitor.SAMPLE_SEED)
+        .sort_index()
+        .reset_index(drop=True)
+    )
+    assert total == len(preds)
+    # and the feature file is filtered to the sampled keys while it is read
+    wanted = pa.Table.from_pandas(current[keys], preserve_index=False)
+    feature_file = features.feature_file(params, st, "2013-02")
+    assert io.matching_rows(feature_file, wanted, keys, 100).num_rows == 300
+    current[keys] = current[keys].astype(object)
+    expected[keys] = expected[keys].astype(object)
+    pd.testing.assert_frame_equal(current, expected[current.columns], check_dtype=False)
+    assert sorted(current.columns) == sorted(expected.columns)
+    for col in [*c.feature_names, c.target, "prediction"]:
+        assert current[col].dtype == expected[col].dtype, col

@@ -13,16 +13,17 @@ GATE = Promote(floor=0.65, min_improvement=0.01)
 @pytest.mark.parametrize(
     ("cand", "champ", "expected"),
     [
-        (0.70, None, True),      # first model: floor only
-        (0.60, None, False),     # below the floor
-        (0.72, 0.70, True),      # improves by 0.02 >= 0.01
-        (0.705, 0.70, False),    # improves by 0.005 < 0.01
-        (0.64, 0.50, False),     # big gain but below the floor
+        (0.70, None, True),  # first model: floor only
+        (0.60, None, False),  # below the floor
+        (0.72, 0.70, True),  # improves by 0.02 >= 0.01
+        (0.705, 0.70, False),  # improves by 0.005 < 0.01
+        (0.64, 0.50, False),  # big gain but below the floor
     ],
 )
 def test_gate_on_higher_is_better_metric(cand, champ, expected) -> None:
-    d = should_promote({"roc_auc": cand}, None if champ is None else {"roc_auc": champ},
-                       GATE, "roc_auc")
+    d = should_promote(
+        {"roc_auc": cand}, None if champ is None else {"roc_auc": champ}, GATE, "roc_auc"
+    )
     assert d.promote is expected
     assert d.reasons and "floor" in d.reasons[0]
 

@@ -1,17 +1,16 @@
-"""validate: the contract-derived suite, the GX checkpoint run, quarantine and messages."""
+"""validate: the GX checkpoint run over raw partitions, quarantine and messages."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from mlops import io, validate
-from mlops.config import Params, Settings, Validate, load_params, settings
+from mlops import io, partitions, validate
+from mlops.config import Params, Settings, load_params, settings
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 2000
@@ -47,79 +46,10 @@ def project(tmp_path: Path) -> tuple[Params, Settings]:
 
 
 def put_raw(st: Settings, pid: str, df: pd.DataFrame, pointer: bool = False) -> Path:
-    path = io.write_parquet(io.partition_file(st.raw_dir, pid), df)
+    path = io.write_parquet(partitions.file(st.raw_dir, pid), df)
     if pointer:
         path.with_name(path.name + ".dvc").write_text("outs:\n- md5: 0\n  path: x\n")
     return path
-
-
-# --------------------------------------------------------------------------- pure suite
-def test_suite_is_derived_from_the_contract(project):
-    # given the demo contract and a partition interval
-    params, _ = project
-    start, end = io.partition_interval("2013-01")
-
-    # when the suite is built
-    suite = validate.build_suite(params.contract, params.validate_cfg, (start, end))
-
-    # then it checks the exact column set, keys, the timestamp interval and each feature
-    by = {(e.expectation_type, getattr(e, "column", None)) for e in suite.expectations}
-    assert ("expect_table_columns_to_match_set", None) in by
-    assert ("expect_column_values_to_be_unique", "flight_id") in by
-    assert ("expect_column_type_to_be", "event_ts") in by
-    for f in params.contract.features:
-        assert ("expect_column_values_to_be_in_type_list", f.name) in by
-    ts_range = next(
-        e
-        for e in suite.expectations
-        if e.expectation_type == "expect_column_values_to_be_between" and e.column == "event_ts"
-    )
-    assert (ts_range.min_value, ts_range.max_value, ts_range.strict_max) == (start, end, True)
-    pressure_nulls = next(
-        e
-        for e in suite.expectations
-        if e.expectation_type == "expect_column_values_to_not_be_null" and e.column == "pressure"
-    )
-    assert pressure_nulls.mostly == pytest.approx(0.75)
-    target = next(
-        e
-        for e in suite.expectations
-        if e.expectation_type == "expect_column_values_to_be_in_set" and e.column == "is_delayed"
-    )
-    assert target.value_set == [0, 1, True, False]
-
-
-def test_compound_keys_and_extra_expectations_by_name(project):
-    # given a contract with two entity keys and one extra expectation from params
-    params, _ = project
-    contract = params.contract.model_copy(update={"entity_keys": ["flight_id", "carrier"]})
-    contract = contract.model_copy(
-        update={"features": [f for f in contract.features if f.name != "carrier"]}
-    )
-    cfg = Validate(
-        extra_expectations=[
-            {
-                "type": "expect_column_mean_to_be_between",
-                "kwargs": {"column": "temp", "min_value": 0},
-            }
-        ]
-    )
-
-    # when the suite is built
-    suite = validate.build_suite(contract, cfg)
-
-    # then the keys are checked together and the extra expectation is present
-    types = [e.expectation_type for e in suite.expectations]
-    assert "expect_compound_columns_to_be_unique" in types
-    assert types[-1] == "expect_column_mean_to_be_between"
-
-
-def test_unknown_extra_expectation_names_the_setting(project):
-    params, _ = project
-    cfg = Validate(extra_expectations=[{"type": "expect_the_moon", "kwargs": {}}])
-
-    with pytest.raises(ValueError, match=r"validate.extra_expectations\[0\].*expect_the_moon"):
-        validate.build_suite(params.contract, cfg)
 
 
 # --------------------------------------------------------------------------- run
@@ -136,7 +66,7 @@ def test_good_slice_passes_and_lands_in_validated(project, january):
     assert summary["success"] and summary["rows"] == ROWS
     assert summary["statistics"]["failed"] == 0
     assert summary["statistics"]["evaluated"] == len(summary["expectations"]) > 40
-    validated = io.partition_file(st.validated_dir, "2013-01")
+    validated = partitions.file(st.validated_dir, "2013-01")
     assert validated.read_bytes() == raw.read_bytes()
     state = io.read_json(st.state_dir / "validation" / "2013-01.json")
     assert state["success"] is True and state["partition"] == "2013-01"
@@ -260,7 +190,7 @@ def test_bad_batch_is_quarantined_with_a_message(project, january, corrupt, colu
     assert report["success"] is False and report["message"] == msg.splitlines()[0]
     assert any(f["column"] == column for f in report["failed"])
     # and nothing was published as validated
-    assert not io.partition_file(st.validated_dir, "2013-01").exists()
+    assert not partitions.file(st.validated_dir, "2013-01").exists()
     assert not (st.state_dir / "validation" / "2013-01.json").exists()
     assert err.value.failures.keys() == {"2013-01"}
 
@@ -284,7 +214,7 @@ def test_storage_variants_that_honour_the_contract_pass(project, january, varian
 
     # then it passes and the validated file is the raw file unchanged
     assert out["2013-01"]["success"]
-    assert io.partition_file(st.validated_dir, "2013-01").read_bytes() == raw.read_bytes()
+    assert partitions.file(st.validated_dir, "2013-01").read_bytes() == raw.read_bytes()
 
 
 def test_unseen_category_within_tolerance_passes_with_a_warning(tmp_path, january):
@@ -309,7 +239,7 @@ def test_unseen_category_within_tolerance_passes_with_a_warning(tmp_path, januar
     (warning,) = summary["warnings"]
     assert warning["column"] == "dest" and warning["unexpected_count"] == 10
     assert "ZZZ" in warning["observed"]
-    assert io.partition_file(st.validated_dir, "2013-01").is_file()
+    assert partitions.file(st.validated_dir, "2013-01").is_file()
 
 
 def test_allowed_duplicates_and_warning_severity_do_not_fail(tmp_path, january):
@@ -333,7 +263,7 @@ def test_allowed_duplicates_and_warning_severity_do_not_fail(tmp_path, january):
     warned = {w["expectation"]: w for w in out["2013-01"]["warnings"]}
     assert warned["expect_column_values_to_be_unique"]["unexpected_count"] == 2
     assert warned["expect_column_mean_to_be_between"]["success"] is False
-    assert io.partition_file(st.validated_dir, "2013-01").is_file()
+    assert partitions.file(st.validated_dir, "2013-01").is_file()
 
 
 def test_good_partitions_are_written_even_when_another_fails(project, january):
@@ -348,8 +278,8 @@ def test_good_partitions_are_written_even_when_another_fails(project, january):
 
     # then the good one is validated and only the bad one is quarantined
     assert "data/raw/2013-01.parquet" not in str(err.value)
-    assert io.partition_file(st.validated_dir, "2013-01").is_file()
-    assert not io.partition_file(st.validated_dir, "2013-03").exists()
+    assert partitions.file(st.validated_dir, "2013-01").is_file()
+    assert not partitions.file(st.validated_dir, "2013-03").exists()
     assert (st.quarantine_dir / "2013-03" / "validation.json").is_file()
 
 
@@ -388,25 +318,3 @@ def test_missing_raw_partition_says_to_run_ingest(project):
 
     with pytest.raises(FileNotFoundError, match=r"data/raw/2013-05\.parquet.*ingest"):
         validate.run(params, st, ["2013-05"])
-
-
-def test_prune_keeps_the_newest_validation_results(tmp_path):
-    # given 5 stored validation results with their docs pages, oldest first
-    root = tmp_path / "uncommitted" / "validations" / "s"
-    site = tmp_path / "uncommitted" / "data_docs" / "local_site" / "validations" / "s"
-    for i in range(5):
-        f = root / f"run{i}" / "b.json"
-        f.parent.mkdir(parents=True)
-        f.write_text("{}")
-        os.utime(f, (1000 + i, 1000 + i))
-        page = site / f"run{i}" / "b.html"
-        page.parent.mkdir(parents=True)
-        page.write_text("<html>")
-
-    # when pruned to 2
-    removed = validate.prune_validations(tmp_path, keep=2)
-
-    # then only the two newest results and pages remain, without empty folders
-    assert removed == 3
-    assert sorted(p.name for p in root.iterdir()) == ["run3", "run4"]
-    assert sorted(p.name for p in site.iterdir()) == ["run3", "run4"]

@@ -1,0 +1,39 @@
+"""Test-only helpers that mlops does not need itself."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlops import features
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import pandas as pd
+
+    from mlops.config import Params, Settings
+    from mlops.registry import Loaded
+
+
+def scoring_frame(params: Params, st: Settings, pids: list[str]) -> pd.DataFrame:
+    """Rows of ``pids`` to score with their point-in-time features; the target when present.
+
+    What ``materialize.scoring_frame`` returned: the labels of the validated partitions
+    (each one must have been materialised) joined through the feature service.
+    """
+    c = params.contract
+    labels = features.read_labels(st, c, pids)
+    target = [c.target] if c.target in labels.columns else []
+    for pid in pids:
+        features.feature_file(params, st, pid)
+    frame = features.retrieve(params, st, labels)
+    return frame[[*c.entity_keys, c.timestamp, *c.feature_names, *target]]
+
+
+def predict_chunks(
+    df: pd.DataFrame, loaded: Loaded, params: Params, n: int
+) -> Iterator[pd.DataFrame]:
+    """Prediction frames of ``df``, ``n`` rows at a time."""
+    from mlops import score
+
+    return score.predict_batches((df.iloc[i : i + n] for i in range(0, len(df), n)), loaded, params)

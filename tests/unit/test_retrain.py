@@ -1,0 +1,116 @@
+"""retrain: retraining plans (cooldown, bursts, the sliding window) and breach bookkeeping."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from mlops import retrain
+
+# --------------------------------------------------------------------------- plan_retrain
+NOW = datetime(2013, 9, 2, 12, tzinfo=UTC)
+DAY = timedelta(hours=24)
+WINDOW = ["2013-01", "2013-02", "2013-03", "2013-04", "2013-05", "2013-06"]
+
+
+def breach(pid: str, i: int = 1) -> dict:
+    return {"id": i, "timestamp": NOW, "partition": pid, "reasons": ["drift"]}
+
+
+def test_scheduled_run_without_breaches_trains_the_configured_window() -> None:
+    p = retrain.plan_retrain([], None, NOW, DAY, WINDOW, "month")
+    assert p.run and p.partitions == WINDOW and p.handled == [] and p.skipped == []
+
+
+def test_triggered_run_whose_breaches_were_already_handled_does_nothing() -> None:
+    p = retrain.plan_retrain([], None, NOW, DAY, WINDOW, "month", triggered=True)
+    assert not p.run and "already handled" in p.reason
+
+
+def test_breach_slides_the_window_to_end_at_the_breached_partition() -> None:
+    p = retrain.plan_retrain([breach("2013-08")], None, NOW, DAY, WINDOW, "month")
+    assert p.run
+    assert p.partitions == ["2013-03", "2013-04", "2013-05", "2013-06", "2013-07", "2013-08"]
+    assert p.handled == ["2013-08"] and "2013-08" in p.reason
+
+
+def test_breach_inside_the_configured_window_keeps_it() -> None:
+    p = retrain.plan_retrain([breach("2013-02")], None, NOW, DAY, WINDOW, "month")
+    assert p.run and p.partitions == WINDOW and p.handled == ["2013-02"]
+
+
+def test_burst_of_breaches_gives_one_retrain_on_the_newest() -> None:
+    burst = [breach("2013-07", 1), breach("2013-09", 3), breach("2013-08", 2)]
+    p = retrain.plan_retrain(burst, None, NOW, DAY, WINDOW, "month")
+    assert p.run and p.partitions[-1] == "2013-09" and len(p.partitions) == len(WINDOW)
+    assert p.handled == ["2013-07", "2013-08", "2013-09"] and p.skipped == []
+
+
+def test_breaches_inside_the_cooldown_are_skipped_with_the_reason() -> None:
+    last = NOW - timedelta(hours=3)
+    p = retrain.plan_retrain(
+        [breach("2013-08"), breach("2013-09", 2)], last, NOW, DAY, WINDOW, "month"
+    )
+    assert not p.run and p.partitions == []
+    assert p.skipped == ["2013-08", "2013-09"] and p.handled == []
+    assert p.reason.startswith("cooldown") and "21:00:00 of the 24 h cooldown" in p.reason
+    assert "2013-08, 2013-09" in p.reason
+
+
+def test_breach_after_the_cooldown_retrains_again() -> None:
+    p = retrain.plan_retrain([breach("2013-10")], NOW - DAY, NOW, DAY, WINDOW, "month")
+    assert p.run and p.partitions[-1] == "2013-10"
+
+
+def test_weekly_window_crosses_the_year() -> None:
+    p = retrain.plan_retrain(
+        [breach("2014-W01")], None, NOW, DAY, ["2013-W02", "2013-W03", "2013-W04"], "week"
+    )
+    assert p.partitions == ["2013-W51", "2013-W52", "2014-W01"]
+
+
+def test_event_without_partition_retrains_the_configured_window() -> None:
+    p = retrain.plan_retrain([{"id": 9, "timestamp": NOW}], None, NOW, DAY, WINDOW, "month")
+    assert p.run and p.partitions == WINDOW and "without a partition" in p.reason
+
+
+# --------------------------------------------------------------------------- bookkeeping
+def test_unhandled_events_are_those_after_the_watermark_or_new_at_it() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [
+        {"id": 5, "timestamp": t0 + timedelta(seconds=2)},
+        {"id": 1, "timestamp": t0 - timedelta(seconds=1)},
+        {"id": 3, "timestamp": t0},
+        {"id": 4, "timestamp": t0},
+    ]
+    assert retrain.unhandled(events, None, []) == sorted(
+        events, key=lambda e: (e["timestamp"], e["id"])
+    )
+    new = retrain.unhandled(events, t0.isoformat(), [3])
+    assert [e["id"] for e in new] == [4, 5]
+
+
+def test_unhandled_survives_a_reset_airflow_db() -> None:
+    # ids start again at 1 after `airflow db reset`; timestamps keep moving forward
+    mark = datetime(2026, 1, 1, tzinfo=UTC)
+    later = [{"id": 1, "timestamp": mark + timedelta(days=1)}]
+    assert retrain.unhandled(later, mark.isoformat(), [57]) == later
+
+
+def test_breach_event_extra_is_small_and_json() -> None:
+    extra = retrain.breach_event(
+        {
+            "partition": "2013-07",
+            "reasons": ["6/14 features drifted"],
+            "report": "/r/2013-07/drift.html",
+            "model_version": "3",
+            "breach": True,
+        }
+    )
+    assert extra == {
+        "partition": "2013-07",
+        "reasons": ["6/14 features drifted"],
+        "report": "/r/2013-07/drift.html",
+        "model_version": "3",
+    }
+    json.dumps(extra)

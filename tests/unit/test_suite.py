@@ -1,0 +1,87 @@
+"""suite: the expectation suite derived from the data contract alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops import partitions, suite
+from mlops.config import Params, Settings, Validate, load_params, settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Params, Settings]:
+    """A project in tmp_path with the repo's params.yaml."""
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    return load_params(tmp_path / "params.yaml"), settings(tmp_path / "params.yaml")
+
+
+def test_suite_is_derived_from_the_contract(project):
+    # given the demo contract and a partition interval
+    params, _ = project
+    start, end = partitions.interval("2013-01")
+
+    # when the suite is built
+    built = suite.build_suite(params.contract, params.validate_cfg, (start, end))
+
+    # then it checks the exact column set, keys, the timestamp interval and each feature
+    by = {(e.expectation_type, getattr(e, "column", None)) for e in built.expectations}
+    assert ("expect_table_columns_to_match_set", None) in by
+    assert ("expect_column_values_to_be_unique", "flight_id") in by
+    assert ("expect_column_type_to_be", "event_ts") in by
+    for f in params.contract.features:
+        assert ("expect_column_values_to_be_in_type_list", f.name) in by
+    ts_range = next(
+        e
+        for e in built.expectations
+        if e.expectation_type == "expect_column_values_to_be_between" and e.column == "event_ts"
+    )
+    assert (ts_range.min_value, ts_range.max_value, ts_range.strict_max) == (start, end, True)
+    pressure_nulls = next(
+        e
+        for e in built.expectations
+        if e.expectation_type == "expect_column_values_to_not_be_null" and e.column == "pressure"
+    )
+    assert pressure_nulls.mostly == pytest.approx(0.75)
+    target = next(
+        e
+        for e in built.expectations
+        if e.expectation_type == "expect_column_values_to_be_in_set" and e.column == "is_delayed"
+    )
+    assert target.value_set == [0, 1, True, False]
+
+
+def test_compound_keys_and_extra_expectations_by_name(project):
+    # given a contract with two entity keys and one extra expectation from params
+    params, _ = project
+    contract = params.contract.model_copy(update={"entity_keys": ["flight_id", "carrier"]})
+    contract = contract.model_copy(
+        update={"features": [f for f in contract.features if f.name != "carrier"]}
+    )
+    cfg = Validate(
+        extra_expectations=[
+            {
+                "type": "expect_column_mean_to_be_between",
+                "kwargs": {"column": "temp", "min_value": 0},
+            }
+        ]
+    )
+
+    # when the suite is built
+    built = suite.build_suite(contract, cfg)
+
+    # then the keys are checked together and the extra expectation is present
+    types = [e.expectation_type for e in built.expectations]
+    assert "expect_compound_columns_to_be_unique" in types
+    assert types[-1] == "expect_column_mean_to_be_between"
+
+
+def test_unknown_extra_expectation_names_the_setting(project):
+    params, _ = project
+    cfg = Validate(extra_expectations=[{"type": "expect_the_moon", "kwargs": {}}])
+
+    with pytest.raises(ValueError, match=r"validate.extra_expectations\[0\].*expect_the_moon"):
+        suite.build_suite(params.contract, cfg)
