@@ -22,11 +22,9 @@ T0 = time.perf_counter()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
-from xgboost import XGBClassifier  # noqa: E402
 
-from bench.cases import bare_matrix, drift_stats, pandas_checks  # noqa: E402
+from bench.cases import bare_model, drift_stats, pandas_checks  # noqa: E402
 from mlops.config import load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,48 +86,19 @@ def main(out: Path) -> dict[str, float]:
     t0 = time.perf_counter()
     train = pd.concat([parts[m] for m in months[:5]], ignore_index=True)
     hold = parts[months[5]]
-    cats = {
-        f.name: f.categories or sorted(train[f.name].dropna().astype(str).unique())
-        for f in c.features
-        if f.dtype == "category"
-    }
-    x_tr, x_ho = bare_matrix(train, c, cats), bare_matrix(hold, c, cats)
     y_tr = train[c.target].to_numpy().astype(np.int32)
     y_ho = hold[c.target].to_numpy().astype(np.int32)
-    cand = {x.kind: x.params for x in params.train.candidates}
-    xgb = XGBClassifier(
-        enable_categorical=True, random_state=seed, tree_method="hist", n_jobs=2, **cand["xgboost"]
-    ).fit(x_tr, y_tr)
-    cat_cols = list(cats)
-    order = [*cat_cols, *[f.name for f in c.features if f.dtype != "category"]]
-
-    def codes(d: pd.DataFrame) -> np.ndarray:
-        cols = []
-        for n in order:
-            if n in cats:
-                k = pd.Categorical(d[n].astype(object), categories=sorted(cats[n])).codes
-                cols.append(np.where(k < 0, np.nan, k))
-            else:
-                cols.append(pd.to_numeric(d[n]).to_numpy(dtype="float64", na_value=np.nan))
-        return np.column_stack(cols).astype("float64")
-
-    hgb = HistGradientBoostingClassifier(
-        random_state=seed,
-        categorical_features=list(range(len(cat_cols))),
-        **cand["sklearn_hist_gradient_boosting"],
-    ).fit(codes(train), y_tr)
-    auc = {
-        "xgb": float(roc_auc_score(y_ho, xgb.predict_proba(x_ho)[:, 1])),
-        "hgb": float(roc_auc_score(y_ho, hgb.predict_proba(codes(hold))[:, 1])),
-    }
+    auc, fitted = {}, {}
+    for cand in params.train.candidates:  # in params order: the first wins a tie, as in train
+        model, encode = bare_model(cand.kind, cand.params, seed, c, train)
+        fitted[cand.name] = model.fit(encode(train), y_tr), encode
+        auc[cand.name] = float(roc_auc_score(y_ho, model.predict_proba(encode(hold))[:, 1]))
+    best, encode = fitted[max(auc, key=auc.__getitem__)]
     t["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     cur = parts[months[6]].copy()
-    if auc["xgb"] >= auc["hgb"]:
-        cur["prediction"] = xgb.predict_proba(bare_matrix(cur, c, cats))[:, 1]
-    else:
-        cur["prediction"] = hgb.predict_proba(codes(cur))[:, 1]
+    cur["prediction"] = best.predict_proba(encode(cur))[:, 1]
     cur[[*c.entity_keys, c.timestamp, "prediction"]].to_parquet(
         out / "predictions.parquet", compression="zstd"
     )
@@ -137,12 +106,8 @@ def main(out: Path) -> dict[str, float]:
 
     t0 = time.perf_counter()
     ref = train.sample(n=min(len(train), 50_000), random_state=seed).sort_index()
-    ref["prediction"] = (
-        xgb.predict_proba(bare_matrix(ref, c, cats))[:, 1]
-        if auc["xgb"] >= auc["hgb"]
-        else hgb.predict_proba(codes(ref))[:, 1]
-    )
-    drift = drift_stats(ref, cur, c, params.monitor.model_dump())
+    ref["prediction"] = best.predict_proba(encode(ref))[:, 1]
+    drift = drift_stats(ref, cur, c, params.monitor)
     share = sum(v["drifted"] for k, v in drift.items() if k in c.feature_names) / len(c.features)
     (out / "drift.json").write_text(json.dumps({"columns": drift, "share": share}, indent=1))
     t["monitor"] = time.perf_counter() - t0

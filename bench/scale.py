@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlops import io
+from mlops import io, partitions
 from mlops.config import Contract
 
 JITTERED = ["temp", "dewp", "humid", "wind_speed", "precip", "pressure", "visib"]
@@ -76,10 +76,7 @@ def replicate(
     std = {c: float(np.nanstd(df[c].to_numpy(dtype="float64"))) for c in JITTERED if c in df}
     parts = []
     for r in range(full + (1 if rest else 0)):
-        if r < full:
-            part = df
-        else:
-            part = df.iloc[np.sort(rng.choice(n, size=rest, replace=False))]
+        part = df if r < full else df.iloc[np.sort(rng.choice(n, size=rest, replace=False))]
         if r == 0:
             parts.append(part)
             continue
@@ -137,12 +134,10 @@ def scale_project(
     """
     written: dict[str, int] = {}
     for months, rows, salt in ((train_months, train_rows, 0), (score_months, score_rows, 1)):
-        frames = {
-            m: pd.read_parquet(io.partition_file(source_data / "validated", m)) for m in months
-        }
+        frames = {m: pd.read_parquet(partitions.file(source_data / "validated", m)) for m in months}
         for month, df in scale_group(frames, rows, contract, seed + salt, jitter):
             for sub in ("raw", "validated"):
-                io.write_parquet(io.partition_file(target_data / sub, month), df)
+                io.write_parquet(partitions.file(target_data / sub, month), df)
             written[month] = len(df)
     return written
 

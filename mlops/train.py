@@ -287,7 +287,8 @@ def log_candidate(
         return run.info.run_id, info.model_uri
 
 
-def _lineage(params: Params, st: Settings) -> dict[str, str]:
+def lineage(params: Params, st: Settings) -> dict[str, str]:
+    """The lineage tags of a training run: partitions, their DVC hashes, features, code."""
     from mlops.registry import git_revision
 
     manifest_path = st.state_dir / "ingest.json"
@@ -342,7 +343,7 @@ def _run(params: Params, st: Settings) -> Trained:
     reference = train_df.sample(n=n_ref, random_state=params.train.seed).sort_index()
     reg = connect(st)
     exp_id = reg.retry(lambda: reg.experiment_id(params.model_name), "create experiment")
-    lineage = _lineage(params, st)
+    run_tags = lineage(params, st)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for f in fitted:
@@ -350,7 +351,7 @@ def _run(params: Params, st: Settings) -> Trained:
                 f, params, x_ho, y_ho, reference, cats, Path(tmp) / f.candidate.name
             )
             runs[f.candidate.name] = reg.retry(
-                functools.partial(log_candidate, f, params, exp_id, x_ho, cats, lineage, out),
+                functools.partial(log_candidate, f, params, exp_id, x_ho, cats, run_tags, out),
                 f"log candidate {f.candidate.name}",
             )
     run_id, model_uri = runs[top.candidate.name]
@@ -359,7 +360,7 @@ def _run(params: Params, st: Settings) -> Trained:
         tags.CANDIDATE: top.candidate.name,
         tags.RUN_ID: run_id,
         tags.holdout(metric): f"{top.metrics[metric]:.6f}",
-        **lineage,
+        **run_tags,
     }
     # Tags go in with the version (one request, one transaction): a version is never
     # seen without its lineage, even if this process dies right after.
