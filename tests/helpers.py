@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlops import features
+from mlops import features, io, partitions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,3 +37,22 @@ def predict_chunks(
     from mlops import score
 
     return score.predict_batches((df.iloc[i : i + n] for i in range(0, len(df), n)), loaded, params)
+
+
+def shared_flight(
+    st: Settings, months: dict[str, pd.DataFrame], gaps: bool = False
+) -> tuple[str, pd.Timestamp]:
+    """Validate January and February so that one flight has temp 10 in January and 20 in
+    February; with ``gaps``, another February row has missing features too.
+
+    Returns the flight id and its January timestamp.
+    """
+    jan, feb = months["2013-01"].copy(), months["2013-02"].copy()
+    flight = jan.loc[0, "flight_id"]
+    jan.loc[0, "temp"] = 10.0
+    feb.loc[5, ["flight_id", "temp"]] = [flight, 20.0]
+    if gaps:
+        feb.loc[6, ["temp", "carrier", "sched_hour"]] = [None, None, None]
+    io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
+    io.write_parquet(partitions.file(st.validated_dir, "2013-02"), feb)
+    return flight, jan.loc[0, "event_ts"]

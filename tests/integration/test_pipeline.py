@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlops.cli import main
+from mlops.cli import STAGES, main
 from mlops.config import load_params, settings
 from mlops.registry import CHAMPION, connect
 from tests.conftest import FLIGHTS_SMALL, SEATTLE
@@ -70,16 +70,7 @@ def test_flights_demo_end_to_end(project, capsys) -> None:
     assert main(["--params", str(params_path), "run"]) == 0
     out = capsys.readouterr().out
     # then every stage printed its summary and everything landed; July drifts
-    for verb in (
-        "ingest",
-        "validate",
-        "materialize",
-        "train",
-        "evaluate",
-        "promote",
-        "score",
-        "monitor",
-    ):
+    for verb in STAGES:
         assert f"{verb}: " in out
     landed = _assert_landed(params_path, expect_breach=True)
 
@@ -118,16 +109,7 @@ def test_dvc_repro_runs_the_stages_then_does_nothing(project) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
     second = subprocess.run([dvc, "repro"], cwd=root, env=env, capture_output=True, text=True)
     # then the first runs every stage and the second has nothing to do
-    for verb in (
-        "ingest",
-        "validate",
-        "materialize",
-        "train",
-        "evaluate",
-        "promote",
-        "score",
-        "monitor",
-    ):
+    for verb in STAGES:
         assert f"Running stage '{verb}'" in first.stdout
     assert second.returncode == 0
     assert "Running stage" not in second.stdout

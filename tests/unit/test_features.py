@@ -11,7 +11,7 @@ import pytest
 from mlops import features, io, partitions
 from mlops import materialize as m
 from mlops.config import ConfigError, load_params, settings
-from tests.helpers import scoring_frame
+from tests.helpers import scoring_frame, shared_flight
 from tests.unit.conftest import ROWS
 
 
@@ -39,22 +39,10 @@ def test_training_frame_has_one_row_per_label_with_the_validated_values(tmp_proj
     pd.testing.assert_frame_equal(frame, expected)
 
 
-def _shared_flight(st, months) -> tuple[str, pd.Timestamp]:
-    """Validated months where one flight has temp 10 in January and 20 in February."""
-    jan, feb = months["2013-01"].copy(), months["2013-02"].copy()
-    flight = jan.loc[0, "flight_id"]
-    jan.loc[0, "temp"] = 10.0
-    feb.loc[5, "flight_id"] = flight
-    feb.loc[5, "temp"] = 20.0
-    io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
-    io.write_parquet(partitions.file(st.validated_dir, "2013-02"), feb)
-    return flight, jan.loc[0, "event_ts"]
-
-
 def test_point_in_time_ignores_feature_rows_later_than_the_label(tmp_project, months):
     # given one flight seen in January and again in February with another temperature
     params, st = tmp_project
-    flight, jan_ts = _shared_flight(st, months)
+    flight, jan_ts = shared_flight(st, months)
     m.run(params, st, ["2013-01", "2013-02"])
 
     # when January's training set is built
@@ -180,23 +168,10 @@ def test_online_store_setting(tmp_project, monkeypatch):
 
 
 # --------------------------------------------------------------------------- feature files
-def _shared_flight_with_gaps(st, months) -> str:
-    """January and February where one flight is in both with other values, and one
-    February row has missing features."""
-    jan, feb = months["2013-01"].copy(), months["2013-02"].copy()
-    flight = jan.loc[0, "flight_id"]
-    jan.loc[0, "temp"] = 10.0
-    feb.loc[5, ["flight_id", "temp"]] = [flight, 20.0]
-    feb.loc[6, ["temp", "carrier", "sched_hour"]] = [None, None, None]
-    io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
-    io.write_parquet(partitions.file(st.validated_dir, "2013-02"), feb)
-    return flight
-
-
 def test_streamed_feature_rows_equal_the_point_in_time_scoring_frame(tmp_project, months):
     # given two materialised months sharing a flight, with a row of missing features
     params, st = tmp_project
-    flight = _shared_flight_with_gaps(st, months)
+    flight, _ = shared_flight(st, months, gaps=True)
     m.run(params, st, ["2013-01", "2013-02"])
     c = params.contract
 

@@ -8,25 +8,14 @@ import pytest
 from mlops import features, io, partitions
 from mlops import materialize as m
 from mlops.config import settings
+from tests.helpers import shared_flight
 from tests.unit.conftest import ROWS
-
-
-def _shared_flight(st, months) -> str:
-    """Validated months where one flight has temp 10 in January and 20 in February."""
-    jan, feb = months["2013-01"].copy(), months["2013-02"].copy()
-    flight = jan.loc[0, "flight_id"]
-    jan.loc[0, "temp"] = 10.0
-    feb.loc[5, "flight_id"] = flight
-    feb.loc[5, "temp"] = 20.0
-    io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
-    io.write_parquet(partitions.file(st.validated_dir, "2013-02"), feb)
-    return flight
 
 
 def test_backfilling_an_older_partition_keeps_the_latest_online_value(tmp_project, months):
     # given January and February materialised, one flight in both
     params, st = tmp_project
-    flight = _shared_flight(st, months)
+    flight, _ = shared_flight(st, months)
     m.run(params, st, ["2013-01", "2013-02"])
 
     # when January is materialised again
