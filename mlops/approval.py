@@ -99,7 +99,7 @@ def outcome(
 # --------------------------------------------------------------------------- records
 def status(st: Settings | Registry, model: str, version: str) -> str | None:
     """The approval status tag of one version (None when never requested)."""
-    return connect(st).get_version(model, version).tags.get(tags.APPROVAL)  # type: ignore[no-any-return]
+    return connect(st).get_version(model, version).tags.get(tags.APPROVAL)
 
 
 def decide(

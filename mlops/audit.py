@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from mlops import io, tags
 from mlops.config import Settings
@@ -63,12 +64,12 @@ def registry_lock(st: Settings, model: str, timeout_s: float = LOCK_TIMEOUT_S) -
         yield
 
 
-def _event_from_run(run: object) -> Event:
-    data = run.data  # type: ignore[attr-defined]
+def _event_from_run(run: Any) -> Event:
+    data = run.data
     ev = {k[len("audit.") :]: v for k, v in data.tags.items() if k.startswith("audit.")}
     seq = data.metrics.get("seq")
     ev["seq"] = "" if seq is None else str(int(seq))  # empty: written before seq existed
-    ev["run_id"] = run.info.run_id  # type: ignore[attr-defined]
+    ev["run_id"] = run.info.run_id
     return ev
 
 

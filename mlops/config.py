@@ -253,17 +253,17 @@ class Settings(Strict):
     tracking_uri: str
     feast_repo: Path
     gx_root: Path
-    online_store: str = "sqlite"
-    retry_attempts: int = Field(4, ge=1)
-    retry_delay_s: float = Field(1.0, ge=0)
-    dvc_lock_wait_s: float = Field(60.0, ge=0)
-    dvc_remote: str | None = None
-    actor: str | None = None
-    training_cron: str | None = "0 3 1 */3 *"
-    scoring_cron: str = "0 0 1 * *"
-    scoring_start: str = "2013-07-01"
-    scoring_end: str | None = "2013-12-31"
-    approval_poke_s: float = Field(60.0, gt=0)
+    online_store: str
+    retry_attempts: int = Field(ge=1)
+    retry_delay_s: float = Field(ge=0)
+    dvc_lock_wait_s: float = Field(ge=0)
+    dvc_remote: str | None
+    actor: str | None
+    training_cron: str | None
+    scoring_cron: str
+    scoring_start: str
+    scoring_end: str | None
+    approval_poke_s: float = Field(gt=0)
 
     @property
     def raw_dir(self) -> Path:
@@ -317,9 +317,11 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def params_path(path: str | os.PathLike[str] | None = None) -> Path:
+def params_path(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Path:
     """The params.yaml to use: ``path``, else ``MLOPS_PARAMS``, else ``./params.yaml``."""
-    return Path(path or os.environ.get(ENV_PARAMS) or "params.yaml")
+    return Path(path or (os.environ if env is None else env).get(ENV_PARAMS) or "params.yaml")
 
 
 def load_params(path: str | os.PathLike[str] | None = None) -> Params:
@@ -350,8 +352,13 @@ def _inside(root: Path, value: str, key: str, allow_outside: bool) -> Path:
     return p
 
 
-def _number(env: Mapping[str, str], name: str, default: str) -> float:
-    value = env.get(name) or default
+def _get(env: Mapping[str, str], name: str) -> str:
+    """The variable's value, else its default from ``ENV`` (the one place it is written)."""
+    return env.get(name, ENV[name][0])
+
+
+def _number(env: Mapping[str, str], name: str) -> float:
+    value = env.get(name) or ENV[name][0]
     try:
         return float(value)
     except ValueError:
@@ -367,31 +374,29 @@ def settings(
     otherwise.
     """
     env = os.environ if env is None else env
-    pp = Path(path or env.get(ENV_PARAMS) or "params.yaml").resolve()
+    pp = params_path(path, env).resolve()
     root = Path(env.get("MLOPS_PROJECT_ROOT") or pp.parent).resolve()
     outside = env.get(ENV_ALLOW_OUTSIDE) == "1"
-    training_cron = env.get("MLOPS_TRAINING_CRON", "0 3 1 */3 *").strip()
+    training_cron = _get(env, "MLOPS_TRAINING_CRON").strip()
     try:
         return Settings(
             root=root,
             params_path=pp,
-            data_root=_inside(root, env.get("MLOPS_DATA_ROOT", "data"), "MLOPS_DATA_ROOT", outside),
+            data_root=_inside(root, _get(env, "MLOPS_DATA_ROOT"), "MLOPS_DATA_ROOT", outside),
             tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}",
-            feast_repo=_inside(
-                root, env.get("MLOPS_FEAST_REPO", "feature_repo"), "MLOPS_FEAST_REPO", outside
-            ),
+            feast_repo=_inside(root, _get(env, "MLOPS_FEAST_REPO"), "MLOPS_FEAST_REPO", outside),
             gx_root=root / "great_expectations",
-            online_store=env.get("MLOPS_FEAST_ONLINE", "").strip() or "sqlite",
-            retry_attempts=max(1, int(_number(env, "MLOPS_RETRY_ATTEMPTS", "4"))),
-            retry_delay_s=_number(env, "MLOPS_RETRY_DELAY_S", "1"),
-            dvc_lock_wait_s=max(0.0, _number(env, "MLOPS_DVC_LOCK_WAIT_S", "60")),
+            online_store=_get(env, "MLOPS_FEAST_ONLINE").strip() or ENV["MLOPS_FEAST_ONLINE"][0],
+            retry_attempts=max(1, int(_number(env, "MLOPS_RETRY_ATTEMPTS"))),
+            retry_delay_s=_number(env, "MLOPS_RETRY_DELAY_S"),
+            dvc_lock_wait_s=max(0.0, _number(env, "MLOPS_DVC_LOCK_WAIT_S")),
             dvc_remote=env.get("MLOPS_DVC_REMOTE") or None,
             actor=env.get("MLOPS_ACTOR") or env.get("MLFLOW_TRACKING_USERNAME") or None,
             training_cron=None if training_cron.lower() in ("", "none", "off") else training_cron,
-            scoring_cron=env.get("MLOPS_SCORING_CRON", "0 0 1 * *"),
-            scoring_start=env.get("MLOPS_SCORING_START", "2013-07-01"),
-            scoring_end=env.get("MLOPS_SCORING_END", "2013-12-31") or None,
-            approval_poke_s=_number(env, "MLOPS_APPROVAL_POKE_SECONDS", "60"),
+            scoring_cron=_get(env, "MLOPS_SCORING_CRON"),
+            scoring_start=_get(env, "MLOPS_SCORING_START"),
+            scoring_end=_get(env, "MLOPS_SCORING_END") or None,
+            approval_poke_s=_number(env, "MLOPS_APPROVAL_POKE_SECONDS"),
         )
     except ValidationError as exc:
         raise ConfigError(_format_error(Path("environment"), exc)) from None

@@ -73,7 +73,7 @@ def _acting_as(user: str, password: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def auth_client():  # type: ignore[no-untyped-def]
+def auth_client():
     """An MLflow auth client acting as whoever the credential variables name."""
     from mlflow.server.auth.client import AuthServiceClient
 

@@ -21,7 +21,7 @@ class VersioningError(RuntimeError):
     """DVC could not track or push a file; the message says which and why."""
 
 
-def _repo(root: Path):  # type: ignore[no-untyped-def]
+def _repo(root: Path):
     """The DVC repository holding ``root`` (the project may sit in a sub-folder of it)."""
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
