@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from mlops import partitions
 from mlops.contract import Contract, Strict
 
 __all__ = ["ConfigError", "Contract", "Params", "Settings", "load_params", "settings"]
@@ -36,17 +38,29 @@ class Join(Strict):
 
 
 class Derived(Strict):
-    """A column computed from others: an expression or a key built by concatenation."""
+    """A column computed from others: an expression, a concatenated key or a row hash.
+
+    ``hash`` makes a stable row key for a table without a natural one: a hash of the
+    named columns' values, or with ``hash: row`` of every column the source file has
+    (the timestamp included), in name order. The same row gets the same key in every run
+    and whatever the order of rows or columns in the file.
+    """
 
     name: str
     expr: str | None = Field(None, description="A pandas.eval expression.")
     concat: list[str] | None = None
+    hash: list[str] | Literal["row"] | None = None
     sep: str = "-"
 
     @model_validator(mode="after")
     def _one_of(self) -> Derived:
-        if (self.expr is None) == (self.concat is None):
-            raise ValueError(f"derive {self.name!r}: give exactly one of 'expr' or 'concat'")
+        given = [k for k in ("expr", "concat", "hash") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"derive {self.name!r}: give exactly one of 'expr', 'concat' or 'hash'"
+            )
+        if isinstance(self.hash, list) and not self.hash:
+            raise ValueError(f"derive {self.name!r}: 'hash' names no column (or use 'row')")
         return self
 
 
@@ -65,13 +79,89 @@ class Source(Strict):
 
 
 # --------------------------------------------------------------------------- stages
+Frequency = Literal["day", "week", "month", "quarter", "year"]
+
+
+class PartitionRange(Strict):
+    """Partitions given as a range: ``{from: A, to: B}`` or ``{last: N, to: B}``.
+
+    For ``train.partitions`` ``to`` may be left out: it is then the partition before the
+    first scored one.
+    """
+
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    last: int | None = Field(None, ge=1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> PartitionRange:
+        if (self.from_ is None) == (self.last is None):
+            raise ValueError("give exactly one of 'from' or 'last'")
+        if self.from_ is not None and self.to is None:
+            raise ValueError("'from' needs 'to'")
+        return self
+
+    def expand(self, freq: str, to: str | None, where: str) -> list[str]:
+        """The partition ids of the range, oldest first."""
+        last = self.to or to
+        if last is None:
+            raise ValueError(f"{where}: 'last' needs 'to' here")
+        if self.from_ is not None:
+            return partitions.span(self.from_, last, freq)
+        assert self.last is not None
+        return partitions.span(partitions.shift(last, 1 - self.last, freq), last, freq)
+
+
+def _expand_ranges(raw: Any) -> Any:
+    """Turn partition ranges in ``train``/``score`` into lists (before validation)."""
+    if not isinstance(raw, dict):
+        return raw
+    freq = (raw.get("ingest") or {}).get("partition", "month")
+    if freq not in partitions.FREQUENCIES:
+        return raw  # the Ingest model reports it
+    out = dict(raw)
+    score = out.get("score")
+    first_scored: str | None = None
+    for group in ("score", "train"):
+        cfg = out.get(group)
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("partitions"), dict):
+            if group == "score" and isinstance(score, dict) and score.get("partitions"):
+                first_scored = min(score["partitions"], key=partitions.start)
+            continue
+        where = f"{group}.partitions"
+        try:
+            rng = PartitionRange.model_validate(cfg["partitions"])
+            before = partitions.shift(first_scored, -1, freq) if first_scored else None
+            pids = rng.expand(freq, before if group == "train" else None, where)
+        except (ValueError, ValidationError) as exc:
+            raise ValueError(f"{where}: {_first_message(exc)}") from None
+        out[group] = {**cfg, "partitions": pids}
+        if group == "score" and pids:
+            first_scored = pids[0]
+    return out
+
+
+def _first_message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(e["msg"] for e in exc.errors())
+    return str(exc)
+
+
 class Ingest(Strict):
-    partition: Literal["day", "week", "month"] = "month"
+    partition: Frequency = "month"
     push: bool = Field(True, description="Push the partitions to the DVC remote.")
 
 
 class Validate(Strict):
-    max_duplicate_keys: int = Field(0, ge=0)
+    max_duplicate_keys: int = Field(
+        0,
+        ge=0,
+        description="Rows of a partition that may share an entity key with another row and "
+        "still let it pass; such rows are dropped from the validated partition (never "
+        "joined), and reported. 0: any duplicate key fails the partition.",
+    )
     extra_expectations: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Extra GX expectations: {'type': 'expect_...', 'kwargs': {...}}.",
@@ -112,6 +202,13 @@ class Train(Strict):
     candidates: list[Candidate] = Field(min_length=1)
     metric: Literal["roc_auc", "average_precision", "log_loss", "rmse", "mae", "r2"] | None = None
     seed: int = 42
+    max_categories: int = Field(
+        250,
+        ge=2,
+        le=254,
+        description="Most frequent categories of a feature kept as they are; the rest are "
+        "mapped to one 'other' value recorded in the model.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Train:
@@ -156,6 +253,36 @@ class Monitor(Strict):
     cooldown_hours: float = Field(24, ge=0)
 
 
+class Schedule(Strict):
+    """When the Airflow DAGs run: training's cron, the scoring cadence and its dates."""
+
+    training: str | None = Field(
+        "0 3 1 */3 *", description="Training DAG's cron; null: drift breaches only."
+    )
+    scoring: str | None = Field(
+        None, description="Scoring cron; default: one run per ingest.partition."
+    )
+    start: str | None = Field(
+        None,
+        description="First data interval scored (a date); default: the start of the first "
+        "score partition, else of the partition after the training window.",
+    )
+    end: str | None = Field(None, description="Last data interval scored (a date); none: open.")
+
+    @model_validator(mode="after")
+    def _dates(self) -> Schedule:
+        for key in ("start", "end"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    datetime.fromisoformat(value)
+                except ValueError:
+                    raise ValueError(
+                        f"schedule.{key} {value!r} is not a date such as 2013-07-01"
+                    ) from None
+        return self
+
+
 class Params(Strict):
     """The whole of ``params.yaml``."""
 
@@ -170,8 +297,14 @@ class Params(Strict):
     promote: Promote
     score: Score = Score()
     monitor: Monitor = Monitor()
+    schedule: Schedule = Schedule()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ranges(cls, raw: Any) -> Any:
+        return _expand_ranges(raw)
 
     @model_validator(mode="after")
     def _check(self) -> Params:
@@ -196,7 +329,32 @@ class Params(Strict):
                     f"train.candidates[{c.name}].kind {c.kind!r} does not fit task "
                     f"{self.contract.task!r}"
                 )
+        freq = self.ingest.partition
+        for group, pids in (("train", self.train.partitions), ("score", self.score.partitions)):
+            for pid in pids:
+                if not partitions.is_id(pid) or partitions.frequency(pid) != freq:
+                    raise ValueError(
+                        f"{group}.partitions: {pid!r} is not a {freq} partition "
+                        f"(ingest.partition={freq!r}; {partitions.EXPECTED})"
+                    )
         return self
+
+    @property
+    def scoring_cron(self) -> str:
+        """The scoring DAG's cron: ``schedule.scoring``, else one run per partition."""
+        return self.schedule.scoring or partitions.CRON[self.ingest.partition]
+
+    @property
+    def scoring_start(self) -> str:
+        """The first data interval the scoring DAG runs (an ISO date)."""
+        if self.schedule.start:
+            return self.schedule.start
+        freq = self.ingest.partition
+        if self.score.partitions:
+            first = min(self.score.partitions, key=partitions.start)
+        else:
+            first = partitions.shift(max(self.train.partitions, key=partitions.start), 1, freq)
+        return partitions.start(first).date().isoformat()
 
     @property
     def gate_metric(self) -> str:
@@ -221,7 +379,7 @@ ENV: dict[str, tuple[str, str]] = {
     ENV_PARAMS: ("./params.yaml", "the project's params.yaml; its folder is the project root"),
     "MLOPS_PROJECT_ROOT": ("the folder of params.yaml", "the project root"),
     "MLOPS_DATA_ROOT": ("data", "the data folder (partitions, features, predictions, state)"),
-    ENV_ALLOW_OUTSIDE: ("0", "1 lets the data folder and Feast repo lie outside the root"),
+    ENV_ALLOW_OUTSIDE: ("0", "1 lets the data, Feast repo and source lie outside the root"),
     "MLFLOW_TRACKING_URI": ("sqlite:///<root>/mlflow.db", "MLflow tracking and registry"),
     "MLOPS_FEAST_REPO": ("feature_repo", "the Feast repository"),
     "MLOPS_FEAST_ONLINE": ("sqlite", "online store: sqlite, sqlite:///abs.db or redis://h:p/db"),
@@ -230,10 +388,6 @@ ENV: dict[str, tuple[str, str]] = {
     "MLOPS_DVC_LOCK_WAIT_S": ("60", "how long to wait for DVC's repository lock"),
     "MLOPS_DVC_REMOTE": ("unset", "the shared DVC remote of the production profile"),
     "MLOPS_ACTOR": ("MLFLOW_TRACKING_USERNAME, else the login", "who acts, in the audit"),
-    "MLOPS_TRAINING_CRON": ("0 3 1 */3 *", "training DAG's time schedule; none: breaches only"),
-    "MLOPS_SCORING_CRON": ("0 0 1 * *", "scoring cadence (whole ingest.partition's)"),
-    "MLOPS_SCORING_START": ("2013-07-01", "first data interval the scoring DAG replays"),
-    "MLOPS_SCORING_END": ("2013-12-31", "scoring DAG's end date; empty: none"),
     "MLOPS_APPROVAL_POKE_SECONDS": ("60", "seconds between checks of a pending approval"),
     "MLOPS_WORKER_NAME": ("the host name", "name a Celery worker reports (set by the launcher)"),
     "MLOPS_FAULT": ("unset", "tests only: a fault point where the process kills itself"),
@@ -259,10 +413,7 @@ class Settings(Strict):
     dvc_lock_wait_s: float = Field(ge=0)
     dvc_remote: str | None
     actor: str | None
-    training_cron: str | None
-    scoring_cron: str
-    scoring_start: str
-    scoring_end: str | None
+    allow_outside: bool = False
     approval_poke_s: float = Field(gt=0)
 
     @property
@@ -377,7 +528,6 @@ def settings(
     pp = params_path(path, env).resolve()
     root = Path(env.get("MLOPS_PROJECT_ROOT") or pp.parent).resolve()
     outside = env.get(ENV_ALLOW_OUTSIDE) == "1"
-    training_cron = _get(env, "MLOPS_TRAINING_CRON").strip()
     try:
         return Settings(
             root=root,
@@ -392,10 +542,7 @@ def settings(
             dvc_lock_wait_s=max(0.0, _number(env, "MLOPS_DVC_LOCK_WAIT_S")),
             dvc_remote=env.get("MLOPS_DVC_REMOTE") or None,
             actor=env.get("MLOPS_ACTOR") or env.get("MLFLOW_TRACKING_USERNAME") or None,
-            training_cron=None if training_cron.lower() in ("", "none", "off") else training_cron,
-            scoring_cron=_get(env, "MLOPS_SCORING_CRON"),
-            scoring_start=_get(env, "MLOPS_SCORING_START"),
-            scoring_end=_get(env, "MLOPS_SCORING_END") or None,
+            allow_outside=outside,
             approval_poke_s=_number(env, "MLOPS_APPROVAL_POKE_SECONDS"),
         )
     except ValidationError as exc:

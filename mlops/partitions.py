@@ -1,23 +1,35 @@
 """Partition ids and the time they cover: parsing, naming, arithmetic.
 
-A partition is a half-open UTC interval named by its start: ``2013-01`` (month),
-``2013-W05`` (ISO week) or ``2013-01-05`` (day). Every stage, the CLI and the Airflow
-adapter parse ids here, which is also what keeps an id from the CLI or a DAG from
-naming a path outside the data root.
+A partition is a half-open UTC interval named by its start: ``2013`` (year),
+``2013-Q1`` (quarter), ``2013-01`` (month), ``2013-W05`` (ISO week) or ``2013-01-05``
+(day). Ranges and shifts (``span``, ``shift``) use the standard library only, so that
+loading ``params.yaml`` (also when a DAG file is parsed) imports no pandas. Every stage,
+the CLI and the Airflow adapter parse ids here, which is also what keeps an id from the
+CLI or a DAG from naming a path outside the data root.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-PID = re.compile(r"\d{4}-\d{2}|\d{4}-\d{2}-\d{2}|\d{4}-W\d{2}")
-EXPECTED = "expected 2013-01, 2013-W05 or 2013-01-05"
+PID = re.compile(r"\d{4}|\d{4}-Q[1-4]|\d{4}-\d{2}|\d{4}-\d{2}-\d{2}|\d{4}-W\d{2}")
+EXPECTED = "expected 2013, 2013-Q1, 2013-01, 2013-W05 or 2013-01-05"
+FREQUENCIES = ("day", "week", "month", "quarter", "year")
+# The cron of one scheduled run per partition, the default scoring cadence.
+CRON = {
+    "day": "0 0 * * *",
+    "week": "0 0 * * 1",
+    "month": "0 0 1 * *",
+    "quarter": "0 0 1 */3 *",
+    "year": "0 0 1 1 *",
+}
 
 
 def is_id(text: str) -> bool:
@@ -33,7 +45,11 @@ def check(pid: str) -> str:
 
 
 def ids(ts: pd.Series, freq: str) -> pd.Series:
-    """Name the partition of each timestamp: 2013-01 (month), 2013-W05 (week), 2013-01-05."""
+    """Name the partition of each timestamp: 2013, 2013-Q1, 2013-01, 2013-W05, 2013-01-05."""
+    if freq == "year":
+        return ts.dt.strftime("%Y")
+    if freq == "quarter":
+        return ts.dt.strftime("%Y") + "-Q" + ts.dt.quarter.astype(str)
     if freq == "month":
         return ts.dt.strftime("%Y-%m")
     if freq == "day":
@@ -44,23 +60,103 @@ def ids(ts: pd.Series, freq: str) -> pd.Series:
     raise ValueError(f"unknown partition frequency {freq!r}")
 
 
+def _bounds(pid: str) -> tuple[datetime, datetime]:
+    """``interval`` in standard-library datetimes (UTC)."""
+    check(pid)
+    try:
+        if "-W" in pid:
+            year, week = pid.split("-W")
+            first = datetime.combine(
+                date.fromisocalendar(int(year), int(week), 1), datetime.min.time()
+            )
+            first = first.replace(tzinfo=UTC)
+            return first, first + timedelta(days=7)
+        if "-Q" in pid:
+            year, q = pid.split("-Q")
+            n = int(year) * 12 + (int(q) - 1) * 3
+            return _month(n), _month(n + 3)
+        if pid.count("-") == 0:
+            return _month(int(pid) * 12), _month(int(pid) * 12 + 12)
+        if pid.count("-") == 1:
+            year, month = pid.split("-")
+            n = int(year) * 12 + int(month) - 1
+            return _month(n), _month(n + 1)
+        first = datetime.strptime(pid, "%Y-%m-%d").replace(tzinfo=UTC)
+        return first, first + timedelta(days=1)
+    except ValueError:
+        raise ValueError(f"partition {pid!r} is not a partition id ({EXPECTED})") from None
+
+
+def _month(n: int) -> datetime:
+    """The first instant of month number ``n`` (year * 12 + month - 1), UTC."""
+    if not 12 <= n < 10_000 * 12:
+        raise ValueError(n)
+    return datetime(n // 12, n % 12 + 1, 1, tzinfo=UTC)
+
+
+def _name(instant: datetime, freq: str) -> str:
+    """The ``freq`` partition id that holds ``instant`` (UTC)."""
+    if freq == "year":
+        return f"{instant.year:04d}"
+    if freq == "quarter":
+        return f"{instant.year:04d}-Q{(instant.month - 1) // 3 + 1}"
+    if freq == "month":
+        return f"{instant.year:04d}-{instant.month:02d}"
+    if freq == "week":
+        year, week, _ = instant.isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    if freq == "day":
+        return f"{instant:%Y-%m-%d}"
+    raise ValueError(f"unknown partition frequency {freq!r} (one of {', '.join(FREQUENCIES)})")
+
+
 def interval(pid: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The half-open UTC interval [start, end) a partition id covers."""
     import pandas as pd
 
-    try:
-        check(pid)
-        if "-W" in pid:
-            year, week = pid.split("-W")
-            start = pd.Timestamp.fromisocalendar(int(year), int(week), 1).tz_localize("UTC")
-            return start, start + pd.Timedelta(days=7)
-        if pid.count("-") == 1:
-            start = pd.Timestamp(f"{pid}-01", tz="UTC")
-            return start, start + pd.DateOffset(months=1)
-        start = pd.Timestamp(pid, tz="UTC")
-        return start, start + pd.Timedelta(days=1)
-    except ValueError:
-        raise ValueError(f"partition {pid!r} is not a partition id ({EXPECTED})") from None
+    first, end = _bounds(pid)
+    return pd.Timestamp(first), pd.Timestamp(end)
+
+
+def frequency(pid: str) -> str:
+    """The partition frequency an id is written in: ``2013-Q1`` is a quarter."""
+    check(pid)
+    if "-W" in pid:
+        return "week"
+    if "-Q" in pid:
+        return "quarter"
+    return ("year", "month", "day")[pid.count("-")]
+
+
+def shift(pid: str, n: int, freq: str) -> str:
+    """The ``freq`` partition ``n`` steps after ``pid`` (before it when ``n`` < 0)."""
+    first, end = _bounds(pid)
+    if freq == "day":
+        return _name(first + timedelta(days=n), freq)
+    if freq == "week":
+        return _name(first + timedelta(days=7 * n), freq)
+    months = {"month": 1, "quarter": 3, "year": 12}[freq]
+    return _name(_month(first.year * 12 + first.month - 1 + months * n), freq)
+
+
+def span(first: str, last: str, freq: str) -> list[str]:
+    """Every ``freq`` partition from ``first`` to ``last`` (both included), oldest first.
+
+    Raises:
+        ValueError: An id is malformed or not a ``freq`` partition, or ``last`` comes
+            before ``first``.
+    """
+    for pid in (first, last):
+        if frequency(pid) != freq:
+            raise ValueError(
+                f"partition {pid!r} is not a {freq} partition (ingest.partition={freq!r})"
+            )
+    if _bounds(last)[0] < _bounds(first)[0]:
+        raise ValueError(f"partition range {first!r} to {last!r}: {last!r} comes first")
+    out = [first]
+    while out[-1] != last:
+        out.append(shift(out[-1], 1, freq))
+    return out
 
 
 def start(pid: str) -> pd.Timestamp:
@@ -72,8 +168,7 @@ def of(start: Any, freq: str) -> str:
     """The ``freq`` partition id that holds the instant ``start``."""
     import pandas as pd
 
-    ts = pd.Series([pd.Timestamp(start).tz_convert("UTC")])
-    return str(ids(ts, freq).iloc[0])
+    return _name(pd.Timestamp(start).tz_convert("UTC").to_pydatetime(), freq)
 
 
 def file(folder: Path, pid: str) -> Path:
@@ -83,15 +178,7 @@ def file(folder: Path, pid: str) -> Path:
 
 def previous(last: str, n: int, freq: str) -> list[str]:
     """The ``n`` partitions ending with ``last`` (inclusive), oldest first."""
-    import pandas as pd
-
-    first, _ = interval(last)
-    step = {
-        "month": pd.DateOffset(months=1),
-        "week": pd.Timedelta(days=7),
-        "day": pd.Timedelta(days=1),
-    }[freq]
-    return [of(first - step * i, freq) for i in range(n - 1, -1, -1)]
+    return [shift(last, -i, freq) for i in range(n - 1, -1, -1)]
 
 
 def covering(begin: Any, end: Any, freq: str) -> list[str]:
@@ -122,7 +209,8 @@ def covering(begin: Any, end: Any, freq: str) -> list[str]:
             raise ValueError(
                 f"data interval [{s:%Y-%m-%d %H:%M}, {e:%Y-%m-%d %H:%M}) is not made of whole "
                 f"{freq} partitions ({pid} is [{p_start:%Y-%m-%d}, {p_end:%Y-%m-%d})); make "
-                f"MLOPS_SCORING_CRON match ingest.partition={freq!r}"
+                f"schedule.scoring in params.yaml match ingest.partition={freq!r} "
+                f"(for example {CRON[freq]!r}, the default)"
             )
         out.append(pid)
         cur = p_end

@@ -46,11 +46,11 @@ def test_interval_partitions_are_the_data_interval(start, end, freq, expected) -
 
 
 def test_interval_not_made_of_whole_partitions_names_the_fix() -> None:
-    with pytest.raises(ValueError, match="MLOPS_SCORING_CRON"):
+    with pytest.raises(ValueError, match="schedule.scoring"):
         partitions.covering(
             datetime(2013, 7, 1, tzinfo=UTC), datetime(2013, 8, 1, tzinfo=UTC), "week"
         )
-    with pytest.raises(ValueError, match="MLOPS_SCORING_CRON"):
+    with pytest.raises(ValueError, match="schedule.scoring"):
         partitions.covering(
             datetime(2013, 7, 1, 12, tzinfo=UTC), datetime(2013, 7, 3, tzinfo=UTC), "day"
         )
