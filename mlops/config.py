@@ -128,7 +128,7 @@ def _expand_ranges(raw: Any) -> Any:
         cfg = out.get(group)
         if not isinstance(cfg, dict) or not isinstance(cfg.get("partitions"), dict):
             if group == "score" and isinstance(score, dict) and score.get("partitions"):
-                first_scored = min(score["partitions"], key=partitions.start)
+                first_scored = min(score["partitions"], key=partitions.sort_key)
             continue
         where = f"{group}.partitions"
         try:
@@ -225,7 +225,7 @@ class Train(Strict):
     @property
     def holdout(self) -> list[str]:
         """The most recent ``holdout_partitions`` partitions of the window, held out."""
-        return sorted(self.partitions)[-self.holdout_partitions :]
+        return sorted(self.partitions, key=partitions.sort_key)[-self.holdout_partitions :]
 
 
 class Promote(Strict):
@@ -351,10 +351,10 @@ class Params(Strict):
             return self.schedule.start
         freq = self.ingest.partition
         if self.score.partitions:
-            first = min(self.score.partitions, key=partitions.start)
+            first = min(self.score.partitions, key=partitions.sort_key)
         else:
-            first = partitions.shift(max(self.train.partitions, key=partitions.start), 1, freq)
-        return partitions.start(first).date().isoformat()
+            first = partitions.shift(max(self.train.partitions, key=partitions.sort_key), 1, freq)
+        return partitions.sort_key(first).date().isoformat()
 
     @property
     def gate_metric(self) -> str:

@@ -79,6 +79,8 @@ def _bounds(pid: str) -> tuple[datetime, datetime]:
             return _month(int(pid) * 12), _month(int(pid) * 12 + 12)
         if pid.count("-") == 1:
             year, month = pid.split("-")
+            if not 1 <= int(month) <= 12:
+                raise ValueError(pid)
             n = int(year) * 12 + int(month) - 1
             return _month(n), _month(n + 1)
         first = datetime.strptime(pid, "%Y-%m-%d").replace(tzinfo=UTC)
@@ -116,6 +118,11 @@ def interval(pid: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 
     first, end = _bounds(pid)
     return pd.Timestamp(first), pd.Timestamp(end)
+
+
+def sort_key(pid: str) -> datetime:
+    """The first instant of a partition as a standard-library datetime (no pandas)."""
+    return _bounds(pid)[0]
 
 
 def frequency(pid: str) -> str:

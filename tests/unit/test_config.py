@@ -121,3 +121,74 @@ def test_data_root_cannot_escape_the_project(tmp_path: Path, monkeypatch) -> Non
         settings(params)
     monkeypatch.setenv("MLOPS_ALLOW_PATHS_OUTSIDE_ROOT", "1")
     assert settings(params).data_root == (tmp_path / "../../etc").resolve()
+
+
+def _base(**changes) -> dict:
+    raw = yaml.safe_load(BASE.read_text())
+    for path, value in changes.items():
+        set_path(raw, path, value)
+    return raw
+
+
+def test_partition_ranges_expand_to_lists() -> None:
+    from mlops.config import Params
+
+    given = Params.model_validate(
+        _base(**{"train.partitions": {"from": "2013-02", "to": "2013-04"}})
+    )
+    assert given.train.partitions == ["2013-02", "2013-03", "2013-04"]
+    # `last` without `to`: the window ends just before the first scored partition
+    before = Params.model_validate(_base(**{"train.partitions": {"last": 3}}))
+    assert before.train.partitions == ["2013-04", "2013-05", "2013-06"]
+    yearly = Params.model_validate(
+        _base(
+            **{
+                "ingest.partition": "year",
+                "train.partitions": {"last": 2},
+                "train.holdout_partitions": 1,
+                "score.partitions": {"from": "2009", "to": "2010"},
+            }
+        )
+    )
+    assert (yearly.train.partitions, yearly.score.partitions) == (
+        ["2007", "2008"],
+        ["2009", "2010"],
+    )
+    assert yearly.train.holdout == ["2008"]
+
+
+def test_schedule_defaults_follow_the_partitions() -> None:
+    from mlops.config import Params
+
+    demo = load_params(BASE)
+    assert (demo.scoring_cron, demo.scoring_start) == ("0 0 1 * *", "2013-07-01")
+    assert demo.schedule.end == "2013-12-31"
+    quarterly = Params.model_validate(
+        _base(
+            **{
+                "ingest.partition": "quarter",
+                "train.partitions": {"from": "2012-Q1", "to": "2012-Q4"},
+                "score.partitions": [],
+                "schedule": {"training": None},
+            }
+        )
+    )
+    # nothing to score named: the schedule starts after the training window
+    assert (quarterly.scoring_cron, quarterly.scoring_start) == ("0 0 1 */3 *", "2013-01-01")
+    assert quarterly.schedule.training is None
+
+
+def test_loading_params_imports_no_pandas(tmp_path: Path) -> None:
+    """DAG files load params.yaml when parsed: ranges must not pull in pandas."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_base(**{"train.partitions": {"last": 6}})))
+    code = (
+        "import sys; from mlops.config import load_params; "
+        f"p = load_params({str(path)!r}); assert len(p.train.partitions) == 6; "
+        "print('pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -109,3 +109,61 @@ def test_files_cannot_name_paths_and_a_missing_one_is_named(tmp_path) -> None:
     assert partitions.read(tmp_path, ["2013-01", "2013-02"])["x"].tolist() == [1, 2, 3]
     with pytest.raises(FileNotFoundError, match=r"2013-03\.parquet: validated partition '2013-03'"):
         partitions.read(tmp_path, ["2013-01", "2013-03"], what="validated partition")
+
+
+@pytest.mark.parametrize(
+    ("freq", "when", "pid", "start", "end"),
+    [
+        ("year", "2013-07-04", "2013", "2013-01-01", "2014-01-01"),
+        ("quarter", "2013-02-28", "2013-Q1", "2013-01-01", "2013-04-01"),
+        ("quarter", "2013-12-31", "2013-Q4", "2013-10-01", "2014-01-01"),
+        ("month", "2013-12-31", "2013-12", "2013-12-01", "2014-01-01"),
+        ("week", "2013-01-01", "2013-W01", "2012-12-31", "2013-01-07"),
+        ("day", "2013-03-01", "2013-03-01", "2013-03-01", "2013-03-02"),
+    ],
+)
+def test_every_frequency_names_and_bounds_its_partitions(freq, when, pid, start, end) -> None:
+    import pandas as pd
+
+    ts = pd.Series(pd.to_datetime([f"{when}T12:00:00Z"]))
+    assert partitions.ids(ts, freq).tolist() == [pid]
+    assert partitions.of(ts.iloc[0], freq) == pid
+    assert partitions.frequency(pid) == freq
+    lo, hi = partitions.interval(pid)
+    assert (str(lo.date()), str(hi.date())) == (start, end)
+    assert partitions.named([pid], freq) == [pid]
+
+
+@pytest.mark.parametrize(
+    ("pid", "n", "freq", "expected"),
+    [
+        ("2013-Q4", 1, "quarter", "2014-Q1"),
+        ("2013-Q1", -1, "quarter", "2012-Q4"),
+        ("2009", -2, "year", "2007"),
+        ("2013-12", 2, "month", "2014-02"),
+        ("2013-W52", 1, "week", "2014-W01"),
+        ("2012-02-28", 1, "day", "2012-02-29"),
+    ],
+)
+def test_shift_steps_whole_partitions(pid, n, freq, expected) -> None:
+    assert partitions.shift(pid, n, freq) == expected
+
+
+def test_span_lists_a_range_and_refuses_a_wrong_one() -> None:
+    assert partitions.span("2012-Q3", "2013-Q2", "quarter") == [
+        "2012-Q3",
+        "2012-Q4",
+        "2013-Q1",
+        "2013-Q2",
+    ]
+    assert partitions.span("2007", "2007", "year") == ["2007"]
+    with pytest.raises(ValueError, match="comes first"):
+        partitions.span("2013-03", "2013-01", "month")
+    with pytest.raises(ValueError, match="not a month partition"):
+        partitions.span("2013-Q1", "2013-03", "month")
+
+
+@pytest.mark.parametrize("bad", ["2013-Q5", "13", "2013-13", "2013/01", "../2013"])
+def test_malformed_ids_are_refused(bad) -> None:
+    with pytest.raises(ValueError, match="not a partition id"):
+        partitions.interval(bad)
