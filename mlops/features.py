@@ -6,7 +6,8 @@ a feature view over the contract's features and a feature service ``<project>_mo
 The offline store is DuckDB: the default file store silently drops entity rows.
 
 Training and evaluation sets come from ``get_historical_features`` (point-in-time
-correct) and always hold exactly one row per label row, in timestamp-then-key order.
+correct) and always hold exactly one row per label row, in timestamp-then-key order:
+label rows or feature rows sharing a key and timestamp are refused (``io.one_to_one``).
 ``score`` streams a partition's own feature file instead (``batches``): that join
 returns its rows unchanged. Online reads (``online_features``) use the same feature
 service. Writing features is ``materialize``'s job; this module only reads, and
@@ -38,6 +39,8 @@ KeyType = Literal["string", "int"]
 _ROW = "__mlops_row"
 _ENTITY_TS = "event_timestamp"  # the name Feast expects; any other name makes it print a notice
 _STORES: dict[tuple[str, ...], FeatureStore] = {}
+# What to do about rows sharing a key: validate drops them (validate.max_duplicate_keys).
+REDO = "run validate and materialize on {what} again (see validate.max_duplicate_keys)"
 
 
 class FeatureError(RuntimeError):
@@ -310,11 +313,14 @@ def batches(params: Params, path: Path, chunk_rows: int) -> Iterator[pd.DataFram
             yield restore_dtypes(batch.to_pandas(), c)
 
 
-def retrieve(params: Params, st: Settings, labels: pd.DataFrame) -> pd.DataFrame:
+def retrieve(
+    params: Params, st: Settings, labels: pd.DataFrame, stage: str = "features", where: str = ""
+) -> pd.DataFrame:
     """Point-in-time join of the feature service onto ``labels`` (keys + timestamp + any).
 
     Returns ``labels`` in its own row order with the features appended, one row per label
-    row: anything else raises FeatureError.
+    row. Label rows sharing a key and timestamp are refused (``io.DuplicateKeys``), and
+    any other result shape too (FeatureError), naming ``stage`` and ``where`` they are from.
     """
     import numpy as np
     import pandas as pd
@@ -324,6 +330,8 @@ def retrieve(params: Params, st: Settings, labels: pd.DataFrame) -> pd.DataFrame
     n = len(labels)
     entity_df = pd.DataFrame({k: labels[k].reset_index(drop=True) for k in c.entity_keys})
     entity_df[_ENTITY_TS] = labels[c.timestamp].reset_index(drop=True)
+    what = f"{stage}: label rows{where and ' of ' + where}"
+    io.one_to_one(entity_df, [*c.entity_keys, _ENTITY_TS], what, REDO.format(what="them"))
     entity_df[_ROW] = np.arange(n, dtype="int64")
     job = fs.get_historical_features(
         entity_df=entity_df, features=fs.get_feature_service(service_name(params))
@@ -332,8 +340,10 @@ def retrieve(params: Params, st: Settings, labels: pd.DataFrame) -> pd.DataFrame
     rows = table.column(_ROW).to_numpy()
     if table.num_rows != n or not (np.bincount(rows, minlength=n) == 1).all():
         raise FeatureError(
-            f"feature retrieval returned {table.num_rows:,} rows for {n:,} label rows "
-            f"(feature service {service_name(params)!r}); expected exactly one per label row"
+            f"{stage}: feature retrieval returned {table.num_rows:,} rows for {n:,} label rows "
+            f"(feature service {service_name(params)!r}); expected exactly one per label row: "
+            f"the feature files in {source_dir(params, st)} may hold rows sharing a key and "
+            f"timestamp; {REDO.format(what='their partitions')}"
         )
     order = np.empty(n, dtype="int64")
     order[rows] = np.arange(n)
@@ -385,24 +395,37 @@ def _is_sorted(df: pd.DataFrame, contract: Contract) -> bool:
     return bool(((t[1:] != t[:-1]) | (k[1:] >= k[:-1])).all())
 
 
-def _frame(params: Params, st: Settings, pids: list[str], need_target: bool) -> pd.DataFrame:
+def _frame(
+    params: Params, st: Settings, pids: list[str], need_target: bool, stage: str
+) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
     c = params.contract
     labels = read_labels(st, c, pids)
     target = [c.target] if c.target in labels.columns else []
     if need_target and not target:
         raise FeatureError(f"validated partitions {pids} lack the target {c.target!r}")
+    keys = [*c.entity_keys, c.timestamp]
     for pid in pids:
-        feature_file(params, st, pid)
-    return retrieve(params, st, labels)[[*c.entity_keys, c.timestamp, *c.feature_names, *target]]
+        path = feature_file(params, st, pid)
+        # Feast would join one of the rows sharing a key and timestamp to every label row.
+        rows = pq.read_table(path, columns=keys)
+        io.one_to_one(rows, keys, f"{stage}: feature file {path}", REDO.format(what=pid))
+    where = f"validated partitions {', '.join(pids)} in {st.validated_dir}"
+    out = retrieve(params, st, labels, stage, where)
+    return out[[*keys, *c.feature_names, *target]]
 
 
-def training_frame(params: Params, st: Settings, pids: list[str]) -> pd.DataFrame:
+def training_frame(
+    params: Params, st: Settings, pids: list[str], stage: str = "train"
+) -> pd.DataFrame:
     """The training set of ``pids``: keys, timestamp, features (contract order), target.
 
     Features are joined point-in-time from the offline store, one row per label row,
-    sorted by timestamp then keys.
+    sorted by timestamp then keys. Rows sharing a key and timestamp, in a validated
+    partition or a feature file, are refused naming ``stage`` and the file.
     """
-    return _frame(params, st, pids, need_target=True)
+    return _frame(params, st, pids, need_target=True, stage=stage)
 
 
 def online_features(

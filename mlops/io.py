@@ -1,7 +1,8 @@
-"""Atomic file writes, file locks, retries with back-off and redaction of credentials.
+"""Atomic file writes, file locks, retries, redaction, and the one-row-per-key check.
 
 Every write goes to a temporary file in the target folder and is renamed into place,
-so a task killed half-way leaves the previous good file.
+so a task killed half-way leaves the previous good file. Every join on keys checks
+first that its sides have one row per key (``one_to_one``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class DiskFull(OSError):
 
 class Busy(RuntimeError):
     """Another process is running the same stage on the same partition or model."""
+
+
+class DuplicateKeys(ValueError):
+    """Rows share a key where a join needs one row per key; the message names where."""
 
 
 def _alive(pid: int) -> bool:
@@ -302,3 +307,59 @@ def matching_rows(path: Path, keys: pa.Table, columns: list[str], batch_rows: in
     if not parts:
         return schema.empty_table().select(columns)
     return pa.concat_tables(parts).select(columns)
+
+
+# --------------------------------------------------------------------------- keys
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_show(v) for v in value) + ")"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def duplicate_keys(
+    rows: pd.DataFrame | pa.Table, keys: list[str], n: int = 5
+) -> tuple[int, int, list[str]]:
+    """Rows that share their ``keys`` with another row: row count, key count, ``n`` examples.
+
+    Missing key values count as equal to each other. Examples are in order of first
+    appearance, formatted for messages (a tuple when there are several keys).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(rows, pa.Table):
+        groups = rows.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
+        shared = groups.filter(pc.greater(groups["count_all"], 1))
+        if not shared.num_rows:
+            return 0, 0, []
+        total, n_keys = int(pc.sum(shared["count_all"]).as_py()), shared.num_rows
+        examples = [tuple(r[k] for k in keys) for r in shared.select(keys).slice(0, n).to_pylist()]
+    else:
+        dup = rows.duplicated(keys, keep=False)
+        if not dup.any():
+            return 0, 0, []
+        distinct = rows.loc[dup, keys].drop_duplicates()
+        total, n_keys = int(dup.sum()), len(distinct)
+        examples = list(distinct.head(n).itertuples(index=False, name=None))
+    return total, n_keys, [_show(e[0] if len(keys) == 1 else e) for e in examples]
+
+
+def one_to_one(rows: pd.DataFrame | pa.Table, keys: list[str], where: str, fix: str) -> None:
+    """Refuse rows that share their ``keys``: a join on them would copy or mix up rows.
+
+    Args:
+        rows: one side of a join (a DataFrame or an Arrow table holding ``keys``).
+        keys: the join keys.
+        where: the stage and the file (or table) the rows come from, for the message.
+        fix: what to do about it, for the message.
+
+    Raises:
+        DuplicateKeys: naming ``where``, the keys, how many rows share them and examples.
+    """
+    total, n_keys, examples = duplicate_keys(rows, keys)
+    if total:
+        raise DuplicateKeys(
+            f"{where}: {total:,} rows share {n_keys:,} value(s) of the key {keys} "
+            f"(e.g. {', '.join(examples)}); a join on {keys} needs one row per key, so "
+            f"nothing was joined; {fix}"
+        )

@@ -350,17 +350,24 @@ def current_sample(
         raise ValueError(f"{pred_path}: no predictions; run score {partition} again")
     positions = sample_positions(total, params.monitor.max_rows, SAMPLE_SEED)
     preds = io.read_rows(pred_path, positions, [*keys, PREDICTION, "model_name", "model_version"])
+    # Each side is checked before the join: a key shared by two rows would pair a
+    # prediction with another row's features or label.
+    where = f"monitor {partition}:"
+    redo = features.REDO.format(what=partition)
+    io.one_to_one(preds, keys, f"{where} predictions {pred_path}", f"run score {partition} again")
     wanted = preds.select(keys)
     batch = params.score.chunk_rows
     feat_path = features.feature_file(params, st, partition)
-    feats = io.matching_rows(feat_path, wanted, [*keys, *c.feature_names], batch).to_pandas()
+    feats = io.matching_rows(feat_path, wanted, [*keys, *c.feature_names], batch)
+    io.one_to_one(feats, keys, f"{where} feature file {feat_path}", redo)
     current = preds.to_pandas().merge(
-        features.restore_dtypes(feats, c), on=keys, how="inner", validate="1:1"
+        features.restore_dtypes(feats.to_pandas(), c), on=keys, how="inner", validate="1:1"
     )
     validated = partitions.file(st.validated_dir, partition)
     if validated.is_file() and c.target in pq.read_schema(validated).names:
-        labels = io.matching_rows(validated, wanted, [*keys, c.target], batch).to_pandas()
-        current = current.merge(labels, on=keys, how="left", validate="1:1")
+        labels = io.matching_rows(validated, wanted, [*keys, c.target], batch)
+        io.one_to_one(labels, keys, f"{where} validated partition {validated}", redo)
+        current = current.merge(labels.to_pandas(), on=keys, how="left", validate="1:1")
     return current, total
 
 

@@ -4,10 +4,11 @@ The alias is resolved once to an exact version, and every prediction row carries
 model name and that version. The rows scored are the partition's own feature rows, as
 ``materialize`` wrote them to the Feast offline source: the point-in-time join of a row's
 keys and timestamp against the same rows returns that row's features (keys are unique
-within a partition and partitions do not overlap in time), so they are streamed from the
-file in chunks instead of joined whole. Each chunk is predicted and written into a
-temporary Parquet file that is renamed into place when complete, so memory does not grow
-with the partition and a killed run leaves the previous predictions untouched.
+within a partition, checked before scoring, and partitions do not overlap in time), so
+they are streamed from the file in chunks instead of joined whole. Each chunk is
+predicted and written into a temporary Parquet file that is renamed into place when
+complete, so memory does not grow with the partition and a killed run leaves the
+previous predictions untouched.
 """
 
 from __future__ import annotations
@@ -73,6 +74,23 @@ def write_predictions(target: Path, chunks: Iterable[pd.DataFrame]) -> int:
     return rows
 
 
+def check_keys(params: Params, path: Path, partition: str) -> None:
+    """Refuse a feature file whose rows share an entity key.
+
+    Predictions are joined back to features and labels on the keys (``monitor``, labels
+    arriving later), so two rows with one key would be mixed up there.
+    """
+    import pyarrow.parquet as pq
+
+    keys = params.contract.entity_keys
+    io.one_to_one(
+        pq.read_table(path, columns=keys),
+        keys,
+        f"score {partition}: feature file {path}",
+        features.REDO.format(what=partition),
+    )
+
+
 class Scored(TypedDict):
     """Where a partition's predictions are and which model made them (also the sidecar)."""
 
@@ -98,11 +116,12 @@ def run(params: Params, st: Settings, partition: str) -> Scored:
 def _run(params: Params, st: Settings, partition: str, target: Path) -> Scored:
     t0 = time.perf_counter()
     name = params.model_name
+    path = features.feature_file(params, st, partition)
+    check_keys(params, path, partition)  # bad data fails before the registry is asked
     reg = connect(st)
     mv = reg.retry(lambda: reg.version_by_alias(name, CHAMPION), f"resolve {name}@{CHAMPION}")
     if mv is None:
         raise RegistryError(f"model {name!r} has no '{CHAMPION}' version; train and promote first")
-    path = features.feature_file(params, st, partition)
     loaded = reg.retry(lambda: reg.load(name, mv.version), f"load {name} v{mv.version}")
     batches = features.batches(params, path, params.score.chunk_rows)
     rows = write_predictions(target, predict_batches(batches, loaded, params))

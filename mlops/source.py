@@ -1,15 +1,23 @@
-"""Read a tabular source described by config: files, lookups joined on, derived columns."""
+"""Read a tabular source described by config: files, lookups joined on, derived columns.
+
+Timestamps are parsed to UTC and refused when implausible (a misread format); a lookup
+must have one row per join key; paths may not leave the project root unless
+``MLOPS_ALLOW_PATHS_OUTSIDE_ROOT=1``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlops.config import Derived, Join, Source
+from mlops import io
+from mlops.config import ENV_ALLOW_OUTSIDE, Derived, Join, Source
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -19,8 +27,13 @@ class SourceError(ValueError):
     """The source cannot be read as configured; the message names file and column."""
 
 
-def resolve(path: str, root: Path) -> Path:
-    """Resolve a source path: ``pkg://package/rel`` is package data, else root-relative."""
+def resolve(path: str, root: Path, allow_outside: bool = False, key: str = "source.path") -> Path:
+    """Resolve a source path: ``pkg://package/rel`` is package data, else root-relative.
+
+    A path that leaves the project root (absolute, or through ``..`` or a link) is
+    refused unless ``allow_outside`` (``Settings.allow_outside``); ``key`` names the
+    setting in the message.
+    """
     if path.startswith("pkg://"):
         package, _, rel = path[len("pkg://") :].partition("/")
         spec = find_spec(package)
@@ -28,7 +41,14 @@ def resolve(path: str, root: Path) -> Path:
             raise SourceError(f"{path}: package {package!r} is not installed")
         return Path(list(spec.submodule_search_locations)[0]) / rel
     p = Path(path)
-    return p if p.is_absolute() else root / p
+    full = p if p.is_absolute() else root / p
+    if not allow_outside and not full.resolve().is_relative_to(root.resolve()):
+        raise SourceError(
+            f"{key}={path!r} resolves to {full.resolve()}, outside the project root {root}; "
+            "move the data into the project folder (relative paths start there), use a "
+            f"pkg:// path, or set {ENV_ALLOW_OUTSIDE}=1 to allow it"
+        )
+    return full
 
 
 def _files(path: Path, fmt: str) -> list[Path]:
@@ -90,28 +110,117 @@ def read_table(path: Path, fmt: str, parse_dates: list[str] | None = None) -> pd
             raise SourceError(f"{f}: cannot read as {fmt}: {exc}") from exc
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     for col in parse_dates or []:
-        df[col] = to_utc(df, col, "UTC", str(path))
+        df[col] = to_utc(df, col, "UTC", str(path), setting=None)
     return df
 
 
-def to_utc(df: pd.DataFrame, col: str, tz: str, where: str, fmt: str | None = None) -> pd.Series:
-    """Parse a column to tz-aware UTC timestamps; naive values are taken to be in ``tz``."""
+def to_utc(
+    df: pd.DataFrame,
+    col: str,
+    tz: str,
+    where: str,
+    fmt: str | None = None,
+    setting: str | None = "source.timestamp_format",
+) -> pd.Series:
+    """Parse a column to tz-aware UTC timestamps; naive values are taken to be in ``tz``.
+
+    With a format, numbers are read as their digits (a year column ``2013`` with
+    ``%Y``); ``%s`` reads seconds since 1970 (UTC). Values that parse to implausible times
+    (all before 1971, or any more than a year ahead) are refused, naming the column,
+    what was seen and ``setting``, the format to set: a number read without a format is
+    otherwise taken as nanoseconds since 1970 and every row lands on 1970-01-01.
+    """
     import pandas as pd
 
     if col not in df.columns:
         raise SourceError(f"{where}: timestamp column {col!r} is missing")
+    raw = df[col]
     try:
-        ts = pd.to_datetime(df[col], format=fmt, utc=False)
+        if fmt == "%s":
+            ts = pd.to_datetime(pd.to_numeric(raw), unit="s", utc=True)
+        else:
+            text = _as_text(raw) if fmt and raw.dtype.kind in "iuf" else raw
+            ts = pd.to_datetime(text, format=fmt, utc=False)
         if getattr(ts.dt, "tz", None) is None:
             ts = ts.dt.tz_localize(tz)
-        return ts.dt.tz_convert("UTC")
+        ts = ts.dt.tz_convert("UTC")
     except (ValueError, TypeError) as exc:
-        raise SourceError(f"{where}: column {col!r} is not a timestamp: {exc}") from exc
+        fix = f"; set {setting} to the values' format" if setting else ""
+        raise SourceError(f"{where}: column {col!r} is not a timestamp{fix}: {exc}") from exc
+    _check_plausible(ts, raw, col, where, setting)
+    return ts
 
 
-def _join(df: pd.DataFrame, join: Join, root: Path) -> pd.DataFrame:
-    path = resolve(join.path, root)
-    lookup = read_table(path, "parquet" if path.suffix == ".parquet" else "csv", join.parse_dates)
+def _as_text(s: pd.Series) -> pd.Series:
+    """Numbers as their digits (whole floats without ``.0``), missing values kept."""
+    if s.dtype.kind == "f":
+        present = s.dropna()
+        if (present == present.round()).all():
+            s = s.astype("Int64")
+    return s.astype("string")
+
+
+def _check_plausible(
+    ts: pd.Series, raw: pd.Series, col: str, where: str, setting: str | None
+) -> None:
+    import pandas as pd
+
+    present = ts.dropna()
+    if len(ts) and present.empty:
+        raise SourceError(
+            f"{where}: timestamp column {col!r} has no value in {len(ts):,} rows; "
+            "name the right column in source.timestamp_column"
+        )
+    if present.empty:
+        return
+    lo, hi = present.min(), present.max()
+    ahead = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=366)
+    if hi >= pd.Timestamp("1971-01-01", tz="UTC") and hi <= ahead:
+        return
+    try:
+        seen = f"values {_text(raw.min())} .. {_text(raw.max())}"
+    except TypeError:
+        seen = f"values such as {_text(raw.dropna().iloc[0])}"
+    why = "all before 1971" if hi < pd.Timestamp("1971-01-01", tz="UTC") else "beyond next year"
+    raise SourceError(
+        f"{where}: timestamp column {col!r} parsed to {lo} .. {hi} ({why}) from {seen}: "
+        f"the format is misread; {_format_hint(raw, setting)}"
+    )
+
+
+def _text(value: object) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+# What numbers in a timestamp column usually are: (lowest, highest, what, format to set).
+_NUMBER_FORMATS = (
+    (1000, 9999, "years", "'%Y'"),
+    (1e7, 99_991_231, "dates written as digits", "'%Y%m%d'"),
+    (1e8, 1e10, "unix times (seconds since 1970)", "'%s'"),
+    (1e11, 1e13, "unix times in milliseconds (not read: store seconds)", "'%s'"),
+)
+
+
+def _format_hint(raw: pd.Series, setting: str | None) -> str:
+    """What to set, guessed from the raw values: years, dates as digits, unix seconds."""
+    import pandas as pd
+
+    where = f"set {setting} to" if setting else "store the column as text timestamps, e.g."
+    if raw.dtype.kind not in "iuf":
+        return f"{where} the values' format, e.g. '%d/%m/%Y %H:%M'"
+    present = pd.to_numeric(raw).dropna()
+    lo, hi = float(present.min()), float(present.max())
+    for low, high, what, fmt in _NUMBER_FORMATS:
+        if low <= lo and hi <= high:
+            return f"the values look like {what}: {where} {fmt}"
+    return f"{where} the values' format (e.g. '%Y' for years, '%s' for unix seconds)"
+
+
+def _join(df: pd.DataFrame, join: Join, i: int, root: Path, allow_outside: bool) -> pd.DataFrame:
+    key = f"source.joins[{i}]"
+    path = resolve(join.path, root, allow_outside, f"{key}.path")
+    fmt = "parquet" if path.suffix == ".parquet" else "csv"
+    lookup = read_table(path, fmt, join.parse_dates)
     lookup = lookup.rename(columns=join.rename)
     missing = [c for c in [*join.keys, *join.columns] if c not in lookup.columns]
     if missing:
@@ -119,11 +228,21 @@ def _join(df: pd.DataFrame, join: Join, root: Path) -> pd.DataFrame:
     missing_left = [c for c in join.keys if c not in df.columns]
     if missing_left:
         raise SourceError(f"source: join keys {missing_left} for {path.name} not found")
-    lookup = lookup[[*join.keys, *join.columns]].drop_duplicates(join.keys, keep="last")
+    # Picking one of several rows per key would join values the data does not support.
+    io.one_to_one(
+        lookup,
+        join.keys,
+        f"{key} lookup {path}",
+        f"name keys that identify one row of the lookup in {key}.keys, or remove the "
+        "repeated rows from the file",
+    )
+    lookup = lookup[[*join.keys, *join.columns]]
     return df.merge(lookup, on=join.keys, how="left", validate="many_to_one")
 
 
-def _derive(df: pd.DataFrame, d: Derived) -> pd.Series:
+def _derive(df: pd.DataFrame, d: Derived, row_columns: list[str]) -> pd.Series:
+    if d.hash is not None:
+        return row_key(df, row_columns if d.hash == "row" else d.hash, f"source.derive {d.name!r}")
     if d.concat is not None:
         missing = [c for c in d.concat if c not in df.columns]
         if missing:
@@ -138,22 +257,102 @@ def _derive(df: pd.DataFrame, d: Derived) -> pd.Series:
         raise SourceError(f"source.derive {d.name!r}: cannot evaluate {d.expr!r}: {exc}") from exc
 
 
-def load(src: Source, root: Path) -> pd.DataFrame:
-    """Read the source with its joins and derived columns; timestamps in UTC."""
-    path = resolve(src.path, root)
-    df = read_table(path, src.format).rename(columns=src.rename)
+def _mix(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser: a fixed, well-spread mix of 64-bit values."""
+    import numpy as np
+
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _column_hash(s: pd.Series) -> np.ndarray:
+    """A 64-bit hash per value that does not depend on how the file stored it.
+
+    Whole floats hash as integers (a column that gains a missing value turns float),
+    times as nanoseconds since 1970 in UTC (any unit or zone), booleans as 0/1, other
+    values as their text (BLAKE2b, once per distinct value), and every kind of missing
+    value as one marker.
+    """
+    import numpy as np
+    import pandas as pd
+
+    missing = s.isna().to_numpy()
+    kind = s.dtype.kind
+    if kind == "M":
+        times = s.dt.tz_convert("UTC").dt.tz_localize(None) if s.dt.tz is not None else s
+        bits = times.astype("datetime64[ns]").to_numpy().view("int64").view("uint64")
+    elif kind == "f":
+        v = s.to_numpy(dtype="float64", na_value=np.nan)
+        whole = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 2.0**53)
+        ints = np.where(whole, v, 0).astype("int64").view("uint64")
+        bits = np.where(whole, ints, v.view("uint64") ^ np.uint64(0x5BD1E995))
+    elif kind == "u":
+        bits = s.to_numpy(dtype="uint64", na_value=0)
+    elif kind in "ib":
+        bits = s.to_numpy(dtype="int64", na_value=0).view("uint64")
+    else:
+        codes, uniques = pd.factorize(s.astype(object).map(str, na_action="ignore"))
+        digests = [hashlib.blake2b(u.encode(), digest_size=8).digest() for u in uniques]
+        table = np.frombuffer(b"".join(digests) or bytes(8), dtype="<u8")
+        bits = table[np.maximum(codes, 0)]
+    out = _mix(bits.astype("uint64"))
+    out[missing] = np.uint64(0x6A09E667F3BCC908)
+    return out
+
+
+def row_key(df: pd.DataFrame, columns: list[str], what: str) -> pd.Series:
+    """A stable 16-hex-digit key per row: a 64-bit hash of ``columns``' values, in order.
+
+    The same values give the same key in every process and run, whatever the order of
+    rows and columns in the file and whether a number was stored as int or float.
+    Identical rows get identical keys (validation then reports them as duplicates).
+    """
+    import numpy as np
+    import pandas as pd
+
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SourceError(f"{what}: columns {missing} not found to hash")
+    h = np.full(len(df), 0x243F6A8885A308D3, dtype="uint64")
+    for c in columns:
+        h = _mix((h * np.uint64(0x9E3779B97F4A7C15)) ^ _column_hash(df[c]))
+    return pd.Series([f"{x:016x}" for x in h.tolist()], index=df.index, dtype=object)
+
+
+def _dropna(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    if not columns:
+        return df
+    before = len(df)
+    df = df.dropna(subset=columns)
+    log.info("dropped %d rows without %s", before - len(df), columns)
+    return df
+
+
+def load(src: Source, root: Path, allow_outside: bool = False) -> pd.DataFrame:
+    """Read the source with its joins and derived columns; timestamps in UTC.
+
+    ``source.dropna`` drops rows before the derived columns are computed, so a derived
+    flag never turns a missing value into False; columns only derive creates are
+    checked after it. ``allow_outside`` is ``Settings.allow_outside``.
+    """
+    path = resolve(src.path, root, allow_outside)
+    df = read_table(path, src.format)
+    # Row hashes cover the file's own columns in the order of their names in the file,
+    # so renaming a column in params.yaml does not change the keys.
+    row_columns = [src.rename.get(c, c) for c in sorted(map(str, df.columns))]
+    df = df.rename(columns=src.rename)
     df[src.timestamp_column] = to_utc(
         df, src.timestamp_column, src.timezone, str(path), src.timestamp_format
     )
-    for join in src.joins:
-        df = _join(df, join, root)
+    for i, join in enumerate(src.joins):
+        df = _join(df, join, i, root, allow_outside)
+    df = _dropna(df, [c for c in src.dropna if c in df.columns])
     for d in src.derive:
-        df[d.name] = _derive(df, d)
-    if src.dropna:
-        missing = [c for c in src.dropna if c not in df.columns]
-        if missing:
-            raise SourceError(f"source.dropna: columns {missing} not found in {path}")
-        before = len(df)
-        df = df.dropna(subset=src.dropna)
-        log.info("dropped %d rows without %s", before - len(df), src.dropna)
-    return df
+        df[d.name] = _derive(df, d, row_columns)
+    missing = [c for c in src.dropna if c not in df.columns]
+    if missing:
+        raise SourceError(f"source.dropna: columns {missing} not found in {path}")
+    return _dropna(df, src.dropna)

@@ -204,3 +204,30 @@ def test_a_partition_never_materialised_names_the_file_and_the_stage(tmp_project
     # and a partition that was never validated names the validated file instead
     with pytest.raises(FileNotFoundError, match=r"validated/2013-03\.parquet.*run validate"):
         features.feature_file(params, st, "2013-03")
+
+
+# --------------------------------------------------------------------------- one row per key
+def test_rows_sharing_a_key_and_timestamp_never_reach_the_point_in_time_join(tmp_project, months):
+    # given January validated and materialised with two rows for one flight at one time
+    params, st = tmp_project
+    jan = months["2013-01"].copy()
+    jan.loc[1, ["flight_id", "event_ts"]] = jan.loc[0, ["flight_id", "event_ts"]].tolist()
+    io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
+    m.run(params, st, ["2013-01"])
+    flight = jan.loc[0, "flight_id"]
+
+    # when the training set is built, then it is refused naming the stage, file and key
+    with pytest.raises(io.DuplicateKeys) as err:
+        features.training_frame(params, st, ["2013-01"])
+    msg = str(err.value)
+    assert msg.startswith(f"train: feature file {features.source_dir(params, st)}/2013-01.parquet")
+    assert "['flight_id', 'event_ts']" in msg and repr(flight) in msg
+    assert "validate.max_duplicate_keys" in msg
+    # and an evaluation names its own stage
+    with pytest.raises(io.DuplicateKeys, match="^evaluate: "):
+        features.training_frame(params, st, ["2013-01"], stage="evaluate")
+
+    # when label rows sharing a key and timestamp are joined directly
+    labels = jan[["flight_id", "event_ts"]].iloc[:2]
+    with pytest.raises(io.DuplicateKeys, match=r"^card: label rows: 2 rows share 1 value"):
+        features.retrieve(params, st, labels, stage="card")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from mlops import io
@@ -155,3 +157,26 @@ def test_retries_stop_once_the_wait_has_passed() -> None:
     waited = time.monotonic() - t0
     assert 0.15 <= waited < 1.0
     assert 2 <= fn.calls <= 6
+
+
+# --------------------------------------------------------------------------- one_to_one
+def test_rows_sharing_a_key_are_refused_naming_where_keys_count_and_examples() -> None:
+    # given rows where ('a', 1) appears twice and ('c', 2) three times
+    df = pd.DataFrame({"k": ["a", "b", "a", "c", "c", "c", "d"], "t": [1, 1, 1, 2, 2, 2, 2]})
+
+    # when checked as a DataFrame and as an Arrow table, then both are refused alike
+    for rows in (df, pa.Table.from_pandas(df)):
+        with pytest.raises(io.DuplicateKeys) as err:
+            io.one_to_one(rows, ["k", "t"], "score 2013-01: feature file f.parquet", "fix it")
+        msg = str(err.value)
+        assert msg.startswith("score 2013-01: feature file f.parquet: 5 rows share 2 value(s)")
+        assert "['k', 't']" in msg and "('a', 1), ('c', 2)" in msg and msg.endswith("fix it")
+    # and a single key is shown bare
+    assert io.duplicate_keys(df, ["k"]) == (5, 2, ["'a'", "'c'"])
+
+
+def test_unique_keys_pass_and_missing_keys_count_as_equal() -> None:
+    # given unique keys, then nothing is raised
+    io.one_to_one(pd.DataFrame({"k": [1, 2, 3]}), ["k"], "x", "y")
+    # given two missing keys, then they are one shared key
+    assert io.duplicate_keys(pd.DataFrame({"k": [None, "a", None]}), ["k"])[:2] == (2, 1)

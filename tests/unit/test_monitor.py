@@ -260,3 +260,39 @@ def test_monitor_reads_only_a_seeded_sample_equal_to_sampling_the_full_join(tmp_
     assert sorted(current.columns) == sorted(expected.columns)
     for col in [*c.feature_names, c.target, "prediction"]:
         assert current[col].dtype == expected[col].dtype, col
+
+
+def scored(params: Params, st: Settings, pid: str, frame: pd.DataFrame) -> Path:
+    """Write predictions for the rows of ``frame`` as ``score`` would."""
+    c = params.contract
+    preds = frame[[*c.entity_keys, c.timestamp]].reset_index(drop=True)
+    preds["prediction"] = 0.5
+    preds["model_name"] = pd.Series(["flights"] * len(preds), dtype="string")
+    preds["model_version"] = pd.Series(["3"] * len(preds), dtype="string")
+    target = partitions.file(st.predictions_dir, pid)
+    score.write_predictions(target, [preds])
+    return target
+
+
+def test_rows_sharing_a_key_are_named_instead_of_a_bare_merge_error(tmp_project, months):
+    # given February validated and materialised with one flight id on two rows
+    params, st = tmp_project
+    feb = months["2013-02"].copy()
+    flight = feb.loc[0, "flight_id"]
+    feb.loc[4, "flight_id"] = flight
+    io.write_parquet(partitions.file(st.validated_dir, "2013-02"), feb)
+    m.run(params, st, ["2013-02"])
+    every_row = params.model_copy(
+        update={"monitor": params.monitor.model_copy(update={"max_rows": 10_000})}
+    )
+
+    # when its predictions hold that flight twice, then the predictions file is named
+    target = scored(params, st, "2013-02", feb)
+    with pytest.raises(io.DuplicateKeys) as err:
+        monitor.current_sample(every_row, st, "2013-02", target)
+    assert str(err.value).startswith(f"monitor 2013-02: predictions {target}: 2 rows share")
+    assert repr(flight) in str(err.value) and "run score 2013-02 again" in str(err.value)
+
+    # when the predictions have the flight once, then the feature file holding it twice is
+    with pytest.raises(io.DuplicateKeys, match=r"^monitor 2013-02: feature file .*2013-02"):
+        monitor.current_sample(every_row, st, "2013-02", scored(params, st, "2013-02", feb.drop(4)))

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import score
+from mlops import io, partitions, score
+from mlops import materialize as m
 from mlops.config import load_params
 from tests.conftest import FLIGHTS
 from tests.helpers import predict_chunks
@@ -72,3 +73,21 @@ def test_predictions_are_written_whole_or_not_at_all(tmp_path, months) -> None:
     assert score.write_predictions(target, predict_chunks(rows, Stub(), params, 10)) == 25
     written = pd.read_parquet(target)
     assert written["flight_id"].tolist() == rows["flight_id"].tolist()
+
+
+def test_a_partition_whose_rows_share_a_key_is_not_scored(tmp_project, months) -> None:
+    # given January materialised with one flight id on two rows (at different times)
+    params, st = tmp_project
+    jan = months["2013-01"].copy()
+    jan.loc[3, "flight_id"] = jan.loc[0, "flight_id"]
+    io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
+    m.run(params, st, ["2013-01"])
+
+    # when it is scored, then it is refused naming the stage, the file and the key, before
+    # any model is looked up, and no predictions are written
+    with pytest.raises(io.DuplicateKeys) as err:
+        score.run(params, st, "2013-01")
+    msg = str(err.value)
+    assert msg.startswith("score 2013-01: feature file ") and "2013-01.parquet" in msg
+    assert "['flight_id']" in msg and repr(jan.loc[0, "flight_id"]) in msg
+    assert not partitions.file(st.predictions_dir, "2013-01").exists()
