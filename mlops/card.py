@@ -91,6 +91,18 @@ def slice_metrics(
     return out
 
 
+def _categories(learned: list[str] | None, cap: dict[str, Any] | None) -> str | None:
+    """Pure: how the model tells a category feature's values apart, for the card."""
+    if learned is None:
+        return None
+    if cap:
+        return (
+            f"{cap['kept']} most frequent of {cap['cardinality']} "
+            f"({cap['kept_rows']:.1%} of rows); the rest -> {models.OTHER}"
+        )
+    return f"{len(learned)}"
+
+
 def data_hash(md5: dict[str, str]) -> str:
     """One hash for a training window: md5 over the sorted partition -> md5 map."""
     return hashlib.md5(json.dumps(md5, sort_keys=True).encode()).hexdigest()
@@ -100,9 +112,10 @@ def limitations(card: dict[str, Any], gap: float = GAP) -> list[str]:
     """Pure: the known limitations a reader must see, derived from the card's facts."""
     out = []
     tr = card["training"]
+    fitted = tr.get("fitted", tr["partitions"])
     if tr.get("window"):
         out.append(
-            f"Trained on {', '.join(tr['partitions'])} only ({tr['window'][0][:10]} to "
+            f"Trained on {', '.join(fitted)} only ({tr['window'][0][:10]} to "
             f"{tr['window'][1][:10]}); data from other periods (other seasons, "
             f"schedules or weather) may differ and degrade it."
         )
@@ -138,6 +151,14 @@ def limitations(card: dict[str, Any], gap: float = GAP) -> list[str]:
                     f"{col} = {r['value']}: {metric} {v:.4f} is {worse:.4f} worse than "
                     f"overall ({overall:.4f}) on {r['rows']:,} rows."
                 )
+    capped = card.get("capped_categories", {})
+    for col, cap in capped.items():
+        out.append(
+            f"{col}: only the {cap['kept']} most frequent of its {cap['cardinality']} "
+            f"categories in training ({cap['kept_rows']:.1%} of rows) are told apart; the "
+            f"rest, and values never seen, are scored as {models.OTHER!r} "
+            f"(train.max_categories={card.get('max_categories') or '?'})."
+        )
     for col, missing in card.get("unseen_categories", {}).items():
         if missing:
             out.append(
@@ -158,6 +179,42 @@ def limitations(card: dict[str, Any], gap: float = GAP) -> list[str]:
 
 
 # --------------------------------------------------------------------------- gathering
+def holdout_of(
+    parts: list[str], run_params: dict[str, str], version_tags: dict[str, str], n: int
+) -> list[str]:
+    """The partitions a version was evaluated on, not fitted on.
+
+    As training recorded them (run param ``holdout_partitions``), else as ``evaluate``
+    tagged them, else the last ``n`` of the window (``train.holdout_partitions``).
+    """
+    for recorded in (run_params.get("holdout_partitions"), version_tags.get(tags.EVAL_HOLDOUT)):
+        hold = [p for p in (recorded or "").split(",") if p]
+        if hold:
+            return hold
+    return sorted(parts, key=partitions.sort_key)[-n:]
+
+
+def _window(parts: list[str]) -> list[str] | None:
+    with contextlib.suppress(ValueError):
+        return [
+            partitions.interval(min(parts, key=partitions.sort_key))[0].isoformat(),
+            partitions.interval(max(parts, key=partitions.sort_key))[1].isoformat(),
+        ]
+    return None
+
+
+def _run_json(run_id: str, name: str) -> dict[str, Any]:
+    """A JSON artifact of the run, or ``{}`` for runs logged before it existed."""
+    try:
+        import mlflow
+
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)
+        with open(path) as fh:
+            return dict(json.load(fh))
+    except Exception:  # noqa: BLE001 - optional: the card says "-" without it
+        return {}
+
+
 def _intended_use(
     params: Params,
     rm_description: str | None,
@@ -208,9 +265,8 @@ def build(
             f"{model} v{version} has no mlops.data.partitions tag: it was "
             f"not trained by `mlops train`"
         )
-    hold = [p for p in vt.get(tags.EVAL_HOLDOUT, "").split(",") if p] or sorted(parts)[
-        -params.train.holdout_partitions :
-    ]
+    hold = holdout_of(parts, run.data.params, vt, params.train.holdout_partitions)
+    fitted = [p for p in parts if p not in hold]
     md5 = json.loads(vt.get(tags.DATA_MD5, "{}"))
     manifest_path = st.state_dir / "ingest.json"
     manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
@@ -221,19 +277,11 @@ def build(
     y = models.target(df, con)
     columns = slices if slices is not None else slice_columns(con)
 
-    try:
-        import mlflow
-
-        imp_file = mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path="feature_importance.json"
-        )
-        with open(imp_file) as fh:
-            importance = json.load(fh)
-    except Exception:  # noqa: BLE001 - importance is optional
-        importance = {}
+    importance = _run_json(mv.run_id, "feature_importance.json")
+    capped = _run_json(mv.run_id, "features.json").get("capped_categories") or {}
     unseen = {}
     for f in con.features:
-        if f.dtype == "category" and f.categories:
+        if f.dtype == "category" and f.categories and f.name not in capped:
             seen = set(loaded.categories.get(f.name, []))
             unseen[f.name] = [v for v in f.categories if v not in seen]
     monitoring = []
@@ -257,12 +305,7 @@ def build(
         rm_desc = c.get_registered_model(model).description
     except Exception:  # noqa: BLE001
         rm_desc = None
-    window = None
-    with contextlib.suppress(ValueError):
-        window = [
-            partitions.interval(min(parts))[0].isoformat(),
-            partitions.interval(max(parts))[1].isoformat(),
-        ]
+    window = _window(fitted)
     service = vt.get(tags.FEATURE_SERVICE)
     card: dict[str, Any] = {
         "model": model,
@@ -282,7 +325,10 @@ def build(
         "feature_service": service,
         "training": {
             "partitions": parts,
+            "fitted": fitted,
+            "holdout": hold,
             "window": window,
+            "holdout_window": _window(hold),
             "md5": md5,
             "data_hash": data_hash(md5),
             "rows": {
@@ -292,9 +338,16 @@ def build(
             },
         },
         "features": [
-            {"name": f.name, "dtype": f.dtype, "importance": importance.get(f.name)}
+            {
+                "name": f.name,
+                "dtype": f.dtype,
+                "importance": importance.get(f.name),
+                "categories": _categories(loaded.categories.get(f.name), capped.get(f.name)),
+            }
             for f in con.features
         ],
+        "capped_categories": capped,
+        "max_categories": run.data.params.get("max_categories"),
         "metric": params.gate_metric,
         "holdout": {
             "partitions": hold,

@@ -15,6 +15,8 @@ Block = tuple[Any, ...]
 def blocks(card: dict[str, Any]) -> list[Block]:
     """Pure: the card as a list of blocks that both renderers share."""
     c, tr, ho = card, card["training"], card["holdout"]
+    hold = tr.get("holdout", [])
+    fitted = tr.get("fitted") or [p for p in tr["partitions"] if p not in hold]
     fmt = _fmt
     out: list[Block] = [
         ("h1", f"Model card: {c['model']} v{c['version']}"),
@@ -52,16 +54,24 @@ def blocks(card: dict[str, Any]) -> list[Block]:
         (
             "kv",
             [
-                ("Window", f"{tr['window'][0]} to {tr['window'][1]}" if tr.get("window") else "-"),
-                ("Partitions", ", ".join(tr["partitions"])),
+                ("Trained on", f"{', '.join(fitted)}{_span(tr.get('window'))}"),
+                ("Held out", f"{', '.join(hold) or '-'}{_span(tr.get('holdout_window'))}"),
                 ("Data hash", f"{tr['data_hash']} (md5 over the partitions' DVC hashes)"),
                 ("Feature service", f"{c.get('feature_service') or '-'} (Feast)"),
             ],
         ),
         (
             "table",
-            ["Partition", "DVC md5", "Rows"],
-            [[p, tr["md5"].get(p, "-"), fmt(tr.get("rows", {}).get(p))] for p in tr["partitions"]],
+            ["Partition", "Use", "DVC md5", "Rows"],
+            [
+                [
+                    p,
+                    "holdout" if p in hold else "training",
+                    tr["md5"].get(p, "-"),
+                    fmt(tr.get("rows", {}).get(p)),
+                ]
+                for p in tr["partitions"]
+            ],
         ),
     ]
     feats = c["features"]
@@ -69,8 +79,11 @@ def blocks(card: dict[str, Any]) -> list[Block]:
         ("h2", "Features"),
         (
             "table",
-            ["Feature", "Type", "Importance"],
-            [[f["name"], f["dtype"], fmt(f.get("importance"))] for f in feats],
+            ["Feature", "Type", "Categories", "Importance"],
+            [
+                [f["name"], f["dtype"], f.get("categories") or "-", fmt(f.get("importance"))]
+                for f in feats
+            ],
         ),
     ]
     metric_names = sorted(ho["metrics"])
@@ -153,6 +166,10 @@ def blocks(card: dict[str, Any]) -> list[Block]:
         ]
     out += [("h2", "Known limitations"), ("ul", c["limitations"])]
     return out
+
+
+def _span(window: list[str] | None) -> str:
+    return f" ({window[0]} to {window[1]})" if window else ""
 
 
 def _slice_metric_names(task: str, metric: str) -> list[str]:

@@ -220,9 +220,10 @@ class Train(Strict):
     max_categories: int = Field(
         250,
         ge=2,
-        le=254,
+        le=253,
         description="Most frequent categories of a feature kept as they are; the rest are "
-        "mapped to one 'other' value recorded in the model.",
+        "mapped to one 'other' value recorded in the model (at most 253: HistGradientBoosting "
+        "takes 255 codes, 'other' and missing included).",
     )
 
     @model_validator(mode="after")

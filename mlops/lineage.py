@@ -280,6 +280,7 @@ def forward(st: Settings, data: str, reg: Registry | None = None) -> dict[str, A
                     "run_name": r.info.run_name,
                     "candidate": rt.get(tags.CANDIDATE),
                     "selected": rt.get(tags.SELECTED) == "true",
+                    "failed": r.info.status == "FAILED",
                 }
             )
     used_by = {(m["name"], m["version"]) for m in models}
@@ -328,6 +329,7 @@ def format_text(lin: dict[str, Any]) -> str:
         lines.append(f"  training runs ({len(lin['runs'])}):")
         lines += [
             f"    {r['run_id']} {r['candidate']}{' (selected)' if r['selected'] else ''}"
+            f"{' (failed: no model)' if r.get('failed') else ''}"
             for r in lin["runs"]
         ]
         lines.append(f"  model versions ({len(lin['models'])}):")

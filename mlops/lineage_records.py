@@ -24,8 +24,40 @@ def relative(path: Path, st: Settings) -> str:
 
 
 def dvc_cache_file(st: Settings, md5: str) -> Path:
-    """Where DVC 3 keeps a file of this content hash in the project's local cache."""
-    return st.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    """Where DVC keeps a file of this content hash: the cache of the raw data's repository.
+
+    That repository may sit above the project (a project in ``examples/<name>/``), or be
+    the data folder itself (a shared data root), and its cache may be moved by
+    ``dvc cache dir``; DVC itself says where. Outside any DVC repository the path is
+    the project's own ``.dvc/cache``, which then does not exist.
+    """
+    start = next((d for d in (st.raw_dir, st.data_root, st.root) if d.is_dir()), st.root)
+    cache = _cache_dir(start.resolve()) or st.root / ".dvc" / "cache" / "files" / "md5"
+    return cache / md5[:2] / md5[2:]
+
+
+_CACHES: dict[Path, Path] = {}
+
+
+def _cache_dir(start: Path) -> Path | None:
+    """The content-addressed file cache of the DVC repository holding ``start``.
+
+    Found once per folder (opening a repository costs about a second); a miss is not
+    remembered, so a repository made later is found.
+    """
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    if start not in _CACHES:
+        try:
+            repo = Repo(Repo.find_root(str(start)))
+        except NotDvcRepoError:
+            return None
+        try:
+            _CACHES[start] = Path(repo.cache.local.path)
+        finally:
+            repo.close()
+    return _CACHES[start]
 
 
 def current_md5(st: Settings, partition: str) -> str | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mlops.config import Candidate
 from mlops.contract import Contract
@@ -19,6 +20,10 @@ SKOPS_TRUSTED = [
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.utils.validation.check_array",
 ]
+
+OTHER = "other"
+"""The one category that values beyond ``train.max_categories`` are mapped to."""
+HGB_MAX_BINS = 255
 
 HIGHER_IS_BETTER = {
     "roc_auc": True,
@@ -55,14 +60,129 @@ def matrix(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     return pd.DataFrame(out, index=df.index)
 
 
+class CategoryCap(TypedDict):
+    """A category column capped at training: how many values it had and kept."""
+
+    cardinality: int
+    kept: int
+    kept_rows: float
+
+
+class CandidateError(ValueError):
+    """A candidate cannot be fitted on this data; ``column`` names the column when known."""
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        """Keep the message and the column at fault."""
+        super().__init__(message)
+        self.column = column
+
+
+def is_capped(categories: list[str]) -> bool:
+    """Whether a learned category list maps every value outside it to :data:`OTHER`.
+
+    A capped list ends with ``OTHER`` (see :func:`learn_categories`); the list travels
+    with the model (``features.json``), so scoring applies the same mapping.
+    """
+    return len(categories) > 2 and categories[-1] == OTHER
+
+
+def learn_categories(
+    x: pd.DataFrame, max_categories: int
+) -> tuple[dict[str, list[str]], dict[str, CategoryCap]]:
+    """The category set of each category column as the model learns it, and the caps.
+
+    A column with more than ``max_categories`` distinct values in ``x`` (the training
+    rows) keeps its most frequent ones (ties by value) and gets ``OTHER`` last, which
+    :func:`align_categories` maps every other value to. An uncapped column keeps its
+    categories; a real ``"other"`` in it is moved first so the list is not read as capped.
+    """
+    cats: dict[str, list[str]] = {}
+    caps: dict[str, CategoryCap] = {}
+    for name in x.columns:
+        if str(x[name].dtype) != "category":
+            continue
+        counts = x[name].value_counts(sort=False)
+        counts = counts[counts > 0]
+        if len(counts) <= max_categories:
+            learned = [str(v) for v in x[name].cat.categories]
+            if is_capped(learned):
+                learned = [OTHER, *learned[:-1]]
+            cats[name] = learned
+            continue
+        ranked = sorted(((-int(n), str(v)) for v, n in counts.items()))
+        kept = [v for _, v in ranked if v != OTHER][:max_categories]
+        cats[name] = [*sorted(kept), OTHER]
+        total = int(counts.sum())
+        share = int(counts[counts.index.astype(str).isin(kept)].sum()) / total
+        caps[name] = CategoryCap(cardinality=len(counts), kept=len(kept), kept_rows=share)
+    return cats, caps
+
+
 def align_categories(x: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFrame:
-    """Give category columns the category sets seen in training."""
+    """Give category columns the category sets learned in training.
+
+    In a capped column (:func:`is_capped`) a value outside the set becomes ``OTHER``;
+    elsewhere it becomes missing, which every candidate handles.
+    """
     import pandas as pd
 
     x = x.copy()
     for name, cats in categories.items():
-        x[name] = pd.Categorical(x[name].astype(object), categories=cats)
+        values = x[name].astype(object)
+        if is_capped(cats):
+            values = values.where(values.isna() | values.isin(cats), OTHER)
+        x[name] = pd.Categorical(values, categories=cats)
     return x
+
+
+def input_columns(kind: str, contract: Contract) -> list[str]:
+    """The feature order the estimator itself sees (sklearn encodes categories first)."""
+    if kind == "xgboost":
+        return list(contract.feature_names)
+    cats = [f.name for f in contract.features if f.dtype == "category"]
+    return cats + [f.name for f in contract.features if f.dtype != "category"]
+
+
+def check_input(candidate: Candidate, x: pd.DataFrame) -> None:
+    """Refuse, before fitting, a category column the candidate cannot take.
+
+    HistGradientBoosting takes at most ``max_bins`` (255) distinct codes per category
+    column, missing values counted as one.
+    """
+    if candidate.kind != "sklearn_hist_gradient_boosting":
+        return
+    limit = int(candidate.params.get("max_bins", HGB_MAX_BINS))
+    for name in x.columns:
+        if str(x[name].dtype) != "category":
+            continue
+        missing = int(bool(x[name].isna().any()))
+        n = int(x[name].nunique(dropna=True)) + missing
+        if n > limit:
+            raise CandidateError(
+                f"category column {name!r} has {n} distinct values in the training rows"
+                f"{' (missing counted as one)' if missing else ''}, more than "
+                f"HistGradientBoosting's max_bins={limit}; set train.max_categories to at "
+                f"most {limit - 1 - missing} in params.yaml, or raise this candidate's "
+                f"max_bins (at most {HGB_MAX_BINS})",
+                column=name,
+            )
+
+
+def explain(exc: BaseException, columns: list[str]) -> tuple[str, str | None]:
+    """An estimator's error for people, and the column it is about when known.
+
+    The column comes from the error (``CandidateError``), a quoted feature name, or an
+    index into ``columns`` (the order the estimator sees, :func:`input_columns`).
+    """
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, CandidateError):
+        return first, exc.column
+    reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    m = re.search(r"(?:feature|column) at index (\d+)", text)
+    if m and int(m.group(1)) < len(columns):
+        return reason, columns[int(m.group(1))]
+    return reason, next((c for c in columns if f"'{c}'" in text or f'"{c}"' in text), None)
 
 
 def target(df: pd.DataFrame, contract: Contract) -> np.ndarray:
@@ -208,6 +328,71 @@ def metrics(y: np.ndarray, pred: np.ndarray, task: str) -> dict[str, float]:
         "mae": float(m.mean_absolute_error(y, pred)),
         "r2": float(m.r2_score(y, pred)),
     }
+
+
+def importance(
+    model: Any, kind: str, y: np.ndarray, x_ho: pd.DataFrame, task: str
+) -> dict[str, float]:
+    """Native importances where the model has them, else permutation importance."""
+    cols = list(x_ho.columns)
+    if hasattr(model, "feature_importances_"):
+        vals = [float(v) for v in model.feature_importances_]
+    else:
+        vals = _permutation_importance(model, kind, y, x_ho, task)
+    pairs = sorted(zip(cols, vals, strict=True), key=lambda p: -p[1])
+    return dict(pairs)
+
+
+def _permutation_importance(
+    model: Any,
+    kind: str,
+    y: np.ndarray,
+    x_ho: pd.DataFrame,
+    task: str,
+    rows: int = 2000,
+    seed: int = 0,
+) -> list[float]:
+    """Drop in the holdout score when each column alone is shuffled (one repeat).
+
+    The score is ROC AUC (classification with both classes), else accuracy or R2, as
+    sklearn's ``permutation_importance`` uses. All shuffled copies go through the model in
+    one ``predict`` call: tree ensembles pay a fixed cost per call and per tree that
+    dwarfs a 2,000-row batch.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn import metrics as m
+
+    n = min(len(x_ho), rows)
+    x = x_ho.iloc[:n].reset_index(drop=True)
+    y = y[:n]
+    rng = np.random.RandomState(seed)
+    blocks = [x]
+    for col in x.columns:
+        shuffled = x.copy()
+        shuffled[col] = x[col].iloc[rng.permutation(n)].reset_index(drop=True)
+        blocks.append(shuffled)
+    pred = predict(model, fit_input(pd.concat(blocks, ignore_index=True), kind), task)
+
+    def score(p: np.ndarray) -> float:
+        if task != "classification":
+            return float(m.r2_score(y, p))
+        if len(set(y.tolist())) > 1:
+            return float(m.roc_auc_score(y, p))
+        return float(m.accuracy_score(y, p >= 0.5))
+
+    base = score(pred[:n])
+    return [base - score(pred[(i + 1) * n : (i + 2) * n]) for i in range(len(x.columns))]
+
+
+def describe_caps(capped: dict[str, CategoryCap], limit: int) -> list[str]:
+    """Pure: one line per capped category column, for the log and the summary."""
+    return [
+        f"{name}: {cap['cardinality']} categories in the training rows, kept the "
+        f"{cap['kept']} most frequent ({cap['kept_rows']:.1%} of rows), the rest -> "
+        f"{OTHER!r} (train.max_categories={limit})"
+        for name, cap in capped.items()
+    ]
 
 
 def better(a: float, b: float, metric: str) -> bool:

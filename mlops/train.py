@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -25,6 +26,8 @@ from mlops.config import Candidate, Params, Settings
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from mlops.registry import Registry
 
 log = logging.getLogger(__name__)
 REFERENCE_ROWS = 50_000
@@ -55,33 +58,76 @@ def split(df: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]
     return train_df, hold_df
 
 
-def learned_categories(x: pd.DataFrame) -> dict[str, list[str]]:
-    """The category set of each category column, as the model learns it."""
-    return {
-        c: [str(v) for v in x[c].cat.categories] for c in x.columns if str(x[c].dtype) == "category"
-    }
+@dataclass
+class Failed:
+    """One candidate that could not be fitted or scored, and why."""
+
+    candidate: Candidate
+    reason: str
+    column: str | None = None
+    detail: str = ""
+
+    def describe(self) -> str:
+        """``name (kind, column 'c'): reason``, for people."""
+        col = f", column {self.column!r}" if self.column else ""
+        return f"{self.candidate.name} ({self.candidate.kind}{col}): {self.reason}"
 
 
-def fit_candidates(
-    train_df: pd.DataFrame, hold_df: pd.DataFrame, params: Params
-) -> tuple[list[Fitted], dict[str, list[str]]]:
-    """Pure core: fit each candidate on the training rows, score it on the holdout."""
+@dataclass
+class Fits:
+    """What :func:`fit_candidates` produced: the fitted, the failed, the category sets."""
+
+    fitted: list[Fitted]
+    failed: list[Failed]
+    categories: dict[str, list[str]]
+    capped: dict[str, models.CategoryCap]
+
+
+class TrainError(RuntimeError):
+    """No candidate could be trained; the message names each one and why."""
+
+
+def fit_candidates(train_df: pd.DataFrame, hold_df: pd.DataFrame, params: Params) -> Fits:
+    """Pure core: fit each candidate on the training rows, score it on the holdout.
+
+    Category columns keep their ``train.max_categories`` most frequent values (the rest
+    become ``other``). A candidate that fails is recorded with its reason and the others
+    still run: one kind's limit must not hide what the rest learned.
+    """
     c = params.contract
-    x_tr = models.matrix(train_df, c)
-    cats = learned_categories(x_tr)
+    raw = models.matrix(train_df, c)
+    cats, capped = models.learn_categories(raw, params.train.max_categories)
+    x_tr = models.align_categories(raw, cats)
     x_ho = models.align_categories(models.matrix(hold_df, c), cats)
     y_tr, y_ho = models.target(train_df, c), models.target(hold_df, c)
     if c.task == "classification" and len(set(y_tr.tolist())) < 2:
         raise ValueError(f"train: target {c.target!r} has a single class in the training rows")
-    out = []
+    out, failed = [], []
     for cand in params.train.candidates:
-        est = models.build(cand, c, params.train.seed)
-        t0 = time.perf_counter()
-        est.fit(models.fit_input(x_tr, cand.kind), y_tr)
-        secs = time.perf_counter() - t0
-        pred = models.predict(est, models.fit_input(x_ho, cand.kind), c.task)
-        out.append(Fitted(cand, est, models.metrics(y_ho, pred, c.task), pred, secs))
-    return out, cats
+        try:
+            models.check_input(cand, x_tr)
+            est = models.build(cand, c, params.train.seed)
+            t0 = time.perf_counter()
+            est.fit(models.fit_input(x_tr, cand.kind), y_tr)
+            secs = time.perf_counter() - t0
+            pred = models.predict(est, models.fit_input(x_ho, cand.kind), c.task)
+            out.append(Fitted(cand, est, models.metrics(y_ho, pred, c.task), pred, secs))
+        except Exception as exc:  # noqa: BLE001 - reported per candidate (require_some)
+            reason, column = models.explain(exc, models.input_columns(cand.kind, c))
+            failed.append(Failed(cand, reason, column, "".join(traceback.format_exception(exc))))
+            log.warning("train: candidate %s failed: %s", cand.name, failed[-1].describe())
+    return Fits(out, failed, cats, capped)
+
+
+def require_some(fits: Fits) -> None:
+    """Pure: raise a TrainError naming every failed candidate when none was fitted."""
+    if fits.fitted:
+        return
+    lines = "; ".join(f.describe() for f in fits.failed)
+    raise TrainError(
+        f"train: every candidate failed ({len(fits.failed)}): {lines}; fix the data or the "
+        f"candidate's settings under train.candidates in params.yaml"
+    )
 
 
 def best(fitted: list[Fitted], metric: str) -> Fitted:
@@ -130,7 +176,7 @@ def _plots(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str, out: Path) -
         fig.savefig(out / "residuals.png", dpi=80)
     plt.close(fig)
 
-    imp = _importance(f, y, x_ho, task)
+    imp = models.importance(f.model, f.candidate.kind, y, x_ho, task)
     (out / "feature_importance.json").write_text(json.dumps(imp, indent=2))
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(names))))
@@ -139,55 +185,6 @@ def _plots(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str, out: Path) -
     fig.tight_layout()
     fig.savefig(out / "feature_importance.png", dpi=80)
     plt.close(fig)
-
-
-def _importance(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str) -> dict[str, float]:
-    """Native importances where the model has them, else permutation importance."""
-    cols = list(x_ho.columns)
-    if hasattr(f.model, "feature_importances_"):
-        vals = [float(v) for v in f.model.feature_importances_]
-    else:
-        vals = _permutation_importance(f, y, x_ho, task)
-    pairs = sorted(zip(cols, vals, strict=True), key=lambda p: -p[1])
-    return dict(pairs)
-
-
-def _permutation_importance(
-    f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str, rows: int = 2000, seed: int = 0
-) -> list[float]:
-    """Drop in the holdout score when each column alone is shuffled (one repeat).
-
-    The score is ROC AUC (classification with both classes), else accuracy or R2, as
-    sklearn's ``permutation_importance`` uses. All shuffled copies go through the model in
-    one ``predict`` call: tree ensembles pay a fixed cost per call and per tree that
-    dwarfs a 2,000-row batch.
-    """
-    import numpy as np
-    import pandas as pd
-    from sklearn import metrics as m
-
-    n = min(len(x_ho), rows)
-    x = x_ho.iloc[:n].reset_index(drop=True)
-    y = y[:n]
-    rng = np.random.RandomState(seed)
-    blocks = [x]
-    for col in x.columns:
-        shuffled = x.copy()
-        shuffled[col] = x[col].iloc[rng.permutation(n)].reset_index(drop=True)
-        blocks.append(shuffled)
-    pred = models.predict(
-        f.model, models.fit_input(pd.concat(blocks, ignore_index=True), f.candidate.kind), task
-    )
-
-    def score(p: np.ndarray) -> float:
-        if task != "classification":
-            return float(m.r2_score(y, p))
-        if len(set(y.tolist())) > 1:
-            return float(m.roc_auc_score(y, p))
-        return float(m.accuracy_score(y, p >= 0.5))
-
-    base = score(pred[:n])
-    return [base - score(pred[(i + 1) * n : (i + 2) * n]) for i in range(len(x.columns))]
 
 
 def evaluation_artifacts(
@@ -223,10 +220,13 @@ def log_candidate(
     cats: dict[str, list[str]],
     lineage: dict[str, str],
     artifacts: Path,
+    capped: dict[str, models.CategoryCap] | None = None,
 ) -> tuple[str, str]:
     """Log one candidate as an MLflow run; return (run_id, model_uri).
 
-    The run gets the files in ``artifacts`` (see :func:`evaluation_artifacts`).
+    The run gets the files in ``artifacts`` (see :func:`evaluation_artifacts`) and
+    ``features.json``: the feature order, the category sets (which scoring applies,
+    ``other`` included) and the capped columns.
     """
     import mlflow
     from mlflow.models import infer_signature
@@ -243,19 +243,14 @@ def log_candidate(
                 **lineage,
             }
         )
-        mlflow.log_params(
-            {
-                "kind": f.candidate.kind,
-                **f.candidate.params,
-                "train_partitions": ",".join(params.train.partitions),
-            }
-        )
+        mlflow.log_params(run_params(f.candidate, params))
         mlflow.log_metrics(
             {**{f"holdout_{k}": v for k, v in f.metrics.items()}, "fit_seconds": f.fit_seconds}
         )
         features = {
             "features": c.feature_names,
             "categories": cats,
+            "capped_categories": capped or {},
             "task": c.task,
             "target": c.target,
         }
@@ -287,6 +282,47 @@ def log_candidate(
         return run.info.run_id, info.model_uri
 
 
+def run_params(cand: Candidate, params: Params) -> dict[str, Any]:
+    """A candidate run's params: kind, hyper-parameters, the fitted and held-out windows."""
+    hold = params.train.holdout
+    return {
+        "kind": cand.kind,
+        **cand.params,
+        "train_partitions": ",".join(params.train.partitions),
+        "holdout_partitions": ",".join(hold),
+        "max_categories": params.train.max_categories,
+    }
+
+
+def log_failure(
+    f: Failed, params: Params, reg: Registry, exp_id: str, run_tags: dict[str, str]
+) -> str:
+    """Record a failed candidate as a FAILED MLflow run whose note says why; its id."""
+    from mlflow.entities import Param
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    c = reg.client
+    run = c.create_run(
+        exp_id,
+        run_name=f.candidate.name,
+        tags={
+            tags.STAGE: "train",
+            tags.CANDIDATE: f.candidate.name,
+            tags.KIND: f.candidate.kind,
+            **run_tags,
+            MLFLOW_RUN_NOTE: f"Failed: {f.describe()}",
+        },
+    )
+    rid = run.info.run_id
+    c.log_batch(
+        rid,
+        params=[Param(k, str(v)) for k, v in run_params(f.candidate, params).items()],
+    )
+    c.log_text(rid, f.detail or f.reason, "error.txt")
+    c.set_terminated(rid, "FAILED")
+    return rid
+
+
 def lineage(params: Params, st: Settings) -> dict[str, str]:
     """The lineage tags of a training run: partitions, their DVC hashes, features, code."""
     from mlops.registry import git_revision
@@ -312,6 +348,8 @@ class Trained(TypedDict):
     metric: str
     holdout: dict[str, dict[str, float]]
     rows: dict[str, int]
+    failed: dict[str, str]
+    capped_categories: dict[str, models.CategoryCap]
 
 
 def run(params: Params, st: Settings) -> Trained:
@@ -332,7 +370,20 @@ def _run(params: Params, st: Settings) -> Trained:
     t0 = time.perf_counter()
     df = features.training_frame(params, st, params.train.partitions)
     train_df, hold_df = split(df, params)
-    fitted, cats = fit_candidates(train_df, hold_df, params)
+    fits = fit_candidates(train_df, hold_df, params)
+    caps = models.describe_caps(fits.capped, params.train.max_categories)
+    for line in caps:
+        log.warning("train: %s", line)
+    reg = connect(st)
+    exp_id = reg.retry(lambda: reg.experiment_id(params.model_name), "create experiment")
+    run_tags = lineage(params, st)
+    for bad in fits.failed:
+        reg.retry(
+            functools.partial(log_failure, bad, params, reg, exp_id, run_tags),
+            f"record failed candidate {bad.candidate.name}",
+        )
+    require_some(fits)
+    fitted, cats = fits.fitted, fits.categories
     metric = params.gate_metric
     top = best(fitted, metric)
 
@@ -341,9 +392,6 @@ def _run(params: Params, st: Settings) -> Trained:
     y_ho = models.target(hold_df, c)
     n_ref = min(len(train_df), REFERENCE_ROWS)
     reference = train_df.sample(n=n_ref, random_state=params.train.seed).sort_index()
-    reg = connect(st)
-    exp_id = reg.retry(lambda: reg.experiment_id(params.model_name), "create experiment")
-    run_tags = lineage(params, st)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for f in fitted:
@@ -351,7 +399,9 @@ def _run(params: Params, st: Settings) -> Trained:
                 f, params, x_ho, y_ho, reference, cats, Path(tmp) / f.candidate.name
             )
             runs[f.candidate.name] = reg.retry(
-                functools.partial(log_candidate, f, params, exp_id, x_ho, cats, run_tags, out),
+                functools.partial(
+                    log_candidate, f, params, exp_id, x_ho, cats, run_tags, out, fits.capped
+                ),
                 f"log candidate {f.candidate.name}",
             )
     run_id, model_uri = runs[top.candidate.name]
@@ -379,13 +429,20 @@ def _run(params: Params, st: Settings) -> Trained:
         metric=metric,
         holdout={f.candidate.name: f.metrics for f in fitted},
         rows={"train": len(train_df), "holdout": len(hold_df)},
+        failed={f.candidate.name: f.describe() for f in fits.failed},
+        capped_categories=fits.capped,
     )
     io.write_json(st.state_dir / "train.json", result)
     scores = ", ".join(
         f"{f.candidate.name} {f.metrics.get(metric, float('nan')):.4f}" for f in fitted
     )
+    failed = "".join(f"; FAILED {f.describe()}" for f in fits.failed)
+    capped = "; categories capped: " + ", ".join(
+        f"{n} {cap['cardinality']}->{cap['kept']}+{models.OTHER}" for n, cap in fits.capped.items()
+    )
     print(
-        f"train: {len(train_df):,} rows, holdout {len(hold_df):,}; {metric}: {scores}; "
+        f"train: {len(train_df):,} rows, holdout {len(hold_df):,}; {metric}: {scores}"
+        f"{failed}{capped if fits.capped else ''}; "
         f"registered {params.model_name} v{mv.version} ({top.candidate.name}) "
         f"in {time.perf_counter() - t0:.1f}s"
     )

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import card
+from mlops import card, tags
 from mlops.config import load_params
 from tests.conftest import FLIGHTS
 
@@ -62,12 +62,17 @@ def _card(**over):
         "feature_service": "flights_model",
         "training": {
             "partitions": ["2013-W02", "2013-W03"],
-            "window": ["2013-01-07T00:00:00+00:00", "2013-01-21T00:00:00+00:00"],
+            "fitted": ["2013-W02"],
+            "holdout": ["2013-W03"],
+            "window": ["2013-01-07T00:00:00+00:00", "2013-01-14T00:00:00+00:00"],
+            "holdout_window": ["2013-01-14T00:00:00+00:00", "2013-01-21T00:00:00+00:00"],
             "md5": {"2013-W02": "a" * 32, "2013-W03": "b" * 32},
             "data_hash": "h",
             "rows": {"2013-W02": 10},
         },
-        "features": [{"name": "carrier", "dtype": "category", "importance": 0.5}],
+        "features": [
+            {"name": "carrier", "dtype": "category", "importance": 0.5, "categories": "16"}
+        ],
         "metric": "roc_auc",
         "holdout": {
             "partitions": ["2013-W03"],
@@ -118,7 +123,36 @@ def test_limitations_flag_weak_and_small_slices_and_unseen_categories() -> None:
     assert "carrier = AA" not in text  # better than overall is not a limitation
     assert "HA have too few holdout rows" in text
     assert "OO never occurred in training" in text
-    assert "Trained on 2013-W02, 2013-W03 only (2013-01-07 to 2013-01-21)" in text
+    # and "Trained on" names the fitted partition only, not the holdout
+    assert "Trained on 2013-W02 only (2013-01-07 to 2013-01-14)" in text
+    assert "Evaluated on one holdout window (2013-W03, 1,000 rows)" in text
+
+
+def test_the_holdout_is_told_apart_as_training_recorded_it() -> None:
+    # given a window whose training run recorded its holdout, then evaluate's tag, then none
+    parts = ["2013-W10", "2013-W02", "2013-W03"]
+    run_params = {"holdout_partitions": "2013-W03"}
+    tagged = {tags.EVAL_HOLDOUT: "2013-W02,2013-W03"}
+    # then the run's own record wins, then the tag, then the latest partitions in time order
+    assert card.holdout_of(parts, run_params, tagged, 1) == ["2013-W03"]
+    assert card.holdout_of(parts, {}, tagged, 1) == ["2013-W02", "2013-W03"]
+    assert card.holdout_of(parts, {}, {}, 1) == ["2013-W10"]
+
+
+def test_capped_categories_are_a_known_limitation() -> None:
+    # given a model whose tail-number feature kept 250 of 412 categories
+    cap = {"cardinality": 412, "kept": 250, "kept_rows": 0.931}
+    c = _card(capped_categories={"tailnum": cap}, max_categories="250")
+    # then the card says so, with the setting that decides it
+    text = "\n".join(card.limitations(c))
+    assert (
+        "tailnum: only the 250 most frequent of its 412 categories in training (93.1% of rows) "
+        "are told apart; the rest, and values never seen, are scored as 'other' "
+        "(train.max_categories=250)."
+    ) in text
+    assert card._categories(["a"] * 251, cap) == (
+        "250 most frequent of 412 (93.1% of rows); the rest -> other"
+    )
 
 
 def test_limitations_report_changed_holdout_and_overrides() -> None:

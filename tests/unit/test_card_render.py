@@ -26,3 +26,16 @@ def test_card_renders_the_same_facts_in_markdown_and_escaped_html() -> None:
     assert "| AA | 600 | 60.0% |" in md
     assert "Score &lt;flights&gt; &amp; more" in page and "<flights>" not in page
     assert "a" * 32 in md and "a" * 32 in page
+
+
+def test_the_card_shows_fitted_and_held_out_partitions_apart() -> None:
+    # given a card fitted on W02 and evaluated on W03
+    c = _card()
+    c["limitations"] = card.limitations(c)
+    md = card_render.to_markdown(card_render.blocks(c))
+    # then "Trained on" lists W02 alone, the holdout is its own line, and the table says which
+    assert "| **Trained on** | 2013-W02 (2013-01-07T00:00:00+00:00 to 2013-01-14" in md
+    assert "| **Held out** | 2013-W03 (2013-01-14T00:00:00+00:00 to 2013-01-21" in md
+    assert f"| 2013-W02 | training | {'a' * 32} | 10 |" in md
+    assert f"| 2013-W03 | holdout | {'b' * 32} | - |" in md
+    assert "| carrier | category | 16 | 0.5000 |" in md

@@ -28,7 +28,10 @@ def test_forward_lineage_text_lists_models_and_predictions() -> None:
         "start": "2013-W02",
         "partitions": ["2013-W02"],
         "current_md5": {"2013-W02": "abc"},
-        "runs": [{"run_id": "r1", "candidate": "hgb", "selected": True}],
+        "runs": [
+            {"run_id": "r1", "candidate": "hgb", "selected": True},
+            {"run_id": "r2", "candidate": "narrow", "selected": False, "failed": True},
+        ],
         "models": [
             {"name": "m", "version": "1", "aliases": ["champion"], "md5": {"2013-W02": "abc"}}
         ],
@@ -39,3 +42,5 @@ def test_forward_lineage_text_lists_models_and_predictions() -> None:
     assert "m v1 @champion trained on 2013-W02 abc" in text
     assert "p.parquet (m v1, 10 rows)" in text
     assert "r1 hgb (selected)" in text
+    # and a candidate that failed to train is shown as such, not as a model's run
+    assert "r2 narrow (failed: no model)" in text

@@ -64,3 +64,53 @@ def test_regression_metrics() -> None:
     assert m["rmse"] == pytest.approx(1.0)
     assert m["mae"] == pytest.approx(1.0)
     assert models.better(0.5, 1.0, "rmse") and not models.better(0.5, 1.0, "roc_auc")
+
+
+def _codes(values: list[str | None]) -> pd.DataFrame:
+    return pd.DataFrame({"c": pd.Categorical(values), "n": np.arange(len(values), dtype=float)})
+
+
+def test_learn_categories_keeps_the_most_frequent_and_maps_the_rest_to_other() -> None:
+    # given a column of 5 values (a x4, b x3, c x2, d x1, e x1) and a cap of 3
+    x = _codes(list("aaaabbbccde") + [None])
+    # when the categories are learned
+    cats, caps = models.learn_categories(x, max_categories=3)
+    # then a, b, c are kept, "other" comes last and the cap is recorded
+    assert cats["c"] == ["a", "b", "c", models.OTHER]
+    assert caps["c"] == {"cardinality": 5, "kept": 3, "kept_rows": pytest.approx(9 / 11)}
+    # and rare, unseen and missing values map to other, other and missing
+    out = models.align_categories(_codes(["a", "d", "zzz", None]), cats)["c"]
+    assert out.tolist()[:3] == ["a", models.OTHER, models.OTHER] and pd.isna(out.iloc[3])
+
+
+def test_an_uncapped_column_keeps_unseen_values_missing_even_with_a_real_other() -> None:
+    # given a column whose own values include "other", which sorts last, under the cap
+    x = _codes(["cat", "dog", "other", "dog"])
+    # when learned and a new value arrives at scoring
+    cats, caps = models.learn_categories(x, max_categories=10)
+    out = models.align_categories(_codes(["other", "emu"]), cats)["c"]
+    # then nothing is capped, "other" stays a category, and the new value is missing
+    assert caps == {} and set(cats["c"]) == {"cat", "dog", "other"}
+    assert not models.is_capped(cats["c"])
+    assert out.iloc[0] == "other" and pd.isna(out.iloc[1])
+
+
+def test_hist_gradient_boosting_input_over_max_bins_is_refused_naming_column_and_setting() -> None:
+    # given 120 values plus missing in a column, and an HGB candidate with max_bins=100
+    x = _codes([f"v{i}" for i in range(120)] + [None])
+    cand = Candidate(name="hgb", kind="sklearn_hist_gradient_boosting", params={"max_bins": 100})
+    # when checked before fitting, then the error names the column and the setting to change
+    with pytest.raises(models.CandidateError, match=r"'c' has 121 .*train.max_categories") as e:
+        models.check_input(cand, x)
+    assert e.value.column == "c" and "at most 98" in str(e.value)
+    # and other kinds take it
+    models.check_input(Candidate(name="x", kind="xgboost"), x)
+
+
+def test_an_estimator_error_by_index_is_traced_to_the_column() -> None:
+    # given sklearn's error about the encoded column at index 1, and the order it saw
+    exc = ValueError("Categorical feature at index 1 is expected to have a cardinality <= 255")
+    reason, column = models.explain(exc, ["carrier", "dest", "temp"])
+    # then the reason keeps the message and the column is named
+    assert column == "dest" and reason.startswith("ValueError: Categorical feature")
+    assert models.explain(KeyError("no such thing"), ["dest"])[1] is None
