@@ -8,6 +8,7 @@ a model runs no arbitrary code.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -79,6 +81,26 @@ class Registry:
             tries = attempts if _transient(exc) and attempts > 1 else None
             after = f" after {tries} tries with back-off" if tries else ""
             raise RegistryError(f"MLflow {what} failed{after}: {io.redact(detail)}") from exc
+
+    def register(self, model_uri: str, name: str, tags: dict[str, str]) -> Any:
+        """Register ``model_uri`` as a new version of ``name`` with its tags, with back-off.
+
+        MLflow prints its own "Successfully registered" notices on stderr; they go to the
+        log instead, so the stage's summary line stands alone.
+        """
+        import contextlib
+        import io as _io
+
+        import mlflow
+
+        def call() -> Any:
+            notices = _io.StringIO()
+            with contextlib.redirect_stderr(notices):
+                mv = mlflow.register_model(model_uri, name, await_registration_for=0, tags=tags)
+            log.info("%s", notices.getvalue().strip())
+            return mv
+
+        return self.retry(call, "register model")
 
     def experiment_id(self, name: str) -> str:
         """Create the experiment on first use, with artifacts under the project."""

@@ -363,7 +363,6 @@ def run(params: Params, st: Settings) -> Trained:
 
 
 def _run(params: Params, st: Settings) -> Trained:
-    import mlflow
 
     from mlops.registry import connect
 
@@ -414,12 +413,7 @@ def _run(params: Params, st: Settings) -> Trained:
     }
     # Tags go in with the version (one request, one transaction): a version is never
     # seen without its lineage, even if this process dies right after.
-    mv = reg.retry(
-        lambda: mlflow.register_model(
-            model_uri, params.model_name, await_registration_for=0, tags=version_tags
-        ),
-        "register model",
-    )
+    mv = reg.register(model_uri, params.model_name, version_tags)
     faults.point("train.after_register")
     result = Trained(
         model_name=params.model_name,
