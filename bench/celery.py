@@ -47,11 +47,6 @@ def _one(params_path: Path, home: Path, workers: int, months: list[str]) -> dict
             home,
             db_url,
             broker_db=BROKER_DB,
-            extra={
-                "MLOPS_SCORING_START": "2100-01-01",  # no scheduled runs
-                "MLOPS_SCORING_END": "",
-                "MLOPS_TRAINING_CRON": "none",
-            },
         )
         stack, api = up(env, workers=workers, dags=("scoring",))
         try:
@@ -100,7 +95,10 @@ def run_celery(work: Path, months: list[str] = MONTHS) -> dict[str, Any]:
     base = work / "celery"
     shutil.rmtree(base, ignore_errors=True)
     root, snapshot = base / "proj", base / "snapshot"
-    params_path = make_project(root, FLIGHTS)
+    # No scheduled runs: the project's calendar starts in 2100, training waits for breaches.
+    params_path = make_project(
+        root, FLIGHTS, {"schedule": {"training": None, "start": "2100-01-01", "end": None}}
+    )
     saved = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     try:

@@ -5,10 +5,14 @@ Scores each data interval with the `champion` model, then monitors it for drift.
 
 `ingest → validate → materialize → score[partition] → monitor[partition]`
 
-* **Monthly with catchup.** Unpausing the DAG replays the period from
-  `MLOPS_SCORING_START` (2013-07-01) to `MLOPS_SCORING_END` (2013-12-31) month by month,
-  one run at a time. The partitions are the run's data interval, never "now"; the cadence
-  (`MLOPS_SCORING_CRON`) must be a whole number of `ingest.partition`s in params.yaml.
+* **One run per data interval, with catchup.** The calendar is the `schedule` group of
+  the project's `params.yaml` (`MLOPS_PARAMS` names it): the cadence is
+  `schedule.scoring`, by default one run per `ingest.partition`; the replay starts at
+  `schedule.start`, by default the start of the first `score.partitions` entry, and
+  stops after `schedule.end` (none: open-ended). Unpausing the DAG replays that period
+  one run at a time. The partitions are the run's data interval, never "now"; the
+  cadence must be a whole number of `ingest.partition`s (a weekly cron over daily
+  partitions scores seven), else the run fails naming `schedule.scoring`.
 * **One `score` and one `monitor` per partition** (dynamic task mapping): an interval of
   several partitions (a weekly run over daily partitions), or a manual run whose
   `partitions` parameter names several (a re-score or backfill), spreads over the
@@ -25,7 +29,6 @@ Scores each data interval with the `champion` model, then monitors it for drift.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import AssetAlias, CronDataIntervalTimetable, Param, dag, task
 
 from mlops.airflow import tasks
@@ -33,23 +36,23 @@ from mlops.airflow.defaults import (
     DEFAULT_ARGS,
     DRIFT_BREACH_ALIAS,
     DVC_POOL,
-    scoring_cron,
-    scoring_end,
-    scoring_start,
+    calendar,
 )
 
-END = scoring_end()
+# A params.yaml that does not load raises here, naming the file and the key: Airflow
+# shows it as this file's import error.
+CALENDAR = calendar()
 PARTITIONS_HELP = (
-    'Partitions to score instead of the data interval\'s, e.g. ["2013-08", "2013-09"]; '
-    "empty: the data interval's."
+    "Partitions to score instead of the data interval's, as ingest.partition ids "
+    '(e.g. ["2013-08", "2013-09"] for months); empty: the data interval\'s.'
 )
 
 
 @dag(
     dag_id="scoring",
-    schedule=CronDataIntervalTimetable(scoring_cron(), timezone="UTC"),
-    start_date=pendulum.parse(scoring_start(), tz="UTC"),
-    end_date=pendulum.parse(END, tz="UTC") if END else None,
+    schedule=CronDataIntervalTimetable(CALENDAR.scoring_cron, timezone="UTC"),
+    start_date=CALENDAR.scoring_start,
+    end_date=CALENDAR.scoring_end,
     catchup=True,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

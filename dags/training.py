@@ -5,8 +5,9 @@ Trains on the configured window, and retrains when the scoring DAG reports drift
 
 `plan → ingest → validate → materialize → train → evaluate → promote → approval → apply_approval`
 
-* **One DAG for training and retraining.** It runs on its time schedule (quarterly;
-  `MLOPS_TRAINING_CRON`, `none` for breaches only) **and** whenever the `drift_breach`
+* **One DAG for training and retraining.** It runs on its time schedule,
+  `schedule.training` in the project's `params.yaml` (`MLOPS_PARAMS` names it;
+  quarterly by default, `null` for breaches only), **and** whenever the `drift_breach`
   asset is updated by `scoring`'s `monitor` task.
 * **`plan`** reads every drift-breach event not handled yet. A breach slides the training
   window (same length as `train.partitions`) to end at the breached partition. Within
@@ -25,7 +26,6 @@ Trains on the configured window, and retrains when the scoring DAG reports drift
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from mlops.airflow import tasks
@@ -36,11 +36,14 @@ from mlops.airflow.defaults import (
     DRIFT_BREACH_URI,
     DVC_POOL,
     approval_poke_interval,
-    training_cron,
+    calendar,
 )
 
 DRIFT_BREACH = Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI)
-CRON = training_cron()
+# A params.yaml that does not load raises here, naming the file and the key: Airflow
+# shows it as this file's import error.
+CALENDAR = calendar()
+CRON = CALENDAR.training_cron
 SCHEDULE = (
     AssetOrTimeSchedule(timetable=CronTriggerTimetable(CRON, timezone="UTC"), assets=[DRIFT_BREACH])
     if CRON
@@ -51,7 +54,7 @@ SCHEDULE = (
 @dag(
     dag_id="training",
     schedule=SCHEDULE,
-    start_date=pendulum.datetime(2013, 1, 1, tz="UTC"),
+    start_date=CALENDAR.training_start,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

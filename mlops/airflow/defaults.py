@@ -1,15 +1,19 @@
 """What the DAG files share: default arguments, pools, the breach asset and schedules.
 
-Kept out of the DAG files so they only wire tasks. Reads ``config.settings()`` only
-(the environment): a DAG file is parsed every few seconds, so nothing here touches a
-file, a database or a heavy library.
+Kept out of the DAG files so they only wire tasks. A DAG file is parsed every few
+seconds, so nothing here touches a database or imports Airflow or a heavy library: the
+schedules come from the project's ``params.yaml`` (YAML and pydantic, a few
+milliseconds), the approval poke interval from the environment.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from mlops.config import settings
+from mlops import partitions
+from mlops.config import ENV_PARAMS, ConfigError, load_params, params_path, settings
 
 # Every step retries with exponential back-off: a lost worker, a killed process or a
 # service that is briefly down is worth another try. Errors that a retry cannot fix (bad
@@ -47,27 +51,89 @@ def approval_poke_interval() -> float:
     return settings().approval_poke_s
 
 
-def training_cron() -> str | None:
-    """The training DAG's time schedule (``MLOPS_TRAINING_CRON``); None: breaches only.
+# Airflow resolves this preset itself; croniter, which validates the rest, does not know it.
+_CRON_PRESETS = {"@quarterly": "0 0 1 */3 *"}
 
-    The default is quarterly. ``none`` leaves only the drift-breach trigger.
+
+@dataclass(frozen=True)
+class Calendar:
+    """When the DAGs run, from the ``schedule`` group of the project's params.yaml.
+
+    Attributes:
+        training_cron: The training DAG's cron (``schedule.training``); None: only drift
+            breaches start it.
+        training_start: The training DAG's start_date: the start of the first training
+            partition (with ``catchup=False`` it only has to lie in the past).
+        scoring_cron: The scoring cadence (``schedule.scoring``, else one run per
+            ``ingest.partition``).
+        scoring_start: The first data interval scored (``schedule.start``, else the start
+            of the first score partition).
+        scoring_end: The scoring DAG's end_date (``schedule.end``); None: open-ended.
+        source: The params.yaml read.
     """
-    return settings().training_cron
+
+    training_cron: str | None
+    training_start: datetime
+    scoring_cron: str
+    scoring_start: datetime
+    scoring_end: datetime | None
+    source: Path
 
 
-def scoring_cron() -> str:
-    """The scoring cadence (``MLOPS_SCORING_CRON``); it must match ``ingest.partition``.
+def calendar(path: str | Path | None = None) -> Calendar:
+    """Read the DAGs' calendar from params.yaml (``path``, else ``MLOPS_PARAMS``).
 
-    Monthly by default; weekly partitions need a Monday cron such as ``0 0 * * 1``.
+    Raises:
+        ConfigError: params.yaml does not load, a cron in ``schedule`` is not one, or
+            ``schedule.end`` comes before the start; the message names the file and the
+            key. Raised while a DAG file is parsed, it is the import error Airflow shows
+            for that file.
     """
-    return settings().scoring_cron
+    source = params_path(path).resolve()
+    try:
+        params = load_params(source)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}\n(the DAGs take their schedule from this file; {ENV_PARAMS} names it)"
+        ) from None
+    training = params.schedule.training
+    first_trained = min(params.train.partitions, key=partitions.sort_key)
+    start = _utc(params.scoring_start)
+    end = None if params.schedule.end is None else _utc(params.schedule.end)
+    if end is not None and end < start:
+        origin = "schedule.start" if params.schedule.start else "the first score partition"
+        raise ConfigError(
+            f"{source}: schedule.end {params.schedule.end} is before the first scored "
+            f"interval, {start:%Y-%m-%d} ({origin}); move schedule.end later, or set it "
+            "to null for an open-ended schedule"
+        )
+    return Calendar(
+        training_cron=None if training is None else _cron(training, "schedule.training", source),
+        training_start=partitions.sort_key(first_trained),
+        scoring_cron=_cron(params.scoring_cron, "schedule.scoring", source),
+        scoring_start=start,
+        scoring_end=end,
+        source=source,
+    )
 
 
-def scoring_start() -> str:
-    """First data interval of the scoring replay (``MLOPS_SCORING_START``)."""
-    return settings().scoring_start
+def _cron(expression: str, key: str, source: Path) -> str:
+    """``expression`` if it is a cron Airflow accepts; else a ConfigError naming ``key``."""
+    from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+    try:
+        croniter(_CRON_PRESETS.get(expression, expression))
+    except (CroniterBadCronError, CroniterBadDateError, ValueError) as exc:
+        hint = "; null: only drift breaches start training" if key == "schedule.training" else ""
+        reason = str(exc).rstrip(".")
+        raise ConfigError(
+            f"{source}: {key} {expression!r} is not a cron expression ({reason}); write "
+            f"five fields such as '0 0 1 * *' (minute hour day month weekday){hint}"
+        ) from None
+    return expression
 
 
-def scoring_end() -> str | None:
-    """The DAG's end_date, the last replayed interval (``MLOPS_SCORING_END``; empty: none)."""
-    return settings().scoring_end
+def _utc(value: str) -> datetime:
+    """An ISO date or datetime from params.yaml, in UTC (naive values are UTC)."""
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -65,7 +65,7 @@ def airflow_env(
             ``base``, else SQLite in ``home``).
         dags: The DAGs folder.
         base: Environment to start from (default: ``os.environ``).
-        extra: Variables set last, for example ``MLOPS_SCORING_CRON``.
+        extra: Variables set last, for example ``AIRFLOW__CORE__EXECUTOR``.
 
     The executor is ``AIRFLOW__CORE__EXECUTOR`` from ``base`` or ``extra`` (default:
     LocalExecutor); the CeleryExecutor gets a Redis broker on this host unless

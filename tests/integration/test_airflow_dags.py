@@ -29,12 +29,10 @@ from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project, merge  # noqa:
 
 pytestmark = pytest.mark.integration
 
-DAG_ENV = {
-    "MLOPS_SCORING_CRON": "0 0 * * 1",
-    "MLOPS_SCORING_START": "2013-01-07",
-    "MLOPS_SCORING_END": "",
-    "MLOPS_APPROVAL_POKE_SECONDS": "1",
-}
+DAG_ENV = {"MLOPS_APPROVAL_POKE_SECONDS": "1"}
+# The weekly project's calendar, in its params.yaml: scoring one run per ISO week (the
+# default cadence of week partitions) from 2013-W02 on, open-ended.
+WEEKLY = merge(FLIGHTS_WEEKLY, {"schedule": {"start": "2013-01-07", "end": None}})
 
 
 def week_end(pid: str) -> pendulum.DateTime:
@@ -44,7 +42,11 @@ def week_end(pid: str) -> pendulum.DateTime:
 
 @pytest.fixture
 def dags(monkeypatch) -> Iterator[Any]:
-    """A function returning a DAG parsed with the test environment."""
+    """A function returning a DAG parsed with the test environment.
+
+    The DAG files are parsed at the first call, after ``use`` has pointed
+    ``MLOPS_PARAMS`` at the test's project: their calendar is that project's.
+    """
     for k, v in DAG_ENV.items():
         monkeypatch.setenv(k, v)
     init_db()
@@ -59,9 +61,15 @@ def dags(monkeypatch) -> Iterator[Any]:
         s.execute(delete(AssetEvent))
         s.commit()
 
-    bag = DagBag(dag_folder=str(DAGS))
-    assert bag.import_errors == {}
-    yield lambda dag_id: bag.dags[dag_id]
+    bags: list[DagBag] = []
+
+    def dag(dag_id: str) -> Any:
+        if not bags:
+            bags.append(DagBag(dag_folder=str(DAGS)))
+            assert bags[0].import_errors == {}
+        return bags[0].dags[dag_id]
+
+    yield dag
 
 
 def use(monkeypatch, params_path: Path) -> tuple[Any, Settings]:
@@ -105,8 +113,13 @@ def champion(st: Settings, model: str) -> str | None:
 
 def test_train_score_monitor_and_retrain_on_breach(dags, monkeypatch, tmp_path) -> None:
     # given a fresh project on weekly partitions
-    params, st = use(monkeypatch, make_project(tmp_path / "proj", FLIGHTS, FLIGHTS_WEEKLY))
+    params, st = use(monkeypatch, make_project(tmp_path / "proj", FLIGHTS, WEEKLY))
     name = params.model_name
+    # whose calendar the DAGs took from its params.yaml alone
+    assert dags("scoring").timetable.expression == "0 0 * * 1"
+    assert dags("scoring").start_date == pendulum.datetime(2013, 1, 7, tz="UTC")
+    assert dags("scoring").end_date is None
+    assert dags("training").start_date == pendulum.datetime(2013, 1, 7, tz="UTC")  # 2013-W02
 
     # when the training DAG runs on its schedule (no breach yet)
     dr = dags("training").test()
@@ -175,7 +188,7 @@ def test_train_score_monitor_and_retrain_on_breach(dags, monkeypatch, tmp_path) 
 def test_manual_approval_waits_for_a_person_then_expires(dags, monkeypatch, tmp_path) -> None:
     # given a project whose promotions need a person (and any candidate passes the gate)
     manual = merge(
-        FLIGHTS_WEEKLY,
+        WEEKLY,
         {"promote": {"approval": "manual", "min_improvement": -1, "approval_timeout_hours": 0.002}},
     )
     params, st = use(monkeypatch, make_project(tmp_path / "proj", FLIGHTS, manual))

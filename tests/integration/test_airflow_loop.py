@@ -22,18 +22,18 @@ from typing import Any
 import pytest
 
 from mlops.airflow import stack as airflow_stack
-from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project
+from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project, merge
 from tests.integration.airflow_stack import champion_snapshot, stack_env, up, wait_for
 
 pytestmark = pytest.mark.integration
 
 CALM, DRIFT = "2013-W03", "2013-W04"
-SCORING_ENV = {
-    "MLOPS_SCORING_CRON": "0 0 * * 1",  # ISO weeks start on Monday
-    "MLOPS_SCORING_START": "2013-01-14",  # 2013-W03
-    "MLOPS_SCORING_END": "2013-01-21",  # 2013-W04
-    "MLOPS_TRAINING_CRON": "none",  # only the drift trigger starts training
-}
+# The project's calendar, in its params.yaml: one scoring run per ISO week (the default
+# cadence of week partitions, Mondays), replaying W03 and W04; training on breaches only.
+LOOP = merge(
+    FLIGHTS_WEEKLY,
+    {"schedule": {"training": None, "start": "2013-01-14", "end": "2013-01-21"}},
+)
 
 
 def _ts(value: str) -> datetime:
@@ -44,7 +44,7 @@ def _ts(value: str) -> datetime:
 def champion_project(tmp_path_factory) -> Callable[[], tuple[Path, str]]:
     """A project with a trained champion, restored fresh (same path) for each test."""
     return champion_snapshot(
-        tmp_path_factory.mktemp("loop"), lambda root: make_project(root, FLIGHTS, FLIGHTS_WEEKLY)
+        tmp_path_factory.mktemp("loop"), lambda root: make_project(root, FLIGHTS, LOOP)
     )
 
 
@@ -53,7 +53,7 @@ def test_drift_breach_starts_retraining_and_calm_week_does_not(
 ) -> None:
     # given a project with a champion and a local Airflow on this repo's DAGs
     params_path, champion = champion_project()
-    env = stack_env(params_path, tmp_path / "airflow", extra=SCORING_ENV)
+    env = stack_env(params_path, tmp_path / "airflow")
     t0 = time.monotonic()
     stack, api = up(env)
     try:

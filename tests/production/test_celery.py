@@ -24,7 +24,7 @@ import pytest
 from mlops import io, partitions
 from mlops.airflow import stack as airflow_stack
 from mlops.config import load_params, settings
-from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project
+from tests.conftest import FLIGHTS, FLIGHTS_WEEKLY, make_project, merge
 from tests.integration.airflow_stack import (
     Api,
     champion_snapshot,
@@ -41,20 +41,18 @@ pytestmark = pytest.mark.integration
 WEEKS = ["2013-W03", "2013-W04", "2013-W05", "2013-W06"]
 WORKERS = ("worker-1", "worker-2")
 BROKER_DB = 12  # a Redis db number of its own, flushed before and after
-SCORING_ENV = {
-    # No scheduled runs: the tests trigger the scoring runs they need.
-    "MLOPS_SCORING_CRON": "0 0 * * 1",
-    "MLOPS_SCORING_START": "2100-01-04",
-    "MLOPS_SCORING_END": "",
-    "MLOPS_TRAINING_CRON": "none",
-}
+# No scheduled runs: the tests trigger the scoring runs they need (the project's calendar,
+# in its params.yaml, starts in 2100 and training waits for breaches).
+TRIGGERED_ONLY = merge(
+    FLIGHTS_WEEKLY, {"schedule": {"training": None, "start": "2100-01-04", "end": None}}
+)
 
 
 @pytest.fixture(scope="module")
 def champion_project(tmp_path_factory) -> Callable[[], tuple[Path, str]]:
     return champion_snapshot(
         tmp_path_factory.mktemp("celery"),
-        lambda root: make_project(root, FLIGHTS, FLIGHTS_WEEKLY),
+        lambda root: make_project(root, FLIGHTS, TRIGGERED_ONLY),
     )
 
 
@@ -104,7 +102,7 @@ def hosts(api: Api, run_id: str, tasks: tuple[str, ...] = ("score", "monitor")) 
 def local_reference(champion_project, tmp_path_factory) -> dict[str, Any]:
     """The outputs of one scoring run over WEEKS under LocalExecutor on SQLite."""
     params_path, _ = champion_project()
-    env = stack_env(params_path, tmp_path_factory.mktemp("local") / "airflow", extra=SCORING_ENV)
+    env = stack_env(params_path, tmp_path_factory.mktemp("local") / "airflow")
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     stack, api = up(env, dags=("scoring",))
     try:
@@ -136,7 +134,6 @@ def celery_airflow(champion_project, local_reference, tmp_path_factory) -> Itera
             db_url,
             broker_db=BROKER_DB,
             extra={
-                **SCORING_ENV,
                 # A worker lost with its tasks is noticed after 30 s without a heartbeat.
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",

@@ -126,10 +126,6 @@ def test_settings_read_every_documented_variable(tmp_path: Path) -> None:
         "MLOPS_DVC_LOCK_WAIT_S": "5",
         "MLOPS_DVC_REMOTE": "/shared/remote",
         "MLOPS_ACTOR": "eve",
-        "MLOPS_TRAINING_CRON": "none",
-        "MLOPS_SCORING_CRON": "0 0 * * 1",
-        "MLOPS_SCORING_START": "2013-01-07",
-        "MLOPS_SCORING_END": "",
         "MLOPS_APPROVAL_POKE_SECONDS": "5",
     }
     # when settings are resolved from it
@@ -142,12 +138,30 @@ def test_settings_read_every_documented_variable(tmp_path: Path) -> None:
         0.25,
     )
     assert (st.dvc_lock_wait_s, st.dvc_remote, st.actor) == (5.0, "/shared/remote", "eve")
-    assert st.training_cron is None and st.scoring_end is None
-    assert (st.scoring_cron, st.scoring_start, st.approval_poke_s) == (
-        "0 0 * * 1",
-        "2013-01-07",
-        5.0,
+    assert st.approval_poke_s == 5.0
+
+
+# The DAG calendar moved to params.yaml's `schedule` group; these variables are read nowhere.
+REMOVED_SCHEDULE_VARIABLES = (
+    "MLOPS_TRAINING_CRON",
+    "MLOPS_SCORING_CRON",
+    "MLOPS_SCORING_START",
+    "MLOPS_SCORING_END",
+)
+
+
+def test_the_dag_calendar_is_no_longer_set_from_the_environment() -> None:
+    # given the settings, the package and the DAG files
+    sources = [*MODULES.values(), *sorted((REPO / "dags").glob("*.py"))]
+    # then no removed schedule variable is read, documented or mentioned there
+    assert set(REMOVED_SCHEDULE_VARIABLES) & set(config.ENV) == set()
+    assert not {"training_cron", "scoring_cron", "scoring_start"} & set(
+        config.Settings.model_fields
     )
+    for path in sources:
+        text = path.read_text()
+        found = [name for name in REMOVED_SCHEDULE_VARIABLES if name in text]
+        assert found == [], f"{path.relative_to(REPO)} still mentions {found}"
 
 
 def test_a_bad_number_in_the_environment_names_the_variable(tmp_path: Path) -> None:
@@ -161,6 +175,7 @@ def test_no_module_reads_an_mlops_variable_but_config() -> None:
     # and MLOPS_FAULT by the fault points of the tests: neither has a Settings to read.
     allowed = {
         "mlops.config": None,
+        "mlops.settings": None,
         "mlops.airflow.stack": "MLOPS_WORKER_NAME",
         "mlops.faults": "MLOPS_FAULT",
     }

@@ -73,7 +73,7 @@ def test_scoring_partitions_come_from_the_run_or_its_data_interval(monkeypatch) 
     assert tasks.partitions_of(july, august, ["2013-09", "2013-08"]) == ["2013-08", "2013-09"]
     assert tasks.partitions_of(july, august) == ["2013-07"]
     # and an interval that no retry can make whole fails the task at once
-    with pytest.raises(AirflowFailException, match="MLOPS_SCORING_CRON"):
+    with pytest.raises(AirflowFailException, match=r"schedule\.scoring"):
         tasks.partitions_of(july, datetime(2013, 7, 15, tzinfo=UTC))
     with pytest.raises(AirflowFailException, match="not a month partition"):
         tasks.partitions_of(None, None, ["2013-W28"])
