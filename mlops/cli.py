@@ -115,6 +115,13 @@ def do_run(p: Params, st: Settings, _a: argparse.Namespace) -> object:
     return timings
 
 
+def do_init(a: argparse.Namespace) -> int:
+    """Make a project from a data file (``mlops init -h``), then ingest and validate it."""
+    from mlops import ingest, init, validate
+
+    return init.main(a.rest, ingest=ingest.run, validate=validate.run)
+
+
 def do_approve(_p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Approve or reject a version (``approve`` / ``reject``), recorded with who and why."""
     from mlops import approval
@@ -164,11 +171,9 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
             if d is None:
                 print(f"  @{alias:<10} none")
                 continue
-            metric = (
-                p.gate_metric
-                if r["model"] == p.model_name
-                else next((k for k in KEY_METRICS if k in d["holdout_metrics"]), p.gate_metric)
-            )
+            metrics, metric = d["holdout_metrics"], p.gate_metric
+            if r["model"] != p.model_name:
+                metric = next((k for k in KEY_METRICS if k in metrics), metric)
             approval = d["approval"] or "-"
             if d["approval_by"]:
                 approval += f" by {d['approval_by']} at {d['approval_at']}"
@@ -176,11 +181,7 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
                 approval += " (gate OVERRIDDEN)"
             md5 = ", ".join(f"{k} {v[:8]}" for k, v in sorted(d["data_md5"].items()))
             print(f"  @{alias:<10} v{d['version']}  since {d['since'] or '-'}")
-            holdout = ", ".join(
-                f"{k} {d['holdout_metrics'][k]:.4f}"
-                for k in KEY_METRICS
-                if k in d["holdout_metrics"]
-            )
+            holdout = ", ".join(f"{k} {metrics[k]:.4f}" for k in KEY_METRICS if k in metrics)
             print(
                 f"      metrics   {_metric_text(d, metric)} (holdout at training: {holdout or '-'})"
             )
@@ -385,6 +386,8 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="write the files only; do not log them to MLflow",
             )
+    sp = sub.add_parser("init", add_help=False, prefix_chars="+", help="a project from a data file")
+    sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)  # parsed by mlops.init.parser
     return ap
 
 
@@ -422,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         _quiet_libraries()
+    if args.command == "init":  # there is no params.yaml yet
+        return do_init(args)
     try:
         params = load_params(args.params)
         st = settings(args.params)

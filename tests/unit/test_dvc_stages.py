@@ -2,16 +2,16 @@
 
 ``dvc repro`` skips a stage whose listed inputs did not change, so a module or a key the
 stage reads but does not list is a stale result waiting to happen, and one it lists but
-does not read reruns it for nothing. Both sides are derived here, never typed twice:
+does not read reruns it for nothing. ``mlops.stages`` derives every project's
+``dvc.yaml``; here the repository's own is checked to be its output, and both halves of
+what it lists are checked against the code:
 
-- modules: the ``mlops`` modules ``python -m mlops <verb>`` imports, read with ``ast``
-  (imports inside functions too, ``if TYPE_CHECKING:`` blocks not): ``mlops/__main__.py``,
-  ``mlops/cli.py`` without the other verbs' ``do_*`` functions (the CLI imports each verb
-  lazily inside its own), ``mlops/<verb>.py``, and everything they import, transitively;
-- params: the attributes each stage reads from ``Params`` when it runs for real, in
-  process, on a small real project (three weeks of flights to train on, one to score),
-  recorded on the pydantic models themselves so properties such as ``params.gate_metric``
-  count through the keys they read.
+- modules: ``mlops.stages.stage_modules`` reads the imports of ``python -m mlops <verb>``
+  with ``ast`` (the reader is tested here);
+- params: ``mlops.stages.PARAMS`` must be the attributes each stage reads from
+  ``Params`` when it runs for real, in process, on a small real project (three weeks of
+  flights to train on, one to score), recorded on the pydantic models themselves so
+  properties such as ``params.gate_metric`` count through the keys they read.
 
 The other half of what the tests assume of ``dvc.yaml``, that a second ``dvc repro`` does
 nothing, is ``test_dvc_repro_runs_the_stages_then_does_nothing`` in
@@ -21,7 +21,7 @@ nothing, is ``test_dvc_repro_runs_the_stages_then_does_nothing`` in
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from mlops import cli
+from mlops import cli, stages
 from mlops.config import ENV, Params, load_params, settings
+from mlops.stages import imports, stage_modules
 
 REPO = Path(__file__).resolve().parents[2]
 DVC_YAML = REPO / "dvc.yaml"
@@ -47,82 +48,6 @@ def dvc_stages() -> dict[str, dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- modules
-def module_file(name: str) -> Path | None:
-    """The file of module ``name`` (a package's ``__init__.py``), or None if it is not ours."""
-    base = REPO.joinpath(*name.split("."))
-    for f in (base.with_suffix(".py"), base / "__init__.py"):
-        if f.is_file():
-            return f
-    return None
-
-
-def _type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def _nodes(nodes: Iterable[ast.AST]) -> Iterator[ast.AST]:
-    """Every node below ``nodes``, except what only a type checker runs."""
-    for node in nodes:
-        if isinstance(node, ast.If) and _type_checking(node.test):
-            yield from _nodes(node.orelse)
-            continue
-        yield node
-        yield from _nodes(ast.iter_child_nodes(node))
-
-
-def imports(name: str, body: list[ast.stmt]) -> set[str]:
-    """The ``mlops`` modules (and their parent packages) that ``body`` of ``name`` imports."""
-    path = module_file(name)
-    assert path is not None, name
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in _nodes(body):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            # `from mlops import io` imports mlops and the module mlops.io
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
-    with_parents = {
-        ".".join(parts[:i]) for m in found for parts in [m.split(".")] for i in range(len(parts))
-    } | found
-    return {m for m in with_parents if m.split(".")[0] == "mlops" and module_file(m)}
-
-
-def cli_body(verb: str) -> list[ast.stmt]:
-    """``mlops/cli.py`` as it runs for ``verb``: all of it but the other verbs' ``do_*``."""
-    tree = ast.parse((REPO / "mlops" / "cli.py").read_text())
-    return [
-        s
-        for s in tree.body
-        if not (
-            isinstance(s, ast.FunctionDef) and s.name.startswith("do_") and s.name != f"do_{verb}"
-        )
-    ]
-
-
-def stage_modules(verb: str) -> set[str]:
-    """The module files ``python -m mlops <verb>`` imports, relative to the repository."""
-    seen: set[str] = set()
-    todo = ["mlops.__main__", "mlops.cli", f"mlops.{verb}"]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = module_file(name)
-        assert path is not None, f"{name} is imported but has no file"
-        body = cli_body(verb) if name == "mlops.cli" else ast.parse(path.read_text()).body
-        todo.extend(imports(name, body) - seen)
-    return {str(module_file(m).relative_to(REPO)) for m in seen}  # type: ignore[union-attr]
-
-
 def listed_modules(stage: dict[str, Any]) -> set[str]:
     return {str(d) for d in stage.get("deps", []) if str(d).split("/")[0] == "mlops"}
 
@@ -136,19 +61,48 @@ def test_the_import_reader_sees_lazy_and_package_imports() -> None:
     assert "mlops/__init__.py" in stage_modules("train")
     # do_promote imports governance itself (the manual move); so does promote.py
     assert "mlops/governance.py" in stage_modules("promote")
+    # `mlops init` is no stage: its modules are in no stage's deps
+    assert not {"mlops/init.py", "mlops/infer.py"} & set(stage_modules("ingest"))
+
+
+def test_the_stages_are_the_cli_stages() -> None:
+    assert stages.STAGES == STAGES
+    assert list(stages.PARAMS) == list(stages.DATA_DEPS) == list(stages.OUTS) == STAGES
+
+
+def test_dvc_yaml_is_what_mlops_stages_generates() -> None:
+    # given the repository's dvc.yaml and the one mlops.stages derives for the repository
+    generated = stages.render(REPO)
+    # then they are the same, text and all
+    assert DVC_YAML.read_text() == generated, (
+        "dvc.yaml is stale: regenerate it with "
+        "`python -c \"from mlops import stages; stages.write('.')\"`"
+    )
+
+
+@pytest.mark.parametrize(
+    "folder", sorted(p.parent.name for p in (REPO / "examples").glob("*/dvc.yaml"))
+)
+def test_an_examples_dvc_yaml_is_what_mlops_stages_generates(folder: str) -> None:
+    # given an example made by `mlops init`, then its dvc.yaml is current too
+    project = REPO / "examples" / folder
+    assert (project / "dvc.yaml").read_text() == stages.render(project), (
+        f"examples/{folder}/dvc.yaml is stale: regenerate it with "
+        f"`python -c \"from mlops import stages; stages.write('examples/{folder}')\"`"
+    )
 
 
 def test_dvc_yaml_has_the_cli_stages_in_order() -> None:
-    stages = dvc_stages()
-    assert list(stages) == STAGES, f"dvc.yaml stages {list(stages)} != cli.STAGES {STAGES}"
-    for verb, stage in stages.items():
+    stages_ = dvc_stages()
+    assert list(stages_) == STAGES, f"dvc.yaml stages {list(stages_)} != cli.STAGES {STAGES}"
+    for verb, stage in stages_.items():
         assert stage["cmd"] == f"python -m mlops {verb}"
 
 
 @pytest.mark.parametrize("verb", STAGES)
 def test_a_stage_lists_exactly_the_modules_it_imports(verb: str) -> None:
     # given the modules `python -m mlops <verb>` imports and the deps dvc.yaml lists
-    derived, listed = stage_modules(verb), listed_modules(dvc_stages()[verb])
+    derived, listed = set(stage_modules(verb)), listed_modules(dvc_stages()[verb])
     # then they are the same files
     missing, extra = sorted(derived - listed), sorted(listed - derived)
     assert not missing and not extra, (
@@ -156,6 +110,21 @@ def test_a_stage_lists_exactly_the_modules_it_imports(verb: str) -> None:
         + (f"add to deps {missing} (imported by `python -m mlops {verb}`); " if missing else "")
         + (f"remove from deps {extra} (not imported by the stage)" if extra else "")
     )
+
+
+def test_a_project_elsewhere_lists_no_code_and_one_inside_lists_it_relative(
+    tmp_path: Path,
+) -> None:
+    # given a project outside the repository (its own git) and one in a sub-folder of it
+    (tmp_path / ".git").mkdir()
+    outside = stages.dvc_yaml(tmp_path)["stages"]
+    inside = stages.dvc_yaml(REPO / "examples" / "seattle_weather")["stages"]
+    # then the first lists data only, the second the package's files from its folder
+    assert outside["ingest"].get("deps") is None
+    assert outside["validate"]["deps"] == ["data/state/ingest.json"]
+    assert "../../mlops/cli.py" in inside["ingest"]["deps"]
+    assert (REPO / "examples" / "seattle_weather" / "../../mlops/cli.py").is_file()
+    assert outside["train"]["params"] == inside["train"]["params"] == stages.PARAMS["train"]
 
 
 # --------------------------------------------------------------------------- params
@@ -301,6 +270,9 @@ def test_a_stage_lists_exactly_the_params_it_reads(
     verb: str, stage_reads: dict[str, set[str]]
 ) -> None:
     # given the keys the stage read when it ran and the params dvc.yaml lists
-    problem = compare(verb, stage_reads[verb], listed_params(dvc_stages()[verb]))
-    # then every read is listed and every listed entry was read
-    assert problem is None, f"{problem}\n(read: {sorted(stage_reads[verb])})"
+    problem = compare(verb, stage_reads[verb], set(stages.PARAMS[verb]))
+    # then every read is listed (in mlops.stages.PARAMS) and every listed entry was read
+    assert problem is None, (
+        f"{problem} in mlops/stages.py PARAMS\n(read: {sorted(stage_reads[verb])})"
+    )
+    assert listed_params(dvc_stages()[verb]) == set(stages.PARAMS[verb])
