@@ -7,13 +7,12 @@ Failures print one clear message and exit non-zero: 2 for configuration, 1 other
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from mlops import logs
 from mlops.config import ConfigError, Params, Settings, load_params, settings
 
 STAGES = ["ingest", "validate", "materialize", "train", "evaluate", "promote", "score", "monitor"]
@@ -391,24 +390,6 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _quiet_libraries() -> None:
-    """Keep the output to one line per stage: libraries' notices go to the debug log."""
-    import warnings
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("FEAST_USAGE", "False")
-    for name in ("mlflow", "dvc", "great_expectations", "feast", "alembic", "urllib3"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for name in ("py.warnings", "mlflow.utils.environment", "mlflow.models.model"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def _safe(exc: BaseException) -> str:
     """The error message with any credentials masked."""
     from mlops.io import redact
@@ -419,12 +400,7 @@ def _safe(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``mlops`` command; return the exit code (2: configuration, 1: failure)."""
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        _quiet_libraries()
+    logs.setup(args.verbose)
     if args.command == "init":  # there is no params.yaml yet
         return do_init(args)
     try:
@@ -433,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {_safe(exc)}", file=sys.stderr)
         return 2
+    logs.to_file(st.state_dir / "logs" / "mlops.log")
     try:
         COMMANDS[args.command](params, st, args)
     except ConfigError as exc:
