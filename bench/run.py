@@ -11,7 +11,9 @@ Stages: validate, materialize (training-set retrieval, online write), train, sco
 monitor (per size); e2e (``mlops run`` on the demo against ``bench/bare_pipeline.py``),
 dags (parse time per DAG file), airflow (one scoring DAG run against its stages' own
 times; needs e2e first), celery (one scoring run over six months on the production
-profile's CeleryExecutor, one worker against two; ``bench/celery.py``).
+profile's CeleryExecutor, one worker against two; ``bench/celery.py``), partitions (one
+source through ingest, validate and materialize cut into days, then into years: the same
+rows; ``bench/partitions.py``).
 
 Each size gets a project under ``--work`` (default ``/tmp/mlops-bench``) whose training
 window (January-June) and scored month (July) are the real 2013 partitions scaled to that
@@ -51,7 +53,7 @@ from bench import ENV as CASE_ENV
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SIZE_STAGES = ["validate", "materialize", "train", "score", "monitor"]
-STAGES = [*SIZE_STAGES, "e2e", "dags", "airflow", "celery"]
+STAGES = [*SIZE_STAGES, "e2e", "dags", "airflow", "celery", "partitions"]
 ENV = {**CASE_ENV, "PYTHONWARNINGS": "ignore"}
 MAX_RSS_MB = 9 * 1024  # a case above this is stopped and reported (set by --max-rss-gb)
 Res = dict[str, Any] | None
@@ -530,6 +532,35 @@ def _celery_row(cel: dict[str, Any]) -> tuple[Any, ...]:
     return target, f"demo, {len(cel.get('partitions') or [])} partitions", speedup, None, note
 
 
+def run_partitions(work: Path) -> dict[str, Any]:
+    from bench.partitions import run_partitions as run
+
+    return run(work)
+
+
+def _partitions_row(res: dict[str, Any]) -> tuple[Any, ...] | None:
+    if not res:
+        return None
+    notes, worst = [], None
+    for source, r in res.items():
+        day, year, q = r["day"], r["year"], r["ratio"]
+        stages = ", ".join(
+            f"{s} {day.get(s)}s vs {year.get(s)}s ({q.get(s)}x)"
+            for s in ("ingest", "validate", "materialize")
+        )
+        stages += f", all three {q.get('total')}x"
+        notes.append(
+            f"{source}: {day.get('partitions')} days vs {year.get('partitions')} year(s) of "
+            f"{day.get('rows')} rows: {stages}"
+        )
+        worst = q.get("total") if worst is None else max(worst, q.get("total") or 99)
+    sizes = ", ".join(
+        f"{s} {r['day'].get('partitions')}d/{r['year'].get('partitions')}y" for s, r in res.items()
+    )
+    target = "many small partitions: ingest + validate + materialize of days <= 3x years"
+    return target, sizes, worst, worst is not None and worst <= 3, "; ".join(notes)
+
+
 Report = Callable[[dict[str, Any]], "tuple[Any, ...] | None"]
 CELERY = "a scoring run of six months on one Celery worker, then two"
 # stage -> (what is printed, how it runs, its target row): in this order, after the sizes
@@ -538,6 +569,11 @@ RUNS: dict[str, tuple[str, Callable[[Path], dict[str, Any]], Report]] = {
     "e2e": ("the demo pipeline against the bare script", run_e2e, _e2e_row),
     "airflow": ("a scoring DAG run against its stages' own times", run_airflow, _airflow_row),
     "celery": (CELERY, run_celery, _celery_row),
+    "partitions": (
+        "one source in day partitions against the same rows in year partitions",
+        run_partitions,
+        _partitions_row,
+    ),
 }
 
 

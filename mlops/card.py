@@ -272,7 +272,7 @@ def build(
     manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
 
     loaded = reg.load(model, version)
-    df = features.training_frame(params, st, hold)
+    df = features.training_frame(params, st, hold, stage="card")
     pred = loaded.predict(df, con)
     y = models.target(df, con)
     columns = slices if slices is not None else slice_columns(con)

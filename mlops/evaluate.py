@@ -43,7 +43,7 @@ def run(params: Params, st: Settings, version: str | None = None) -> Evaluation:
             raise FileNotFoundError(f"{state}: no trained candidate; run `mlops train` first")
         version = str(io.read_json(state)["version"])
     parts = params.train.holdout
-    df = features.training_frame(params, st, parts)
+    df = features.training_frame(params, st, parts, stage="evaluate")
     c = params.contract
     y = models.target(df, c)
     reg = connect(st)

@@ -6,8 +6,17 @@ failed); and one line per failure.
 
 from __future__ import annotations
 
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+UNIQUE = ("expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique")
+NOT_NULL = "expect_column_values_to_not_be_null"
+ROW_COUNT = "expect_table_row_count_to_be_between"
+PARTIAL = 20  # GX's partial_unexpected_count in the BASIC result format
 _SKIP_KWARGS = {"column", "column_list", "result_format", "catch_exceptions", "batch_id"}
 
 
@@ -56,6 +65,13 @@ def _exception_message(info: Any) -> str | None:
     return None
 
 
+def _value(v: Any) -> str:
+    """One unexpected value for people; a compound key reads ``(a=1, b=x)``."""
+    if isinstance(v, dict):
+        return "(" + ", ".join(f"{k}={x}" for k, x in v.items()) + ")"
+    return str(v)
+
+
 def _observed(
     etype: str, res: dict[str, Any], column: str | None, columns: set[str], exc: str | None
 ) -> str:
@@ -72,8 +88,10 @@ def _observed(
         n, pct = res["unexpected_count"], res.get("unexpected_percent") or 0.0
         if etype == "expect_column_values_to_not_be_null":
             return f"{n:,} nulls ({pct:.2f}%)"
-        sample = list(dict.fromkeys(map(str, res.get("partial_unexpected_list") or [])))[:5]
+        sample = list(dict.fromkeys(map(_value, res.get("partial_unexpected_list") or [])))[:5]
         eg = f", e.g. {', '.join(sample)}" if sample and n else ""
+        if etype in UNIQUE:
+            return f"{n:,} rows with a duplicated key ({pct:.2f}%){eg}"
         return f"{n:,} unexpected values ({pct:.2f}%){eg}"
     return ""
 
@@ -147,6 +165,167 @@ def describe_failure(path: str, summary: dict[str, Any]) -> str:
             continue
         where = f"column {x['column']!r}" if x["column"] else "table"
         parts.append(f"{where}: {x['rule']}: {x['observed']}")
+        if x["expectation"] in UNIQUE:
+            parts[-1] += (
+                " (entity keys must be unique within a partition: fix the source, or let up "
+                "to N such rows through with validate.max_duplicate_keys: N in params.yaml; "
+                "they are then dropped from the validated partition)"
+            )
     for col in dict.fromkeys(missing):
         parts.append(f"column {col!r}: missing, its expectations could not run")
     return f"{path} failed validation: " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- many partitions
+def _mostly(kw: dict[str, Any], values: dict[str, Any]) -> float:
+    m: Any = kw.get("mostly")
+    if isinstance(m, dict) and "$PARAMETER" in m:
+        m = values[m["$PARAMETER"]]
+    return 1.0 if m is None else float(m)
+
+
+def _map_result(
+    etype: str,
+    kw: dict[str, Any],
+    rows: int,
+    nonnull: int | None,
+    vals: list[Any],
+    n: int,
+    values: dict[str, Any],
+) -> tuple[bool, dict[str, Any]]:
+    """GX's own result of a map expectation from its counts (``_format_map_output``)."""
+    if etype == NOT_NULL:
+        success = rows == 0 or (rows - n) / rows >= _mostly(kw, values)
+    elif rows == 0 or not nonnull:
+        success = True  # vacuously, as GX has it
+    else:
+        success = (nonnull - n) / nonnull >= _mostly(kw, values)
+    pct: float | None = None
+    if rows > 0:
+        pct = n / rows * 100 if nonnull is None else (n / nonnull * 100 if nonnull else None)
+    result = {
+        "element_count": rows,
+        "unexpected_count": n,
+        "unexpected_percent": pct,
+        "partial_unexpected_list": vals[:PARTIAL],
+    }
+    return bool(success), result
+
+
+def split_batch(
+    vr: Any,
+    suite: Any,
+    batch_suite: Any,
+    frame: pd.DataFrame,
+    codes: np.ndarray,
+    values: list[dict[str, Any]],
+    rows_outside: dict[str, np.ndarray],
+    batch_column: str,
+) -> list[SimpleNamespace] | None:
+    """Per-partition results of one GX run over many partitions, as GX gives them for each.
+
+    ``frame`` holds the partitions one after the other (``codes``: each row's partition,
+    0, 1, ...), ``vr`` is GX's run of ``batch_suite`` over it in the COMPLETE result format
+    (every unexpected row listed). Each result is GX's own for a map expectation (counts,
+    percent and the first unexpected values of that partition, ``mostly`` applied to it),
+    the row count is the partition's, and a table-level result (columns, dtypes) holds for
+    every partition alike, as they share one schema. ``values`` are each partition's suite
+    parameters; ``rows_outside`` gives, per expectation id, the unexpected rows of an
+    expectation whose bounds differ by partition (the timestamp's interval).
+
+    Returns:
+        One ``vr``-like object per partition (``summarize`` reads it), or None when an
+        expectation raised and results cannot be split: validate each partition then.
+    """
+    import numpy as np
+
+    n_parts = len(values)
+    sizes = np.bincount(codes, minlength=n_parts)
+    by_id = {r.expectation_config.id: r for r in vr.results}
+    out: list[list[SimpleNamespace]] = [[] for _ in range(n_parts)]
+    for e, be in zip(suite.expectations, batch_suite.expectations, strict=True):
+        r = by_id[be.id]
+        if _exception_message(r.exception_info) is not None:
+            return None
+        base, res = e.configuration, r.result or {}
+        kw = dict(base.kwargs)
+        configs = _configs(base, kw, values)
+        if base.type == ROW_COUNT:
+            lo, hi = kw.get("min_value"), kw.get("max_value")
+            for i in range(n_parts):
+                ok = (lo is None or sizes[i] >= lo) and (hi is None or sizes[i] <= hi)
+                result = {"observed_value": int(sizes[i])}
+                out[i].append(_outcome(configs[i], ok, result))
+            continue
+        if "unexpected_count" not in res and e.id not in rows_outside:
+            res = dict(res)
+            if isinstance(res.get("observed_value"), list):  # the columns, as each has them
+                res["observed_value"] = [c for c in res["observed_value"] if c != batch_column]
+            for i in range(n_parts):  # a table-level result: the same for one schema
+                out[i].append(_outcome(configs[i], r.success, res))
+            continue
+        if e.id in rows_outside:
+            idx = np.flatnonzero(rows_outside[e.id])
+        else:
+            # the rows GX found; its value list stops at 200, so values come from the rows
+            idx = np.asarray(res.get("unexpected_index_list") or [], dtype=np.int64)
+        if "column_list" in kw:
+            keys = [k for k in kw["column_list"] if k != batch_column]
+            listed = frame[keys].iloc[idx].to_dict("records")
+        else:
+            listed = frame[kw["column"]].iloc[idx].tolist()
+        order = np.argsort(idx, kind="stable")
+        idx, listed = idx[order], [listed[j] for j in order]
+        cuts = np.searchsorted(codes[idx], np.arange(n_parts + 1))
+        nulls = _nulls(frame, kw, base.type, codes, n_parts, batch_column)
+        for i in range(n_parts):
+            a, b = int(cuts[i]), int(cuts[i + 1])
+            nonnull = None if nulls is None else int(sizes[i] - nulls[i])
+            ok, result = _map_result(
+                base.type, kw, int(sizes[i]), nonnull, listed[a : a + PARTIAL], b - a, values[i]
+            )
+            out[i].append(_outcome(configs[i], ok, result))
+    return [SimpleNamespace(results=r) for r in out]
+
+
+def _outcome(cfg: Any, success: Any, result: dict[str, Any]) -> SimpleNamespace:
+    return SimpleNamespace(
+        expectation_config=cfg, success=bool(success), result=result, exception_info=None
+    )
+
+
+def _configs(base: Any, kw: dict[str, Any], values: list[dict[str, Any]]) -> list[Any]:
+    """The expectation's configuration per partition, its suite parameters filled in."""
+
+    def one(v: dict[str, Any]) -> SimpleNamespace:
+        filled = {
+            k: v[x["$PARAMETER"]] if isinstance(x, dict) and "$PARAMETER" in x else x
+            for k, x in kw.items()
+        }
+        return SimpleNamespace(id=base.id, type=base.type, kwargs=filled, severity=base.severity)
+
+    if not any(isinstance(x, dict) and "$PARAMETER" in x for x in kw.values()):
+        shared = one({})
+        return [shared] * len(values)
+    return [one(v) for v in values]
+
+
+def _nulls(
+    frame: pd.DataFrame,
+    kw: dict[str, Any],
+    etype: str,
+    codes: np.ndarray,
+    n: int,
+    batch_column: str,
+) -> np.ndarray | None:
+    """Rows per partition a map expectation leaves out as missing (None: it counts all)."""
+    import numpy as np
+
+    if etype == NOT_NULL:
+        return None
+    if "column_list" in kw:  # compound keys: rows whose keys are all missing are ignored
+        cols = [c for c in kw["column_list"] if c != batch_column]
+        missing = frame[cols].isna().all(axis=1).to_numpy()
+    else:
+        missing = frame[kw["column"]].isna().to_numpy()
+    return np.bincount(codes, weights=missing, minlength=n).astype(np.int64)

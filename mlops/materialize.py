@@ -91,24 +91,84 @@ def run(params: Params, st: Settings, pids: list[str]) -> Materialized:
         return _run(params, st, pids, t0)
 
 
+def _read_validated(st: Settings, pids: list[str]) -> tuple[pd.DataFrame, list[int]]:
+    """All validated partitions as one frame, one after another, and their row counts.
+
+    Read and converted once for all, so a thousand small partitions cost little more
+    than their rows.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for pid in pids:
+        path = partitions.file(st.validated_dir, pid)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: validated partition {pid!r} not found; run `mlops validate` for it first"
+            )
+        tables.append(pq.read_table(path))
+    sizes = [t.num_rows for t in tables]
+    try:
+        table = pa.concat_tables(tables)
+    except pa.ArrowInvalid:  # partitions stored with other types: pandas unifies them
+        import pandas as pd
+
+        frames = [t.to_pandas() for t in tables]
+        return pd.concat(frames, ignore_index=True), sizes
+    return table.to_pandas().reset_index(drop=True), sizes
+
+
+def _check_keys(
+    st: Settings, pids: list[str], sizes: list[int], rows: pd.DataFrame, c: Contract
+) -> None:
+    """Refuse a partition whose entity key is not unique: a join would pick a row at random."""
+    import numpy as np
+
+    part = np.repeat(np.arange(len(pids)), sizes)
+    dup = rows[c.entity_keys].assign(_part=part).duplicated(keep=False).to_numpy()
+    if dup.any():
+        i = int(part[dup][0])
+        keys = rows.loc[dup & (part == i), c.entity_keys].drop_duplicates().head(5)
+        shown = ", ".join(map(str, keys.itertuples(index=False, name=None)))
+        raise FeatureError(
+            f"{partitions.file(st.validated_dir, pids[i])}: entity key "
+            f"{'+'.join(c.entity_keys)} is not unique ({int((dup & (part == i)).sum())} rows "
+            f"share a key, e.g. {shown}); validate drops such rows, so this file did not come "
+            "from `mlops validate`: re-run validate for it"
+        )
+
+
 def _run(params: Params, st: Settings, pids: list[str], t0: float) -> Materialized:
     import pandas as pd
 
     c = params.contract
+    df, sizes = _read_validated(st, pids)
+    first = df.iloc[: sizes[0]]
+    key_types: dict[str, KeyType] = {
+        k: "int" if k in first and pd.api.types.is_integer_dtype(first[k]) else "string"
+        for k in c.entity_keys
+    }
+    try:
+        rows_df = feature_rows(df, c, key_types)
+    except FeatureError:
+        # name the partition at fault
+        start = 0
+        for pid, n in zip(pids, sizes, strict=True):
+            try:
+                feature_rows(df.iloc[start : start + n], c, key_types)
+            except FeatureError as exc:
+                raise FeatureError(f"{partitions.file(st.validated_dir, pid)}: {exc}") from None
+            start += n
+        raise
+    _check_keys(st, pids, sizes, rows_df, c)
     keys = []
-    key_types: dict[str, KeyType] | None = None
-    for pid in pids:
-        df = partitions.read(st.validated_dir, [pid], what="validated partition")
-        key_types = key_types or {
-            k: "int" if k in df and pd.api.types.is_integer_dtype(df[k]) else "string"
-            for k in c.entity_keys
-        }
-        try:
-            rows_df = feature_rows(df, c, key_types)
-        except FeatureError as exc:
-            raise FeatureError(f"{partitions.file(st.validated_dir, pid)}: {exc}") from None
-        io.write_parquet(partitions.file(source_dir(params, st), pid), rows_df)
-        keys.append(rows_df[c.entity_keys])
+    start = 0
+    for pid, n in zip(pids, sizes, strict=True):
+        part = rows_df.iloc[start : start + n].reset_index(drop=True)
+        io.write_parquet(partitions.file(source_dir(params, st), pid), part)
+        keys.append(part[c.entity_keys])
+        start += n
     rows = sum(len(k) for k in keys)
     fs = features.store(params, st)
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 START_PARAM = "partition_start"
+# The column naming each row's partition when many partitions are validated in one run.
+PARTITION_COLUMN = "__mlops_partition__"
 END_PARAM = "partition_end"
 KEY_MOSTLY_PARAM = "key_unique_mostly"
 
@@ -49,6 +51,7 @@ def build_suite(
     cfg: Validate,
     interval: tuple[pd.Timestamp, pd.Timestamp] | None = None,
     name: str = "contract",
+    batch_column: str | None = None,
 ) -> gx.ExpectationSuite:
     """Derive the expectation suite from the data contract alone.
 
@@ -60,6 +63,11 @@ def build_suite(
             serves every partition (``suite_parameters`` gives their values, and that of
             ``key_unique_mostly``, used whenever ``cfg.max_duplicate_keys`` > 0).
         name: The suite name.
+        batch_column: For a run over many partitions at once (``validate``): the column
+            naming each row's partition. Keys are then checked for uniqueness within each
+            partition (with the partition as part of the key, and no ``mostly``: every
+            duplicated row is listed); the other expectations are the same, in the same
+            order, and their per-partition results are derived from the rows they list.
 
     Returns:
         An ExpectationSuite not yet attached to any Data Context.
@@ -72,7 +80,10 @@ def build_suite(
 
     ts, target = contract.timestamp, contract.target
     exps: list[Any] = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=contract.columns, exact_match=True),
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=[*contract.columns, *([batch_column] if batch_column else [])],
+            exact_match=True,
+        ),
         gxe.ExpectTableRowCountToBeBetween(
             min_value=contract.min_rows, max_value=contract.max_rows
         ),
@@ -82,7 +93,11 @@ def build_suite(
     dup: dict[str, Any] = (
         {"mostly": {"$PARAMETER": KEY_MOSTLY_PARAM}} if cfg.max_duplicate_keys else {}
     )
-    if len(contract.entity_keys) == 1:
+    if batch_column is not None:
+        exps.append(
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=[*contract.entity_keys, batch_column])
+        )
+    elif len(contract.entity_keys) == 1:
         exps.append(gxe.ExpectColumnValuesToBeUnique(column=contract.entity_keys[0], **dup))
     else:
         exps.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=contract.entity_keys, **dup))

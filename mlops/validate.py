@@ -7,31 +7,47 @@ context at ``great_expectations/``. A passing partition is copied to
 failing or unreadable one is moved to ``<data_root>/quarantine/<partition>/`` beside a
 ``validation.json`` and ``ValidationFailed`` is raised naming the file, column and rule.
 
+Many partitions are checked in one GX run over their rows (``_check_many``), each
+partition's result derived from the rows GX lists; a partition that fails is then checked
+again on its own, so its quarantine report holds GX's own result for it. Data Docs are
+built once per call.
+
+Entity keys must be unique within a partition. Within ``validate.max_duplicate_keys``
+the partition passes, but every row of a duplicated key is left out of its validated copy
+(which of them is right cannot be known) and the summary says how many and which.
+
 Severity: an expectation fails a partition only when it is unsuccessful and its GX severity
 is ``critical`` (the default). Values that break a rule but stay within its ``mostly``
 tolerance (unseen categories within ``unseen_category_tolerance``, duplicate keys within
-``validate.max_duplicate_keys``) and unsuccessful ``warning``/``info`` expectations (e.g. an
-extra expectation with ``severity: warning`` in its kwargs) are reported as warnings and let
-the partition through. Nulls within ``max_null_fraction`` are simply allowed.
+``validate.max_duplicate_keys``, then dropped) and unsuccessful ``warning``/``info``
+expectations (e.g. an extra expectation with ``severity: warning`` in its kwargs) are
+reported as warnings and let the partition through. Nulls within ``max_null_fraction`` are
+simply allowed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops import gx_context, io, partitions
 from mlops.config import Params, Settings
 from mlops.gx_context import DOCS_INDEX, KEEP_VALIDATIONS
-from mlops.gx_results import describe_failure, summarize
-from mlops.suite import for_gx, suite_parameters
+from mlops.gx_results import UNIQUE, describe_failure, split_batch, summarize
+from mlops.suite import PARTITION_COLUMN, START_PARAM, build_suite, for_gx, suite_parameters
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
+EXAMPLES = 5  # duplicated keys named in a summary
 
 
 class ValidationFailed(Exception):
@@ -68,57 +84,289 @@ def _quarantine(st: Settings, pid: str, src: Path, report: dict[str, Any]) -> Pa
     return folder
 
 
-def _check(
-    checkpoint: Any, params: Params, st: Settings, pid: str, path: Path
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Validate one raw partition; return our summary and GX's full result (if it ran)."""
-    import pandas as pd
-    from great_expectations.core.run_identifier import RunIdentifier
-
-    t0 = time.perf_counter()
-    summary: dict[str, Any] = {
+def _base(checkpoint: Any, st: Settings, pid: str, path: Path) -> dict[str, Any]:
+    return {
         "partition": pid,
         "file": _rel(path, st.root),
         "suite": checkpoint.validation_definitions[0].suite.name,
         "checkpoint": checkpoint.name,
         "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _read(path: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The partition, or why it cannot be read."""
+    import pandas as pd
+
     try:
-        df = pd.read_parquet(path)
+        return pd.read_parquet(path), None
     except Exception as exc:  # noqa: BLE001 - any reader error means an unreadable file
         # e.g. duplicate column names, which GX would otherwise check one of silently
         reason = (str(exc).strip().splitlines() or [""])[0][:300]
-        summary.update(
-            success=False, error=f"cannot be read as Parquet ({type(exc).__name__}: {reason})"
-        )
-        summary["duration_s"] = round(time.perf_counter() - t0, 3)
-        return summary, None
+        return None, f"cannot be read as Parquet ({type(exc).__name__}: {reason})"
 
-    gx_context.prune_validations(st.gx_root, KEEP_VALIDATIONS - 1)
-    result = checkpoint.run(
-        batch_parameters={"dataframe": for_gx(df, params.contract)},
-        expectation_parameters=suite_parameters(pid, len(df), params.validate_cfg),
-        run_id=RunIdentifier(run_name=pid, run_time=datetime.now(UTC)),
-    )
-    ((key, vr),) = result.run_results.items()
-    summary["rows"] = len(df)
-    suite = checkpoint.validation_definitions[0].suite
-    summary.update(summarize(vr, list(df.columns), [e.id for e in suite.expectations]))
+
+def _docs(summary: dict[str, Any], params: Params, st: Settings, key: Any) -> None:
     if params.validate_cfg.build_data_docs:
         site = st.gx_root / DOCS_INDEX.parent
         summary["data_docs"] = str(st.gx_root / DOCS_INDEX)
         summary["data_docs_page"] = str(
             site.joinpath("validations", *key.to_tuple()).with_suffix(".html")
         )
+
+
+def _check(
+    checkpoint: Any, params: Params, st: Settings, pid: str, path: Path
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Validate one raw partition; return our summary and GX's full result (if it ran)."""
+    t0 = time.perf_counter()
+    summary = _base(checkpoint, st, pid, path)
+    df, error = _read(path)
+    if df is None:
+        summary.update(success=False, error=error)
+        summary["duration_s"] = round(time.perf_counter() - t0, 3)
+        return summary, None
+
+    from great_expectations.validator.v1_validator import Validator
+
+    gx_context.prune_validations(st.gx_root, KEEP_VALIDATIONS - 1)
+    vd = checkpoint.validation_definitions[0]
+    validator = Validator(
+        batch_definition=vd.batch_definition,
+        batch_parameters={"dataframe": for_gx(df, params.contract)},
+        result_format="BASIC",
+    )
+    vr = validator.validate_expectation_suite(
+        vd.suite, suite_parameters(pid, len(df), params.validate_cfg)
+    )
+    key = _store(checkpoint, vr, validator, pid)
+    summary["rows"] = len(df)
+    summary.update(summarize(vr, list(df.columns), [e.id for e in vd.suite.expectations]))
+    _docs(summary, params, st, key)
     summary["duration_s"] = round(time.perf_counter() - t0, 3)
     return summary, vr.to_json_dict()
+
+
+def _schema(table: pa.Table) -> str:
+    """Arrow types and pandas dtypes of a file (not its row count, also in the metadata)."""
+    pandas = (table.schema.pandas_metadata or {}).get("columns")
+    return table.schema.remove_metadata().to_string() + json.dumps(pandas, sort_keys=True)
+
+
+def _check_many(
+    checkpoint: Any,
+    params: Params,
+    st: Settings,
+    group: dict[str, pa.Table],
+    paths: dict[str, Path],
+) -> dict[str, dict[str, Any]] | None:
+    """Validate partitions of one schema in one GX run; each partition's summary.
+
+    Returns None when GX's results cannot be split by partition (an expectation raised).
+    """
+    import numpy as np
+    import pandas as pd
+    from great_expectations.validator.v1_validator import Validator
+
+    t0 = time.perf_counter()
+    c, cfg = params.contract, params.validate_cfg
+    pids = list(group)
+    vd = checkpoint.validation_definitions[0]
+    suite = vd.suite
+    batch_suite = build_suite(c, cfg, name=suite.name, batch_column=PARTITION_COLUMN)
+    for e, be in zip(suite.expectations, batch_suite.expectations, strict=True):
+        be.id = e.id
+    import pyarrow as pa
+
+    sizes = [t.num_rows for t in group.values()]
+    # One conversion for all: what pd.read_parquet gives per file, one file after another.
+    frame = for_gx(pa.concat_tables(group.values()).to_pandas().reset_index(drop=True), c)
+    codes = np.repeat(np.arange(len(pids)), sizes)
+    frame[PARTITION_COLUMN] = np.asarray(pids, dtype=object)[codes]
+    values = [suite_parameters(pid, n, cfg) for pid, n in zip(pids, sizes, strict=True)]
+    bounds = [partitions.interval(pid) for pid in pids]
+    span = {
+        "partition_start": min(b[0] for b in bounds),
+        "partition_end": max(b[1] for b in bounds),
+    }
+    if cfg.max_duplicate_keys:
+        span["key_unique_mostly"] = 0.0
+    # Each row against its own partition's interval (GX sees the span of all of them).
+    ts = frame[c.timestamp]
+    starts = np.array([b[0].value for b in bounds], dtype=np.int64)[codes]
+    ends = np.array([b[1].value for b in bounds], dtype=np.int64)[codes]
+    ns = ts.array.asi8 if isinstance(ts.dtype, pd.DatetimeTZDtype) else None
+    if ns is None:
+        return None
+    outside = ts.notna().to_numpy() & ((ns < starts) | (ns >= ends))
+    ts_rule = next(
+        e.id
+        for e in suite.expectations
+        if getattr(e, "min_value", None) == {"$PARAMETER": START_PARAM}
+    )
+    gx_context.prune_validations(st.gx_root, KEEP_VALIDATIONS - 1)
+    validator = Validator(
+        batch_definition=vd.batch_definition,
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE"},
+    )
+    vr = validator.validate_expectation_suite(batch_suite, span)
+    split = split_batch(
+        vr, suite, batch_suite, frame, codes, values, {ts_rule: outside}, PARTITION_COLUMN
+    )
+    if split is None:
+        return None
+    key = _store(checkpoint, vr, validator, f"{len(pids)}_partitions_{pids[0]}_to_{pids[-1]}")
+    each = round((time.perf_counter() - t0) / len(pids), 3)
+    order = [e.id for e in suite.expectations]
+    out = {}
+    for pid, n, part in zip(pids, sizes, split, strict=True):
+        summary = _base(checkpoint, st, pid, paths[pid])
+        summary["rows"] = n
+        summary.update(summarize(part, group[pid].column_names, order))
+        _docs(summary, params, st, key)
+        summary["duration_s"] = each
+        out[pid] = summary
+    return out
+
+
+def _store(checkpoint: Any, vr: Any, validator: Any, name: str) -> Any:
+    """Keep the run over many partitions in GX's result store, without its row lists."""
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    for r in vr.results:
+        for k in ("unexpected_list", "unexpected_index_list", "unexpected_index_query"):
+            (r.result or {}).pop(k, None)
+    vd = checkpoint.validation_definitions[0]
+    suite_id = ExpectationSuiteIdentifier(name=vd.suite.name)
+    run_id = RunIdentifier(run_name=name, run_time=datetime.now(UTC))
+    # The meta GX's own ValidationDefinition.run records.
+    vr.meta.update(
+        validation_id=vd.id,
+        checkpoint_id=checkpoint.id,
+        run_id=run_id,
+        validation_time=run_id.run_time,
+        batch_parameters={"dataframe": "<DATAFRAME>"},
+    )
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=suite_id,
+        run_id=run_id,
+        batch_identifier=validator.active_batch_id,
+    )
+    vd._validation_results_store.store_validation_results(
+        suite_validation_result=vr,
+        suite_validation_result_identifier=key,
+        expectation_suite_identifier=suite_id,
+    )
+    return key
+
+
+def _validate_all(
+    checkpoint: Any, params: Params, st: Settings, paths: dict[str, Path]
+) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Every partition's summary (and GX's own result where it failed), in order.
+
+    Partitions sharing a schema are checked in one GX run; one failing there is checked
+    again alone, so what is quarantined with it is GX's own result for it.
+    """
+    import pyarrow.parquet as pq
+
+    out: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+    groups: dict[str, dict[str, pa.Table]] = {}
+    cols = set(params.contract.columns)
+    for pid, path in paths.items():
+        try:
+            table = pq.read_table(path)
+        except Exception:  # noqa: BLE001 - checked alone, which names the reader's error
+            continue
+        names = table.column_names
+        if (
+            not params.validate_cfg.extra_expectations  # may be table-level: one by one
+            and len(set(names)) == len(names)
+            and set(names) == cols
+            and PARTITION_COLUMN not in cols
+        ):
+            groups.setdefault(_schema(table), {})[pid] = table
+    for group in groups.values():
+        if len(group) > 1:
+            for pid, summary in (_check_many(checkpoint, params, st, group, paths) or {}).items():
+                if summary["success"]:
+                    out[pid] = (summary, None)
+    return {
+        pid: out[pid] if pid in out else _check(checkpoint, params, st, pid, path)
+        for pid, path in paths.items()
+    }
+
+
+def _drop_duplicates(
+    params: Params, summary: dict[str, Any], src: Path, df: pd.DataFrame, dst: Path
+) -> None:
+    """Write the partition without any row of a duplicated key; say so in the summary.
+
+    Which of the rows sharing a key is right cannot be known, so none of them is kept.
+    """
+    import pyarrow.parquet as pq
+
+    keys = params.contract.entity_keys
+    dup = df.duplicated(keys, keep=False).to_numpy()
+    table = pq.read_table(src)
+    with io.atomic_path(dst) as tmp:
+        pq.write_table(table.filter(~dup), tmp, compression="zstd")
+    shared = df.loc[dup, keys].drop_duplicates()
+    examples = [
+        str(r[0])
+        if len(keys) == 1
+        else "(" + ", ".join(f"{k}={v}" for k, v in zip(keys, r, strict=True)) + ")"
+        for r in shared.head(EXAMPLES).itertuples(index=False)
+    ]
+    summary["dropped_duplicates"] = {
+        "columns": keys,
+        "rows": int(dup.sum()),
+        "keys": len(shared),
+        "examples": examples,
+    }
+    summary["rows_validated"] = int(len(df) - dup.sum())
+
+
+def _publish(params: Params, st: Settings, pid: str, src: Path, summary: dict[str, Any]) -> None:
+    import pandas as pd
+
+    dst = partitions.file(st.validated_dir, pid)
+    unique = next((x for x in summary["expectations"] if x["expectation"] in UNIQUE), None)
+    if unique is not None and unique["unexpected_count"]:
+        _drop_duplicates(params, summary, src, pd.read_parquet(src), dst)
+    else:
+        _copy_atomic(src, dst)
+    io.write_json(st.state_dir / "validation" / f"{pid}.json", summary)
+    stats = summary["statistics"]
+    warned = f" ({stats['warned']} warned)" if stats["warned"] else ""
+    print(
+        f"validate: {pid} passed {stats['evaluated']} expectations{warned} on "
+        f"{summary['rows']:,} rows in {summary['duration_s']:.1f}s"
+    )
+    dropped = summary.get("dropped_duplicates")
+    if dropped:
+        print(
+            f"validate: {pid}: dropped {dropped['rows']:,} row(s) sharing "
+            f"{dropped['keys']:,} {'+'.join(dropped['columns'])} key(s) (e.g. "
+            f"{', '.join(dropped['examples'])}) from {_rel(dst, st.root)}: which of them is "
+            f"right cannot be known (validate.max_duplicate_keys="
+            f"{params.validate_cfg.max_duplicate_keys} lets the partition pass)"
+        )
+    for w in summary["warnings"]:
+        log.warning("%s: column %r: %s: %s", summary["file"], w["column"], w["rule"], w["observed"])
 
 
 def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, Any]]:
     """Validate raw partitions; copy passing ones to validated/, quarantine the rest.
 
-    The GX context and checkpoint are set up once per call. Every partition is checked
-    even when an earlier one fails, so one bad month does not hold back the others.
+    The GX context and checkpoint are set up once per call, and Data Docs built once.
+    Every partition is checked even when an earlier one fails, so one bad month does not
+    hold back the others.
 
     Returns:
         partition -> summary (also written to ``state/validation/<partition>.json``).
@@ -143,26 +391,14 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, An
     with io.exclusive(st.state_dir / "locks", "validate", pids), gx_context.locked(st.gx_root):
         ctx = gx_context.get_context(st.gx_root)
         checkpoint = gx_context.ensure_checkpoint(ctx, params)
-        for pid, path in paths.items():
-            summary, gx_result = _check(checkpoint, params, st, pid, path)
+        results = _validate_all(checkpoint, params, st, paths)
+        if params.validate_cfg.build_data_docs:
+            ctx.build_data_docs()
+        for pid, (summary, gx_result) in results.items():
+            path = paths[pid]
             if summary["success"]:
-                _copy_atomic(path, partitions.file(st.validated_dir, pid))
-                io.write_json(st.state_dir / "validation" / f"{pid}.json", summary)
+                _publish(params, st, pid, path, summary)
                 passed[pid] = summary
-                stats = summary["statistics"]
-                warned = f" ({stats['warned']} warned)" if stats["warned"] else ""
-                print(
-                    f"validate: {pid} passed {stats['evaluated']} expectations{warned} on "
-                    f"{summary['rows']:,} rows in {summary['duration_s']:.1f}s"
-                )
-                for w in summary["warnings"]:
-                    log.warning(
-                        "%s: column %r: %s: %s",
-                        summary["file"],
-                        w["column"],
-                        w["rule"],
-                        w["observed"],
-                    )
             else:
                 message = describe_failure(summary["file"], summary)
                 report = {**summary, "message": message, "gx_result": gx_result}

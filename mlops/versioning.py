@@ -76,11 +76,14 @@ def track(root: Path, paths: list[Path], push: bool, wait_s: float = 60.0) -> di
 
     def add() -> None:
         repo = _repo(root)
+        # DVC's "git add ..." hint names every file; the stage prints its own summary.
+        repo.scm_context.quiet = True
         rel = [str(p.resolve()) for p in paths]
         try:
-            # DVC prints git hints on stdout; the stage prints its own summary.
             with contextlib.redirect_stdout(io.StringIO()):
-                repo.add(rel)
+                # relink=False: the file just written already holds the bytes DVC cached,
+                # so linking it back from the cache (half of DVC's cost per file) is skipped.
+                repo.add(rel, relink=False)
                 if push:
                     pushed = repo.push(targets=[f"{r}.dvc" for r in rel])
                     log.info("dvc push: %s file(s) sent", pushed)

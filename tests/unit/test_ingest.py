@@ -60,3 +60,26 @@ def test_run_tracks_pushes_and_is_idempotent(project) -> None:
         check=True,
     )
     assert "up to date" in status.stdout.lower()
+
+
+def test_split_into_days_gives_each_day_its_rows_once() -> None:
+    # given a month of real flights and the day partitions of its first week, one day empty
+    params = load_params(FLIGHTS)
+    df = load(params.source, REPO)
+    df = df[df["event_ts"] < pd.Timestamp("2013-02-01", tz="UTC")]
+    days = [f"2013-01-0{d}" for d in range(1, 8)] + ["2014-01-01"]
+
+    # when split
+    parts = ingest.split_partitions(df, params.contract, "event_ts", "day", days)
+
+    # then each day holds exactly the rows of its interval, sorted, and the empty one is empty
+    for pid in days:
+        start, end = partitions.interval(pid)
+        want = df[(df["event_ts"] >= start) & (df["event_ts"] < end)]
+        assert len(parts[pid]) == len(want)
+        assert set(parts[pid]["flight_id"]) == set(want["flight_id"])
+        assert parts[pid]["event_ts"].is_monotonic_increasing
+        assert list(parts[pid].index) == list(range(len(want)))
+    assert (
+        parts["2014-01-01"].empty and list(parts["2014-01-01"].columns) == params.contract.columns
+    )

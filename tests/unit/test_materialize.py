@@ -71,3 +71,38 @@ def test_redis_online_store(tmp_project, months, monkeypatch):
         assert out.loc[0, "temp"] == pytest.approx(known["temp"])
     finally:
         client.flushdb()
+
+
+def test_many_partitions_in_one_call_write_the_files_of_one_call_each(
+    tmp_project, months, tmp_path
+):
+    # given January and February validated
+    params, st = tmp_project
+
+    # when both are materialised in one call, and (elsewhere) one per call
+    together = m.run(params, st, ["2013-01", "2013-02"])
+    files = {p: partitions.file(m.source_dir(params, st), p).read_bytes() for p in months}
+    for pid in months:
+        m.run(params, st, [pid])
+
+    # then each partition's feature file is byte for byte the same
+    assert together["rows"] == 2 * ROWS
+    for pid, data in files.items():
+        assert partitions.file(m.source_dir(params, st), pid).read_bytes() == data
+
+
+def test_a_validated_partition_with_a_duplicated_key_is_refused(tmp_project, months):
+    # given a validated file where two rows share a flight_id (not written by validate)
+    params, st = tmp_project
+    jan = months["2013-01"].copy()
+    key = jan.loc[0, "flight_id"]
+    jan.loc[1, "flight_id"] = key
+    io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
+
+    # when materialised, then it is refused naming the file and the key, and nothing written
+    with pytest.raises(
+        features.FeatureError, match=r"2013-01\.parquet: entity key flight_id"
+    ) as err:
+        m.run(params, st, ["2013-01", "2013-02"])
+    assert key in str(err.value) and "re-run validate" in str(err.value)
+    assert not partitions.file(m.source_dir(params, st), "2013-01").exists()

@@ -85,3 +85,25 @@ def test_unknown_extra_expectation_names_the_setting(project):
 
     with pytest.raises(ValueError, match=r"validate.extra_expectations\[0\].*expect_the_moon"):
         suite.build_suite(params.contract, cfg)
+
+
+def test_suite_over_many_partitions_keeps_the_order_and_keys_each_partition(project):
+    # given the demo contract, allowing duplicate keys
+    params, _ = project
+    cfg = Validate(max_duplicate_keys=3)
+
+    # when the suite for one run over many partitions is built beside the stored one
+    one = suite.build_suite(params.contract, cfg)
+    many = suite.build_suite(params.contract, cfg, batch_column=suite.PARTITION_COLUMN)
+
+    # then the expectations line up, keys are unique per partition (every duplicate listed),
+    # and the partition column is an expected column
+    assert [e.expectation_type for e in one.expectations][4:] == [
+        e.expectation_type for e in many.expectations
+    ][4:]
+    assert len(one.expectations) == len(many.expectations)
+    unique = many.expectations[3]
+    assert unique.expectation_type == "expect_compound_columns_to_be_unique"
+    assert unique.column_list == ["flight_id", suite.PARTITION_COLUMN] and unique.mostly == 1
+    assert suite.PARTITION_COLUMN in many.expectations[0].column_set
+    assert suite.PARTITION_COLUMN not in one.expectations[0].column_set

@@ -149,7 +149,7 @@ def _unknown_origin(df):
         ),
         (_null_keys, "flight_id", "expect_column_values_to_not_be_null", "5 nulls"),
         (_hot, "temp", "expect_column_values_to_be_between [-30.0, 120.0]", "3 unexpected values"),
-        (_duplicate_keys, "flight_id", "expect_column_values_to_be_unique", "2 unexpected values"),
+        (_duplicate_keys, "flight_id", "expect_column_values_to_be_unique", "2 rows with a dup"),
         (_next_month, "event_ts", "expect_column_values_to_be_between [2013-01-01", "4 unexpected"),
         (_naive_ts, "event_ts", "expect_column_type_to_be datetime64[ns, UTC]", "datetime64[ns]"),
         (_unknown_origin, "origin", "expect_column_values_to_be_in_set", "e.g. XXX"),
@@ -318,3 +318,204 @@ def test_missing_raw_partition_says_to_run_ingest(project):
 
     with pytest.raises(FileNotFoundError, match=r"data/raw/2013-05\.parquet.*ingest"):
         validate.run(params, st, ["2013-05"])
+
+
+# --------------------------------------------------------------------------- many partitions
+def _days(january: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The slice cut into day partitions (2013-01-01 .. 2013-01-03)."""
+    day = january["event_ts"].dt.strftime("%Y-%m-%d")
+    return {d: part.reset_index(drop=True) for d, part in january.groupby(day)}
+
+
+def _daily(raw):
+    raw["ingest"]["partition"] = "day"
+    raw["contract"]["min_rows"] = 10
+    raw["train"]["partitions"] = ["2013-01-01", "2013-01-02"]
+    raw["score"]["partitions"] = ["2013-01-03"]
+    for f in raw["contract"]["features"]:
+        f.setdefault("max_null_fraction", 0.1)  # 2013-01-01 misses 5.6% of its weather
+
+
+def _stable(summary: dict) -> dict:
+    """A summary without what differs from run to run (time, the Data Docs page)."""
+    varying = ("validated_at", "duration_s", "data_docs", "data_docs_page")
+    return {k: v for k, v in summary.items() if k not in varying}
+
+
+def _with_warnings(days: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    first, second, third = (d.copy() for d in days.values())
+    first.loc[first.index[:7], "pressure"] = None  # nulls within max_null_fraction
+    second.loc[second.index[3:5], "dest"] = "ZZZ"  # unseen, within the 1% tolerance
+    third.loc[third.index[:2], "temp"] = None
+    return dict(zip(days, (first, second, third), strict=True))
+
+
+def _tolerant(raw):
+    _daily(raw)
+    for f in raw["contract"]["features"]:
+        if f["name"] == "dest":
+            f["categories"] = ["ATL", "ORD", "LAX", "BOS", "MCO", "IAH", "MIA", "FLL", "CLT"]
+            f["unseen_category_tolerance"] = 0.9
+
+
+def test_many_partitions_in_one_run_get_the_summaries_of_one_run_each(tmp_path, january):
+    # given three day partitions with warnings of their own, in two identical projects
+    days = _with_warnings(_days(january))
+    (tmp_path / "together").mkdir()
+    (tmp_path / "alone").mkdir()
+    together = make_project(tmp_path / "together", _tolerant)
+    alone = make_project(tmp_path / "alone", _tolerant)
+    for _, st in (together, alone):
+        for pid, df in days.items():
+            put_raw(st, pid, df)
+
+    # when one validates them in one call and the other one partition per call
+    many = validate.run(*together, list(days))
+    one = {pid: validate.run(*alone, [pid])[pid] for pid in days}
+
+    # then they were checked in one GX run (one result page)
+    assert len({s["data_docs_page"] for s in many.values()}) == 1
+    # and every partition's summary, state file and validated copy are the same
+    assert len({json.dumps(s["expectations"]) for s in many.values()}) == 3
+    d1, d2, _ = days
+    (dest,) = many[d2]["warnings"]
+    assert dest["column"] == "dest" and "ZZZ" in dest["observed"]
+    pressure = next(
+        x
+        for x in many[d1]["expectations"]
+        if x["column"] == "pressure" and x["expectation"] == "expect_column_values_to_not_be_null"
+    )
+    assert pressure["unexpected_count"] >= 7
+    for pid in days:
+        assert _stable(many[pid]) == _stable(one[pid]), pid
+        st_t, st_a = together[1], alone[1]
+        state_t = io.read_json(st_t.state_dir / "validation" / f"{pid}.json")
+        state_a = io.read_json(st_a.state_dir / "validation" / f"{pid}.json")
+        assert _stable(state_t) == _stable(state_a)
+        assert (
+            partitions.file(st_t.validated_dir, pid).read_bytes()
+            == partitions.file(st_t.raw_dir, pid).read_bytes()
+        )
+        assert Path(many[pid]["data_docs_page"]).is_file()
+
+
+def test_a_bad_partition_among_many_fails_alone_with_gx_own_result(tmp_path, january):
+    # given three day partitions, the second with temperatures out of range
+    params, st = make_project(tmp_path, _daily)
+    days = _days(january)
+    bad = list(days)[1]
+    days[bad] = _hot(days[bad])
+    for pid, df in days.items():
+        put_raw(st, pid, df)
+
+    # when validated in one call
+    with pytest.raises(validate.ValidationFailed) as err:
+        validate.run(params, st, list(days))
+
+    # then only that one is quarantined, with GX's own result for it, and the others pass
+    assert err.value.failures.keys() == {bad}
+    assert f"data/raw/{bad}.parquet failed validation: column 'temp'" in str(err.value)
+    report = io.read_json(st.quarantine_dir / bad / "validation.json")
+    assert report["gx_result"]["success"] is False
+    assert report["gx_result"]["meta"]["run_id"]["run_name"] == bad
+    for pid in days:
+        assert partitions.file(st.validated_dir, pid).is_file() == (pid != bad)
+
+
+def test_partitions_that_cannot_share_a_run_are_checked_one_by_one(tmp_path, january):
+    # given three day partitions, one lacking a column (another schema)
+    params, st = make_project(tmp_path, _daily)
+    days = _days(january)
+    odd = list(days)[0]
+    days[odd] = days[odd].drop(columns=["visib"])
+    for pid, df in days.items():
+        put_raw(st, pid, df)
+
+    # when validated in one call
+    with pytest.raises(validate.ValidationFailed, match="column 'visib': missing") as err:
+        validate.run(params, st, list(days))
+
+    # then the odd one fails on its own and the two others pass
+    assert err.value.failures.keys() == {odd}
+    assert sorted(p.stem for p in st.validated_dir.glob("*.parquet")) == sorted(set(days) - {odd})
+
+
+# --------------------------------------------------------------------------- duplicate keys
+def test_a_duplicated_key_fails_naming_the_key_an_example_and_the_setting(project, january):
+    # given a partition where two rows share a flight_id (max_duplicate_keys: 0)
+    params, st = project
+    put_raw(st, "2013-01", _duplicate_keys(january))
+    key = january["flight_id"].iloc[0]
+
+    # when validated
+    with pytest.raises(validate.ValidationFailed) as err:
+        validate.run(params, st, ["2013-01"])
+
+    # then it is quarantined, the message naming the key column, the key and the setting
+    msg = str(err.value)
+    assert "column 'flight_id': expect_column_values_to_be_unique" in msg
+    assert f"2 rows with a duplicated key (0.10%), e.g. {key}" in msg
+    assert "validate.max_duplicate_keys" in msg
+    assert (st.quarantine_dir / "2013-01" / "validation.json").is_file()
+
+
+def _compound(raw):
+    raw["contract"]["entity_keys"] = ["flight_id", "dest"]
+    raw["contract"]["features"] = [f for f in raw["contract"]["features"] if f["name"] != "dest"]
+
+
+def test_a_duplicated_compound_key_fails_naming_both_columns(tmp_path, january):
+    # given a two-column key, and two rows sharing both values
+    params, st = make_project(tmp_path, _compound)
+    df = january.copy()
+    df.loc[df.index[1], ["flight_id", "dest"]] = df.loc[df.index[0], ["flight_id", "dest"]].values
+    put_raw(st, "2013-01", df)
+    flight, dest = df.loc[df.index[0], ["flight_id", "dest"]]
+
+    # when validated
+    with pytest.raises(validate.ValidationFailed) as err:
+        validate.run(params, st, ["2013-01"])
+
+    # then the message names both key columns and the key as people read it
+    msg = str(err.value)
+    assert "column 'flight_id,dest': expect_compound_columns_to_be_unique" in msg
+    assert f"e.g. (flight_id={flight}, dest={dest})" in msg
+    assert "validate.max_duplicate_keys" in msg
+
+
+def test_duplicates_within_tolerance_are_dropped_never_validated(tmp_path, january, capsys):
+    # given max_duplicate_keys: 3 and a key shared by three rows
+    params, st = make_project(tmp_path, lambda raw: raw["validate"].update(max_duplicate_keys=3))
+    df = january.copy()
+    key = df["flight_id"].iloc[0]
+    df.loc[df.index[1:3], "flight_id"] = key
+    put_raw(st, "2013-01", df)
+
+    # when validated
+    out = validate.run(params, st, ["2013-01"])
+
+    # then it passes, but no row of that key reaches the validated partition
+    validated = pd.read_parquet(partitions.file(st.validated_dir, "2013-01"))
+    assert len(validated) == ROWS - 3 and key not in set(validated["flight_id"])
+    assert validated["flight_id"].is_unique
+    assert list(validated.dtypes) == list(df.dtypes)
+    # and the summary, state file and output say how many rows and which key
+    dropped = out["2013-01"]["dropped_duplicates"]
+    assert dropped == {"columns": ["flight_id"], "rows": 3, "keys": 1, "examples": [key]}
+    state = io.read_json(st.state_dir / "validation" / "2013-01.json")
+    assert state["dropped_duplicates"] == dropped and state["rows_validated"] == ROWS - 3
+    printed = capsys.readouterr().out
+    assert f"dropped 3 row(s) sharing 1 flight_id key(s) (e.g. {key})" in printed
+
+
+def test_duplicates_beyond_tolerance_fail(tmp_path, january):
+    # given max_duplicate_keys: 2 and a key shared by three rows
+    params, st = make_project(tmp_path, lambda raw: raw["validate"].update(max_duplicate_keys=2))
+    df = january.copy()
+    df.loc[df.index[1:3], "flight_id"] = df["flight_id"].iloc[0]
+    put_raw(st, "2013-01", df)
+
+    # when validated, then it fails and nothing is validated
+    with pytest.raises(validate.ValidationFailed, match="3 rows with a duplicated key"):
+        validate.run(params, st, ["2013-01"])
+    assert not partitions.file(st.validated_dir, "2013-01").exists()
