@@ -247,7 +247,9 @@ class Train(Strict):
 class Promote(Strict):
     floor: float = Field(description="Absolute floor on the gate metric.")
     min_improvement: float = Field(
-        0.0, ge=-1, le=1, description="Required gain over the champion on the gate metric."
+        0.0,
+        description="Required gain over the champion on the gate metric, in its units "
+        "(within [-1, 1] for roc_auc, average_precision and r2).",
     )
     approval: Literal["auto", "manual"] = "auto"
     approval_timeout_hours: float = Field(72, gt=0)
@@ -334,8 +336,11 @@ class Params(Strict):
                 f"train.metric {metric!r} does not fit task {self.contract.task!r}; "
                 f"use one of {sorted(allowed)}"
             )
-        if metric in {"roc_auc", "average_precision", "r2"} and not -1 <= self.promote.floor <= 1:
-            raise ValueError(f"promote.floor {self.promote.floor} is outside [-1, 1] for {metric}")
+        if metric in {"roc_auc", "average_precision", "r2"}:
+            for key in ("floor", "min_improvement"):
+                value = getattr(self.promote, key)
+                if not -1 <= value <= 1:
+                    raise ValueError(f"promote.{key} {value} is outside [-1, 1] for {metric}")
         reg_only = {"sklearn_linear_regression"}
         clf_only = {"sklearn_logistic_regression"}
         bad = reg_only if self.contract.task == "classification" else clf_only
