@@ -57,7 +57,7 @@ def setup(verbose: bool = False) -> None:
     logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.captureWarnings(True)
     for name, value in {
-        "MLFLOW_LOGGING_LEVEL": "WARNING",  # MLflow logs to its own console handler
+        "MLFLOW_CONFIGURE_LOGGING": "false",  # else MLflow prints through its own handler
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "GX_ANALYTICS_ENABLED": "false",
