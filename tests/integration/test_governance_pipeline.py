@@ -174,7 +174,8 @@ def test_model_card_content_and_logging(demo, capsys) -> None:
     for pid in ("2013-W02", "2013-W03", "2013-W04"):
         assert demo["manifest"][pid]["md5"] in md
     assert "| **Decision** | passed |" in md and "| **Status** | auto |" in md
-    assert "## Known limitations" in md and "Trained on 2013-W02, 2013-W03, 2013-W04" in md
+    assert "## Known limitations" in md and "Trained on 2013-W02, 2013-W03 only" in md
+    assert "| **Held out** | 2013-W04" in md
     assert "<h3>By carrier</h3>" in Path(out["html_path"]).read_text()
     # and it is logged to the version's run, which the version points at
     names = {f.path for f in connect(st).client.list_artifacts(out["run_id"], card.ARTIFACT_DIR)}
