@@ -56,3 +56,19 @@ def shared_flight(
     io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
     io.write_parquet(partitions.file(st.validated_dir, "2013-02"), feb)
     return flight, jan.loc[0, "event_ts"]
+
+
+def copy_key_in_feature_file(
+    params: Params, st: Settings, pid: str, source: str, onto: str, cols: tuple[str, ...]
+) -> None:
+    """Corrupt a materialised feature file: the row of flight ``onto`` gets ``source``'s
+    values in ``cols`` (``materialize`` itself refuses to write a duplicated key)."""
+    import pandas as pd
+
+    path = features.source_dir(params, st) / f"{pid}.parquet"
+    df = pd.read_parquet(path)
+    src = df.index[df["flight_id"] == source][0]
+    dst = df["flight_id"] == onto
+    for col in cols:
+        df.loc[dst, col] = df.loc[src, col]
+    io.write_parquet(path, df)

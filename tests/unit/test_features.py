@@ -11,7 +11,7 @@ import pytest
 from mlops import features, io, partitions
 from mlops import materialize as m
 from mlops.config import ConfigError, load_params, settings
-from tests.helpers import scoring_frame, shared_flight
+from tests.helpers import copy_key_in_feature_file, scoring_frame, shared_flight
 from tests.unit.conftest import ROWS
 
 
@@ -211,10 +211,12 @@ def test_rows_sharing_a_key_and_timestamp_never_reach_the_point_in_time_join(tmp
     # given January validated and materialised with two rows for one flight at one time
     params, st = tmp_project
     jan = months["2013-01"].copy()
-    jan.loc[1, ["flight_id", "event_ts"]] = jan.loc[0, ["flight_id", "event_ts"]].tolist()
     io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
     m.run(params, st, ["2013-01"])
     flight = jan.loc[0, "flight_id"]
+    cols = ("flight_id", "event_ts")
+    copy_key_in_feature_file(params, st, "2013-01", flight, jan.loc[1, "flight_id"], cols)
+    jan.loc[1, ["flight_id", "event_ts"]] = jan.loc[0, ["flight_id", "event_ts"]].tolist()
 
     # when the training set is built, then it is refused naming the stage, file and key
     with pytest.raises(io.DuplicateKeys) as err:

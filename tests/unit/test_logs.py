@@ -27,7 +27,9 @@ def restore_root():
 def test_library_notices_go_to_the_file_and_ours_to_the_console(
     tmp_path: Path, capsys, restore_root
 ) -> None:
-    # given the console and a log file set up as the CLI does
+    # given the console and a log file set up as the CLI does (a fresh capture of
+    # warnings: an earlier test's capture would hold pytest's recorder)
+    logging.captureWarnings(False)
     logs.setup(verbose=False)
     path = logs.to_file(tmp_path / "state" / "logs" / "mlops.log")
     assert not path.exists()  # nothing written yet: no folder made

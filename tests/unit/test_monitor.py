@@ -12,7 +12,7 @@ import pytest
 from mlops import features, io, monitor, partitions, score
 from mlops import materialize as m
 from mlops.config import Monitor, Params, Settings, load_params, settings
-from tests.helpers import scoring_frame
+from tests.helpers import copy_key_in_feature_file, scoring_frame
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 3000
@@ -279,9 +279,10 @@ def test_rows_sharing_a_key_are_named_instead_of_a_bare_merge_error(tmp_project,
     params, st = tmp_project
     feb = months["2013-02"].copy()
     flight = feb.loc[0, "flight_id"]
-    feb.loc[4, "flight_id"] = flight
     io.write_parquet(partitions.file(st.validated_dir, "2013-02"), feb)
     m.run(params, st, ["2013-02"])
+    copy_key_in_feature_file(params, st, "2013-02", flight, feb.loc[4, "flight_id"], ("flight_id",))
+    feb.loc[4, "flight_id"] = flight
     every_row = params.model_copy(
         update={"monitor": params.monitor.model_copy(update={"max_rows": 10_000})}
     )

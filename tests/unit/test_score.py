@@ -12,7 +12,7 @@ from mlops import io, partitions, score
 from mlops import materialize as m
 from mlops.config import load_params
 from tests.conftest import FLIGHTS
-from tests.helpers import predict_chunks
+from tests.helpers import copy_key_in_feature_file, predict_chunks
 
 
 @dataclass
@@ -79,9 +79,10 @@ def test_a_partition_whose_rows_share_a_key_is_not_scored(tmp_project, months) -
     # given January materialised with one flight id on two rows (at different times)
     params, st = tmp_project
     jan = months["2013-01"].copy()
-    jan.loc[3, "flight_id"] = jan.loc[0, "flight_id"]
     io.write_parquet(partitions.file(st.validated_dir, "2013-01"), jan)
     m.run(params, st, ["2013-01"])
+    first = jan.loc[0, "flight_id"]
+    copy_key_in_feature_file(params, st, "2013-01", first, jan.loc[3, "flight_id"], ("flight_id",))
 
     # when it is scored, then it is refused naming the stage, the file and the key, before
     # any model is looked up, and no predictions are written
