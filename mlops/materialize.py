@@ -365,3 +365,29 @@ def _quietly(fn: Any, retried: tuple[type[BaseException], ...] = (), **kwargs: A
         if not isinstance(exc, retried):
             sys.stderr.write(buf.getvalue())
         raise
+
+
+def repo_objects(repo_file: str) -> dict[str, Any]:
+    """The Feast objects a ``feature_repo/`` module exposes to the Feast CLI.
+
+    ``feast apply`` run inside the folder collects them from the module's globals. The
+    params file is ``$MLOPS_PARAMS``, else the project's ``params.yaml`` beside the folder.
+    """
+    from pathlib import Path
+
+    from feast import Project
+
+    from mlops.config import load_params, params_path, settings
+
+    path = params_path(default=Path(repo_file).resolve().parent.parent / "params.yaml")
+    params = load_params(path)
+    defs = features.definitions(params, settings(path))
+    # one entity per contract key (Feast allows one join key per entity); the project
+    # must match `project` in feature_store.yaml, or `feast apply` stops
+    return {
+        "project": Project(name=params.materialize.project),
+        **{f"entity_{e.name}": e for e in defs.entities},
+        "source": defs.source,
+        "feature_view": defs.view,
+        "feature_service": defs.service,
+    }

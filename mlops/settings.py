@@ -121,10 +121,12 @@ class Settings(Strict):
 
 
 def params_path(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    default: str | os.PathLike[str] = "params.yaml",
 ) -> Path:
-    """The params.yaml to use: ``path``, else ``MLOPS_PARAMS``, else ``./params.yaml``."""
-    return Path(path or (os.environ if env is None else env).get(ENV_PARAMS) or "params.yaml")
+    """The params.yaml to use: ``path``, else ``MLOPS_PARAMS``, else ``default``."""
+    return Path(path or (os.environ if env is None else env).get(ENV_PARAMS) or default)
 
 
 def _inside(root: Path, value: str, key: str, allow_outside: bool) -> Path:

@@ -8,6 +8,7 @@ import pytest
 from mlops import features, io, partitions
 from mlops import materialize as m
 from mlops.config import settings
+from tests.conftest import REPO
 from tests.helpers import shared_flight
 from tests.unit.conftest import ROWS
 
@@ -106,3 +107,33 @@ def test_a_validated_partition_with_a_duplicated_key_is_refused(tmp_project, mon
         m.run(params, st, ["2013-01", "2013-02"])
     assert key in str(err.value) and "re-run validate" in str(err.value)
     assert not partitions.file(m.source_dir(params, st), "2013-01").exists()
+
+
+@pytest.mark.parametrize(
+    ("repo", "project", "entity"),
+    [
+        ("feature_repo", "flights", "entity_flight_id"),
+        ("examples/palmer_penguins/feature_repo", "palmer_penguins", "entity_row_id"),
+        ("examples/seattle_weather/feature_repo", "seattle", "entity_day_id"),
+    ],
+)
+def test_each_feature_repo_gives_the_feast_cli_the_pipelines_definitions(
+    repo, project, entity, monkeypatch
+) -> None:
+    """`feast apply` in a project's feature_repo/ imports features.py: it must load."""
+    import runpy
+
+    from mlops.config import load_params, settings
+
+    # given a project's feature_repo/, with no MLOPS_PARAMS set
+    monkeypatch.delenv("MLOPS_PARAMS", raising=False)
+    folder = REPO / repo
+    # when the Feast CLI imports its module
+    found = runpy.run_path(str(folder / "features.py"))
+    # then it names the project's Feast objects, those the pipeline applies
+    params_file = folder.parent / "params.yaml"
+    defs = features.definitions(load_params(params_file), settings(params_file))
+    assert found["project"].name == project
+    assert found[entity] == defs.entities[0]
+    assert found["feature_view"].name == defs.view.name
+    assert found["feature_service"].name == defs.service.name
