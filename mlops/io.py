@@ -241,9 +241,33 @@ def write_json(target: Path, obj: Any) -> Path:
     return write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(path.read_text())
+class DamagedState(ValueError):
+    """A state file cannot be read; the message names the file and what to do."""
+
+
+def read_json(path: Path, missing: Any = None, fix: str = "") -> Any:
+    """Read a JSON state file; ``missing`` is returned when it does not exist (if given).
+
+    A damaged file (truncated, edited by hand, not UTF-8) raises ``DamagedState`` naming
+    the file, where it breaks and ``fix`` (what to do about it), never a bare JSON error.
+    Callers read their state before they write anything, so a damaged file stops a stage
+    before it has changed a thing.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if missing is not None:
+            return missing
+        raise
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise DamagedState(f"{path}: cannot be read ({exc}). {fix}".rstrip()) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DamagedState(
+            f"{path}: damaged state file, not valid JSON ({exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}). {fix or 'Restore it from a backup or remove it.'}"
+        ) from None
 
 
 def write_parquet(target: Path, df: pd.DataFrame) -> Path:
