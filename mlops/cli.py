@@ -390,11 +390,13 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _safe(exc: BaseException) -> str:
-    """The error message with any credentials masked."""
+def _safe(exc: BaseException, traceback: bool = False) -> str:
+    """The error message, or with ``traceback`` the whole chain, credentials masked."""
+    from traceback import format_exception
+
     from mlops.io import redact
 
-    return redact(str(exc))
+    return redact("".join(format_exception(exc)).rstrip() if traceback else str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,9 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {_safe(exc)}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        if args.verbose:
-            raise
+    except Exception as exc:  # noqa: BLE001 - the CLI's last word: one line, exit 1
+        if args.verbose:  # the traceback and every chained cause, never a credential
+            print(_safe(exc, traceback=True), file=sys.stderr)
         print(f"error: {args.command}: {_safe(exc)}", file=sys.stderr)
         return 1
     return 0

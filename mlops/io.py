@@ -83,11 +83,14 @@ def _is_full(exc: BaseException) -> bool:
 
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
+def atomic_path(target: Path, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
 
     A failed or killed write leaves ``target`` as it was. Out of space, ``DiskFull`` names
     the target. Leftovers of writers killed earlier are removed on the next write.
+    ``mode`` (e.g. 0o600 for a password file) is the file's mode from before its first
+    byte is written to the moment it replaces ``target``, so a secret is never readable
+    by others, not even briefly; without it the file gets the mode a plain open() would.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(target)
@@ -97,9 +100,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        if mode is not None:
+            os.chmod(tmp_path, mode)  # mkstemp made it 0600: nobody else could open it
         yield tmp_path
-        # mkstemp creates 0600; give the file the mode a plain open() would.
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        if mode is None:
+            # mkstemp creates 0600; give the file the mode a plain open() would.
+            os.chmod(tmp_path, 0o666 & ~_umask())
         faults.point("io.before_rename", target.name)
         os.replace(tmp_path, target)
     except BaseException as exc:
@@ -224,14 +230,26 @@ def retry(
 
 
 def redact(text: str) -> str:
-    """Hide credentials in messages: ``user:password@`` in URLs, ``password=...`` elsewhere."""
+    """Hide credentials in a message, a traceback or a log line.
+
+    Every secret the environment holds (``settings.secrets``: passwords, tokens and keys,
+    the password of each connection URL) is replaced wherever it appears, also when it is
+    quoted without its URL; then ``user:password@`` in any URL and ``password=...``.
+    """
+    from mlops.settings import secrets
+
+    for secret in secrets():
+        text = text.replace(secret, "***")
     text = re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
-    return re.sub(r"(password=)[^,\s]+", r"\1***", text)
+    return re.sub(r"(?i)\b(password|passwd|token)=[^&,\s]+", r"\1=***", text)
 
 
-def write_text(target: Path, text: str) -> Path:
-    """Write ``text`` to ``target`` atomically; return ``target``."""
-    with atomic_path(target) as tmp:
+def write_text(target: Path, text: str, mode: int | None = None) -> Path:
+    """Write ``text`` to ``target`` atomically; return ``target``.
+
+    ``mode`` (0o600 for a secret) applies from before the first byte (see ``atomic_path``).
+    """
+    with atomic_path(target, mode) as tmp:
         tmp.write_text(text)
     return target
 

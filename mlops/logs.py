@@ -3,15 +3,19 @@
 Libraries (DVC, MLflow, Feast, Great Expectations) report progress, hints and deprecation
 warnings on every run; on the console they would bury the stage summaries. Everything at
 INFO and above goes to ``<data_root>/state/logs/mlops.log`` instead; the console gets
-this package's warnings and everyone's errors (everything with ``--verbose``).
+this package's warnings and everyone's errors (everything with ``--verbose``). Both
+hide credentials (``io.redact``) in every line, tracebacks included, whoever logged it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import traceback
 from io import TextIOWrapper
 from pathlib import Path
+
+from mlops.io import redact
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 FILE_FORMAT = "%(asctime)s %(process)d " + FORMAT
@@ -24,6 +28,42 @@ class _Console(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         ours = record.name == _OURS or record.name.startswith(_OURS + ".")
         return record.levelno >= (logging.WARNING if ours else logging.ERROR)
+
+
+class _Redacting(logging.Formatter):
+    """A formatter that masks credentials in the whole line: message, traceback, stack."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class _Masked(logging.Filter):
+    """Masks credentials in the record itself, for handlers whose formatter is not ours.
+
+    In an Airflow task the records of this package and of MLflow go to Airflow's
+    handlers; the message and the traceback are masked and joined into the message.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += "\n" + "".join(traceback.format_exception(record.exc_info[1])).rstrip()
+        if record.stack_info:
+            text += "\n" + record.stack_info
+        record.msg, record.args = redact(text), ()
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
+def mask_handlers() -> None:
+    """Mask credentials in every record the root logger's handlers get (idempotent).
+
+    For processes whose logging someone else set up (an Airflow task): ``setup`` gives
+    the CLI's own handlers a masking formatter instead.
+    """
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _Masked) for f in handler.filters):
+            handler.addFilter(_Masked())
 
 
 class _LazyFile(logging.FileHandler):
@@ -50,7 +90,7 @@ def _replace(handler: logging.Handler, kind: str) -> None:
 def setup(verbose: bool = False) -> None:
     """Send log records to the console (filtered unless ``verbose``); idempotent."""
     console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter(FORMAT))
+    console.setFormatter(_Redacting(FORMAT))
     if not verbose:
         console.addFilter(_Console())
     _replace(console, "console")
@@ -74,6 +114,6 @@ def to_file(path: Path) -> Path:
     """Also append records at INFO and above to ``path`` (created on the first record)."""
     handler = _LazyFile(path)
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    handler.setFormatter(_Redacting(FILE_FORMAT))
     _replace(handler, "file")
     return path

@@ -37,8 +37,7 @@ def airflow_init() -> None:
     password = _need("AIRFLOW_ADMIN_PASSWORD")
     path = Path(_need("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"))
     subprocess.run(["airflow", "db", "migrate"], check=True)
-    write_text(path, json.dumps({"admin": password}))
-    path.chmod(0o600)
+    write_text(path, json.dumps({"admin": password}), mode=0o600)  # never readable by others
     print(f"airflow-init: database migrated, admin login in {path}")
     dvc_init()
 

@@ -101,3 +101,23 @@ def breach_event(summary: dict[str, Any]) -> dict[str, Any]:
         "report": summary["report"],
         "model_version": summary["model_version"],
     }
+
+
+def rebuild_state(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pure: the retraining state of a lost ``retrain.json``, from the breach events alone.
+
+    Never "no cooldown": every event but the newest counts as handled, and the newest
+    event's time is taken as the last retrain, so the cooldown runs from it and the
+    newest breach is retrained on only once the cooldown has passed. Without events
+    there is nothing to rebuild (an empty state).
+    """
+    if not events:
+        return {}
+    ordered = sorted(events, key=lambda e: (e["timestamp"], e["id"]))
+    *handled, newest = ordered
+    state: dict[str, Any] = {"last_retrain": newest["timestamp"].isoformat(), "decisions": {}}
+    if handled:
+        mark = handled[-1]["timestamp"]
+        state["watermark"] = mark.isoformat()
+        state["ids_at_watermark"] = [e["id"] for e in handled if e["timestamp"] == mark]
+    return state

@@ -7,14 +7,24 @@ is checked against it); ``settings()`` is the one reader. Nothing happens on imp
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import unquote
 
 from pydantic import Field, ValidationError
 
 from mlops.contract import Strict
 
-__all__ = ["ENV", "ConfigError", "Settings", "format_error", "params_path", "settings"]
+__all__ = [
+    "ENV",
+    "ConfigError",
+    "Settings",
+    "format_error",
+    "params_path",
+    "secrets",
+    "settings",
+]
 
 
 class ConfigError(ValueError):
@@ -55,6 +65,35 @@ ENV: dict[str, tuple[str, str]] = {
     "MLOPS_WORKER_NAME": ("the host name", "name a Celery worker reports (set by the launcher)"),
     "MLOPS_FAULT": ("unset", "tests only: a fault point where the process kills itself"),
 }
+
+
+# A variable whose name ends so holds a secret (MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_TOKEN,
+# AWS_SECRET_ACCESS_KEY, AIRFLOW__CORE__FERNET_KEY, ...); one naming a file (..._FILE) does not.
+_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIALS?|(^|_)KEY)$")
+# The password of a URL (``user:password@`` or ``?password=``) in any variable:
+# MLFLOW_TRACKING_URI, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, AIRFLOW__CELERY__BROKER_URL,
+# MLOPS_FEAST_ONLINE, a Feast connection string ``host:port,password=...``.
+_IN_VALUE = (re.compile(r"://[^/@\s:]*:([^/@\s]+)@"), re.compile(r"(?i)password=([^&,\s]+)"))
+# Shorter values would mask ordinary words in every message.
+MIN_SECRET_CHARS = 4
+
+
+def secrets(env: Mapping[str, str] | None = None) -> list[str]:
+    """Every secret the environment holds, longest first, for ``io.redact`` to hide.
+
+    The value of each variable named like a secret, and the password in any URL or
+    connection string (as written and URL-decoded), so that a secret quoted without its
+    URL (an error message, a traceback) is hidden too.
+    """
+    env = os.environ if env is None else env
+    found: set[str] = set()
+    for name, value in env.items():
+        if _SECRET_NAME.search(name.upper()):
+            found.add(value)
+        for pattern in _IN_VALUE:
+            found.update(pattern.findall(value))
+    found |= {unquote(s) for s in found}
+    return sorted((s for s in found if len(s.strip()) >= MIN_SECRET_CHARS), key=len, reverse=True)
 
 
 class Settings(Strict):

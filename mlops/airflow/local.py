@@ -33,7 +33,7 @@ from typing import Any
 
 from mlops.airflow.stack import REPO, AirflowStartError, start, wait_ready
 from mlops.config import params_path
-from mlops.io import redact
+from mlops.io import read_json, redact, write_text
 
 CELERY = "CeleryExecutor"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -182,14 +182,11 @@ def seed_password(home: Path, user: str = USER) -> tuple[str, Path]:
     path = home / PASSWORDS_FILE
     passwords: dict[str, str] = {}
     if path.is_file() and path.read_text().strip():
-        passwords = json.loads(path.read_text())
+        passwords = read_json(path, fix="Delete it: a new admin password is generated.")
     if not passwords.get(user):
         passwords[user] = secrets.token_urlsafe(12)
-        home.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(passwords) + "\n")
-        tmp.chmod(0o600)
-        os.replace(tmp, path)
+        # 0600 from before the first byte: the password is never readable by others
+        write_text(path, json.dumps(passwords) + "\n", mode=0o600)
     return passwords[user], path
 
 

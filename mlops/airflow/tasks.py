@@ -14,6 +14,7 @@ Airflow nor any heavy library.
 from __future__ import annotations
 
 import logging
+import traceback
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -21,19 +22,33 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from mlops import io, partitions, retrain
+from mlops import io, logs, partitions, retrain
 from mlops.airflow.defaults import DRIFT_BREACH_ALIAS, DRIFT_BREACH_NAME, DRIFT_BREACH_URI
 from mlops.config import ConfigError, Params, Settings, load_params, params_path, settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRAIN_STATE = "retrain.json"
+RETRAIN_FIX = (
+    "Delete it: the next training run rebuilds it from the drift-breach events (the earlier "
+    "breaches count as handled, the cooldown runs from the newest)."
+)
 KEEP_DECISIONS = 100
+
+
+class TaskError(RuntimeError):
+    """An error a retry may fix, re-raised with its credentials masked (the type is named)."""
 
 
 @contextmanager
 def _fail_fast() -> Iterator[None]:
-    """Turn errors that a retry cannot fix into AirflowFailException."""
+    """Turn errors that a retry cannot fix into AirflowFailException; mask credentials.
+
+    Airflow logs the full traceback of what a task raises, every chained cause included,
+    so the original error never leaves: its traceback is logged with credentials masked
+    (``io.redact``) and a new exception with the masked message is raised ``from None``.
+    Airflow's own exceptions (skip, reschedule, fail) pass through as they are.
+    """
     from mlops.registry import RegistryError
     from mlops.source import SourceError
     from mlops.validate import ValidationFailed
@@ -49,14 +64,21 @@ def _fail_fast() -> Iterator[None]:
     )
     try:
         yield
-    except permanent as exc:
-        from airflow.sdk.exceptions import AirflowFailException
+    except Exception as exc:
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-        raise AirflowFailException(str(exc)) from exc
+        if isinstance(exc, AirflowException):
+            raise
+        log.error("%s", io.redact("".join(traceback.format_exception(exc)).rstrip()))
+        message = io.redact(str(exc))
+        if isinstance(exc, permanent):
+            raise AirflowFailException(message) from None
+        raise TaskError(f"{type(exc).__name__}: {message}") from None
 
 
 def _call(fn: Callable[[Params, Settings], T]) -> T:
     """The one door of every task: load params and settings, run ``fn``, fail fast."""
+    logs.mask_handlers()
     with _fail_fast(), warnings.catch_warnings():
         # Loading a scikit-learn model, skops looks up each of its functions in every
         # loaded module; in a task process Airflow's modules answer every lookup with a
@@ -148,7 +170,10 @@ def promote(pids: list[str], evaluation: dict[str, Any]) -> dict[str, Any]:
 
     def run(p: Params, st: Settings) -> stage.Promotion:
         state = st.state_dir / "evaluate.json"
-        evaluated = io.read_json(state)["candidate"]["version"] if state.is_file() else None
+        fix = "Clear the evaluate task of this run and re-run it; it writes this file anew."
+        evaluated = (
+            io.read_json(state, fix=fix)["candidate"]["version"] if state.is_file() else None
+        )
         if str(evaluated) != str(evaluation["version"]):
             raise ValueError(
                 f"{state} is for version {evaluated}, but this run evaluated "
@@ -232,7 +257,8 @@ def _plan(
     from airflow.sdk import Asset
 
     path = st.state_dir / RETRAIN_STATE
-    state = io.read_json(path) if path.is_file() else {}
+    lost = not path.is_file()
+    state = {} if lost else io.read_json(path, fix=RETRAIN_FIX)
     decisions = state.setdefault("decisions", {})
     if run_id in decisions:
         kept = decisions[run_id]
@@ -243,9 +269,19 @@ def _plan(
     accessor = inlet_events[Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI)]
     if state.get("watermark"):
         accessor = accessor.after(datetime.fromisoformat(state["watermark"]))
-    new = retrain.unhandled(
-        [_event(e) for e in accessor], state.get("watermark"), state.get("ids_at_watermark", [])
-    )
+    seen = [_event(e) for e in accessor]
+    if lost and seen:
+        # Without its state the plan would replay every past breach and skip the cooldown.
+        state = retrain.rebuild_state(seen)
+        decisions = state["decisions"]
+        log.warning(
+            "%s is missing: rebuilt from %d drift-breach event(s); the earlier ones count as "
+            "handled and the cooldown runs from the newest, at %s",
+            path,
+            len(seen),
+            state["last_retrain"],
+        )
+    new = retrain.unhandled(seen, state.get("watermark"), state.get("ids_at_watermark", []))
     last = state.get("last_retrain")
     now = datetime.now(UTC)
     decision = retrain.plan_retrain(

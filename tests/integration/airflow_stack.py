@@ -13,6 +13,8 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ import pytest
 from mlops.airflow import local
 from mlops.airflow import stack as components
 from mlops.config import load_params, settings
+from tests.conftest import REPO
 
 PG = ("127.0.0.1", 5432)
 
@@ -265,3 +268,35 @@ def champion_snapshot(base: Path, make: Callable[[Path], Path]) -> Callable[[], 
         return params_path, version
 
     return fresh
+
+
+def dags_test(
+    dags: Path, params_path: Path, home: Path, dag_id: str, extra: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, str]:
+    """Run ``airflow dags test DAG_ID`` on the DAG files of ``dags`` in a throwaway home.
+
+    No server: the tasks run in the child process through Airflow's real task runner and
+    logging. Returns the process and everything it left to read: stdout, stderr and every
+    file under the home's ``logs/``.
+    """
+    env = local.airflow_env(
+        home,
+        params_path,
+        port=free_port(),
+        dags=dags,
+        base={k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        extra={"PYTHONPATH": str(REPO), **(extra or {})},
+    )
+    if not (home / "airflow.db").is_file():
+        local.init_metadata(env)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    out = subprocess.run(
+        [airflow, "dags", "test", dag_id],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    logs = sorted(p for p in (home / "logs").rglob("*") if p.is_file())
+    return out, "\n".join([out.stdout, out.stderr, *(p.read_text(errors="replace") for p in logs)])

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mlops.cli import main
+from mlops.io import redact
 from mlops.models import SKOPS_TRUSTED
 from tests.conftest import REPO
 from tests.reliability.conftest import Project, digests
@@ -269,3 +272,182 @@ def test_partition_ids_cannot_name_paths(proj: Project, capsys, verb: str, parti
     assert f"partition {partition!r} is not a partition id" in err
     assert {d.name: digests(d) for d in folders} == before
     assert sorted(p.name for p in proj.root.parent.iterdir()) == outside
+
+
+# --------------------------------------------------------------------------- credentials
+SECRET = "s3cr3t-pw"  # a placeholder the repository scanner accepts
+# Each service the pipeline reaches, with its password where an operator would put it.
+CREDENTIALS = {
+    "MLFLOW_TRACKING_URI": f"http://mlops:{SECRET}-mlflow@127.0.0.1:9/",
+    "MLFLOW_TRACKING_PASSWORD": f"{SECRET}-basic",
+    "MLFLOW_TRACKING_TOKEN": f"{SECRET}-token",
+    "AWS_SECRET_ACCESS_KEY": f"{SECRET}-aws",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql://airflow:{SECRET}-pg@db/airflow",
+    "AIRFLOW__CELERY__BROKER_URL": f"redis://:{SECRET}-broker@redis:6379/0",
+    "MLOPS_FEAST_ONLINE": f"redis://:{SECRET}%21online@redis:6379/1",
+}
+# MLflow's own retries kept short: the tracking server is a closed port.
+UNREACHABLE = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "1",
+    "MLOPS_RETRY_ATTEMPTS": "1",
+}
+
+
+def test_a_secret_quoted_without_its_url_is_masked(monkeypatch) -> None:
+    """Case: An error quotes a password, token or key bare, without the URL or `password=` that
+    would give it away (e.g. a driver echoing the password it was given).
+    Behaviour: every secret the environment holds is masked wherever it appears: the value of
+    each `*_PASSWORD`, `*_TOKEN`, `*_SECRET`, `*_KEY` variable and the password of every
+    connection URL (`MLFLOW_TRACKING_URI`, `AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`,
+    `AIRFLOW__CELERY__BROKER_URL`, `MLOPS_FEAST_ONLINE`, ...), as written and URL-decoded
+    """
+    # given the services' credentials in the environment
+    for k, v in CREDENTIALS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "/run/pw.json")
+    bare = [
+        f"{SECRET}-mlflow",
+        f"{SECRET}-basic",
+        f"{SECRET}-token",
+        f"{SECRET}-aws",
+        f"{SECRET}-pg",
+        f"{SECRET}-broker",
+        f"{SECRET}!online",
+        f"{SECRET}%21online",
+    ]
+    # when messages quote each one bare, and the URLs whole
+    text = "; ".join([*(f"auth failed for {s!r}" for s in bare), *CREDENTIALS.values()])
+    masked = redact(text)
+    # then none is left, and what is not secret is
+    assert SECRET not in masked
+    assert masked.count("***") >= len(bare) + 4
+    assert "127.0.0.1:9" in masked and "redis:6379/1" in masked and "db/airflow" in masked
+    assert redact("written to /run/pw.json") == "written to /run/pw.json"
+
+
+def _unreachable_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    project = tmp_path / "proj"
+    project.mkdir()
+    params = project / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLOPS_"))}
+    return params, {**env, **CREDENTIALS, **UNREACHABLE, "PYTHONPATH": str(REPO)}
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["plain", "verbose"])
+def test_cli_errors_never_show_a_credential(tmp_path: Path, verbose: bool) -> None:
+    """Case: `mlops status` (plain and `-v`) while the tracking server, reached through a URL with
+    a password, is down: the error's traceback and its chained causes quote that URL.
+    Behaviour: exit 1 naming the server (`http://***@127.0.0.1:9`); `-v` prints the whole
+    traceback with every chained cause, credentials masked; no secret in stdout, stderr or
+    the log file
+    """
+    params, env = _unreachable_env(tmp_path)
+    args = ["--params", str(params), *(["-v"] if verbose else []), "status"]
+
+    out = subprocess.run(
+        [sys.executable, "-m", "mlops", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    logs = [p.read_text() for p in (params.parent / "data").rglob("*.log")]
+    assert out.returncode == 1, out.stderr
+    assert "error: status:" in out.stderr and "http://***@127.0.0.1:9" in out.stderr
+    if verbose:
+        assert "Traceback (most recent call last)" in out.stderr
+    for where, text in [("stdout", out.stdout), ("stderr", out.stderr), *enumerate(logs)]:
+        assert SECRET not in text, where
+
+
+AIRFLOW_TASK = """
+import logging
+
+from airflow.sdk import dag, task
+
+
+@dag(schedule=None, dag_id="reach_mlflow")
+def reach_mlflow():
+    @task(retries=0)
+    def search():
+        from mlops.airflow import tasks
+        from mlops.registry import connect
+
+        def stage(params, st):
+            logging.getLogger("mlflow.store").warning("connecting to %s", st.tracking_uri)
+            reg = connect(st)
+            return reg.retry(reg.client.search_registered_models, "search models")
+
+        return tasks._call(stage)
+
+    search()
+
+
+reach_mlflow()
+"""
+
+
+@pytest.mark.integration
+def test_airflow_task_log_never_shows_a_credential(tmp_path: Path) -> None:
+    """Case: An Airflow task fails reaching a tracking server whose URL holds a password; the
+    adapter used to chain the original error (`from exc`), so the task log's traceback quoted
+    the URL.
+    Behaviour: the task fails at once with the masked message (`http://***@`); the adapter logs
+    the traceback masked and raises `from None`; library log lines in the task log are masked
+    too; no secret anywhere in the task's output or log files
+    """
+    from tests.integration.airflow_stack import dags_test
+
+    params, env = _unreachable_env(tmp_path)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "reach_mlflow.py").write_text(AIRFLOW_TASK)
+    # (Airflow's own metadata DB and broker stay those of the throwaway home)
+    extra = {
+        k: v
+        for k, v in env.items()
+        if k in {*CREDENTIALS, *UNREACHABLE} and not k.startswith("AIRFLOW")
+    }
+
+    out, text = dags_test(dags, params, tmp_path / "airflow", "reach_mlflow", extra)
+
+    assert out.returncode != 0, text[-3000:]
+    assert "AirflowFailException: MLflow search models failed" in text, text[-3000:]
+    assert "connecting to http://***@127.0.0.1:9/" in text
+    assert SECRET not in text
+
+
+def test_failed_candidate_run_never_records_a_credential(tmp_path: Path, monkeypatch) -> None:
+    """Case: A candidate fails to train with an error that quotes a credential (its run note,
+    tags and `error.txt` are written to MLflow, which everyone with UI access reads).
+    Behaviour: the FAILED run's tags, params and `error.txt` hold the message with the
+    credential masked
+    """
+    from mlops import train
+    from mlops.config import load_params, settings
+    from mlops.registry import connect
+
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text((REPO / "params.yaml").read_text())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", f"{SECRET}-basic")
+    params, st = load_params(params_path), settings(params_path)
+    reg = connect(st)
+    exp_id = reg.client.create_experiment("train-failures")
+    failed = train.Failed(
+        params.train.candidates[0],
+        f"could not reach the store with password {SECRET}-basic",
+        detail=f"Traceback ...\nConnectionError: http://mlops:{SECRET}-basic@store/",
+    )
+
+    rid = train.log_failure(failed, params, reg, exp_id, {})
+
+    run = reg.client.get_run(rid)
+    recorded = {**run.data.tags, **run.data.params}
+    error_txt = Path(reg.client.download_artifacts(rid, "error.txt", str(tmp_path))).read_text()
+    assert "could not reach the store" in recorded["mlflow.note.content"]
+    assert SECRET not in str(recorded) and SECRET not in error_txt

@@ -63,3 +63,62 @@ def test_verbose_shows_library_notices(capsys, restore_root) -> None:
     logs.setup(verbose=True)
     logging.getLogger("feast.repo").info("applying definitions")
     assert "applying definitions" in capsys.readouterr().err
+
+
+SECRET = "s3cr3t-pw"  # a placeholder the repository scanner accepts
+
+
+def _failure_with_chained_cause() -> RuntimeError:
+    try:
+        try:
+            raise ConnectionError(f"API request to http://mlops:{SECRET}@tracking:5000 failed")
+        except ConnectionError as cause:
+            raise RuntimeError("MLflow search failed") from cause
+    except RuntimeError as exc:
+        return exc
+
+
+def test_console_and_file_mask_credentials_in_messages_and_tracebacks(
+    tmp_path: Path, capsys, monkeypatch, restore_root
+) -> None:
+    # given the CLI's handlers, and a password in the tracking URI and on its own
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://mlops:{SECRET}@tracking:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", f"{SECRET}-2")
+    logs.setup(verbose=True)
+    path = logs.to_file(tmp_path / "mlops.log")
+    # when MLflow and this package log it: in arguments, bare, and in a chained traceback
+    logging.getLogger("mlflow.store").warning("talking to %s", f"http://u:{SECRET}@h:1/")
+    logging.getLogger("mlops.train").error("login %s-2 refused", SECRET)
+    logging.getLogger("mlops.cli").error("failed", exc_info=_failure_with_chained_cause())
+    # then both keep every line, the whole traceback too, but no secret
+    err, text = capsys.readouterr().err, path.read_text()
+    for out in (err, text):
+        assert "talking to http://***@h:1/" in out and "login *** refused" in out
+        assert "ConnectionError: API request to http://***@tracking:5000 failed" in out
+        assert "direct cause" in out and SECRET not in out
+
+
+def test_handlers_set_up_by_someone_else_are_masked_too(monkeypatch, restore_root) -> None:
+    # given a handler that is not ours (an Airflow task's), with its own formatter
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://mlops:{SECRET}@tracking:5000")
+    seen: list[logging.LogRecord] = []
+
+    class Foreign(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    foreign = Foreign()
+    # (alone: pytest's own capture handlers keep their records as they are)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [foreign])
+    # when the handlers are masked (twice: idempotent) and a record with a traceback arrives
+    logs.mask_handlers()
+    logs.mask_handlers()
+    logging.getLogger("mlflow").error(
+        "at %s", f"http://u:{SECRET}@h/", exc_info=_failure_with_chained_cause()
+    )
+    # then the handler got one masked record, the traceback folded into the message
+    assert len(foreign.filters) == 1
+    (record,) = seen
+    message = logging.Formatter().format(record)
+    assert "at http://***@h/" in message and "http://***@tracking:5000" in message
+    assert SECRET not in message and record.exc_info is None

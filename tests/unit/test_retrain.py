@@ -114,3 +114,40 @@ def test_breach_event_extra_is_small_and_json() -> None:
         "model_version": "3",
     }
     json.dumps(extra)
+
+
+# --------------------------------------------------------------------------- lost state
+def _history(t0: datetime) -> list[dict]:
+    return [
+        {"id": 7, "timestamp": t0 + timedelta(hours=2), "partition": "2013-09"},
+        {"id": 3, "timestamp": t0, "partition": "2013-07"},
+        {"id": 4, "timestamp": t0, "partition": "2013-08"},
+    ]
+
+
+def test_a_lost_state_is_rebuilt_from_the_events_never_as_no_cooldown() -> None:
+    # given a breach history whose newest event is an hour old, and no state file
+    t0 = NOW - timedelta(hours=3)
+    events = _history(t0)
+    # when the state is rebuilt from it
+    state = retrain.rebuild_state(events)
+    # then all but the newest count as handled and the cooldown runs from the newest
+    assert state["watermark"] == t0.isoformat() and sorted(state["ids_at_watermark"]) == [3, 4]
+    assert state["last_retrain"] == (t0 + timedelta(hours=2)).isoformat()
+    new = retrain.unhandled(events, state["watermark"], state["ids_at_watermark"])
+    assert [e["id"] for e in new] == [7]
+    last = datetime.fromisoformat(state["last_retrain"])
+    inside = retrain.plan_retrain(new, last, NOW, DAY, WINDOW, "month")
+    assert not inside.run and inside.skipped == ["2013-09"] and "cooldown" in inside.reason
+    # and once the cooldown has passed, only the newest breach is retrained on
+    after = retrain.plan_retrain(new, last, last + DAY, DAY, WINDOW, "month")
+    assert after.run and after.handled == ["2013-09"]
+
+
+def test_a_lost_state_without_events_rebuilds_nothing() -> None:
+    assert retrain.rebuild_state([]) == {}
+    (one,) = _history(NOW)[:1]
+    assert retrain.rebuild_state([one]) == {
+        "last_retrain": one["timestamp"].isoformat(),
+        "decisions": {},
+    }

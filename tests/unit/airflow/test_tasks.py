@@ -38,9 +38,35 @@ def test_errors_a_retry_cannot_fix_fail_the_task_at_once(tmp_path, monkeypatch) 
     monkeypatch.setenv("MLOPS_PARAMS", str(case("unknown_key").write(tmp_path)))
     with pytest.raises(AirflowFailException, match="unknown key"):
         tasks.validate(["2013-07"])
-    # while a service that is down is left to the retries
-    with pytest.raises(ConnectionError), tasks._fail_fast():
+    # while a service that is down is left to the retries (not an AirflowFailException)
+    retried = pytest.raises(tasks.TaskError, match="ConnectionError: mlflow server unreachable")
+    with retried, tasks._fail_fast():
         raise ConnectionError("mlflow server unreachable")
+
+
+def test_a_failed_task_raises_no_credential_and_no_chained_cause(monkeypatch, caplog) -> None:
+    # given a password in the tracking URI, quoted by an error and by its chained cause
+    secret = "s3cr3t-pw"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://mlops:{secret}@tracking:5000")
+
+    def failing(permanent: bool) -> None:
+        try:
+            raise ConnectionError(f"GET http://mlops:{secret}@tracking:5000/api refused")
+        except ConnectionError as cause:
+            if permanent:
+                raise ValueError(f"bad answer from http://mlops:{secret}@tracking:5000") from cause
+            raise
+
+    for permanent, kind in ((True, AirflowFailException), (False, tasks.TaskError)):
+        # when a task fails with it, permanently or for the retries
+        with pytest.raises(kind) as err, tasks._fail_fast():
+            failing(permanent)
+        # then what Airflow gets carries the masked message and nothing chained
+        assert "http://***@tracking:5000" in str(err.value) and secret not in str(err.value)
+        assert err.value.__cause__ is None and err.value.__suppress_context__
+    # and the tracebacks logged for the task log are whole but masked
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert logged.count("Traceback (most recent call last)") >= 2 and secret not in logged
 
 
 def test_every_task_loads_its_config_through_the_one_door(invalid_params) -> None:
