@@ -116,10 +116,20 @@ def decide(
     Approving a version that failed the gate is refused with the gate's reasons unless
     ``override`` (which needs a ``note``); the override is recorded. Rejecting the
     current challenger removes that alias. The champion cannot be rejected: roll back.
+    The version is read and the decision recorded inside the registry lock, so a gate
+    being written at the same time is seen, and the time agrees with the history order.
     """
     if not by or not by.strip():
         raise Refused("--by is required: say who decides")
     reg = connect(st)
+    with audit.registry_lock(reg.st, model):
+        audit.reconcile(reg, model)
+        return _decide(reg, model, version, approve, by, note, override)
+
+
+def _decide(
+    reg: Registry, model: str, version: str, approve: bool, by: str, note: str, override: bool
+) -> dict[str, Any]:
     mv = reg.resolve_version(model, version)
     version = str(mv.version)
     gate = mv.tags.get(tags.GATE)
@@ -163,11 +173,10 @@ def decide(
         "reason": note,
         "override": "true" if overridden else "",
     }
-    with audit.registry_lock(reg.st, model):
-        if not approve and reg.alias_version(model, CHALLENGER) == version:
-            audit.move(reg, model, CHALLENGER, None, event)
-        else:
-            audit.record(reg, model, event)
+    if not approve and reg.alias_version(model, CHALLENGER) == version:
+        audit.move(reg, model, CHALLENGER, None, event)
+    else:
+        audit.record(reg, model, event)
     return {
         "model": model,
         "version": version,
@@ -186,6 +195,12 @@ def complete(st: Settings | Registry, model: str, version: str) -> str:
     The rules of ``blockers`` still apply: a UI approval cannot skip the gate.
     """
     reg = connect(st)
+    with audit.registry_lock(reg.st, model):
+        audit.reconcile(reg, model)
+        return _complete(reg, model, version)
+
+
+def _complete(reg: Registry, model: str, version: str) -> str:
     mv = reg.resolve_version(model, version)
     version, vtags = str(mv.version), dict(mv.tags)
     state = vtags.get(tags.APPROVAL)
@@ -196,21 +211,19 @@ def complete(st: Settings | Registry, model: str, version: str) -> str:
                 vtags[key] = value
     by = vtags.get(tags.APPROVAL_BY, UNKNOWN_UI)
     if state == Status.REJECTED:
-        with audit.registry_lock(reg.st, model):
-            if reg.alias_version(model, CHALLENGER) == version:
-                audit.move(
-                    reg,
-                    model,
-                    CHALLENGER,
-                    None,
-                    {
-                        "action": "reject",
-                        "version": version,
-                        "actor": by,
-                        "at": vtags.get(tags.APPROVAL_AT, audit.now()),
-                        "reason": vtags.get(tags.APPROVAL_NOTE, ""),
-                    },
-                )
+        if reg.alias_version(model, CHALLENGER) == version:
+            audit.move(
+                reg,
+                model,
+                CHALLENGER,
+                None,
+                {
+                    "action": "reject",
+                    "version": version,
+                    "actor": by,
+                    "reason": vtags.get(tags.APPROVAL_NOTE, ""),
+                },
+            )
         return f"champion unchanged (v{version} rejected by {by})"
     if state != Status.APPROVED:
         return f"champion unchanged (v{version} approval {state or 'not requested'})"
@@ -233,11 +246,12 @@ def expire(
 ) -> str:
     """Close an approval request that got no decision in time: tag it, drop the challenger."""
     reg = connect(st)
-    mv = reg.resolve_version(model, version)
-    version = str(mv.version)
-    if mv.tags.get(tags.APPROVAL) in DECIDED:
-        return f"v{version} already {mv.tags[tags.APPROVAL]}; nothing expired"
     with audit.registry_lock(reg.st, model):
+        audit.reconcile(reg, model)
+        mv = reg.resolve_version(model, version)
+        version = str(mv.version)
+        if mv.tags.get(tags.APPROVAL) in DECIDED:
+            return f"v{version} already {mv.tags[tags.APPROVAL]}; nothing expired"
         reg.client.set_model_version_tag(model, version, tags.APPROVAL, Status.EXPIRED.value)
         event = {"action": "expire", "version": version, "actor": by, "reason": reason}
         if reg.alias_version(model, CHALLENGER) == version:

@@ -7,26 +7,33 @@ restarts and can be read from the MLflow UI (sort by ``seq``) or the API.
 
 Alias moves of one model are serialised by a file lock under ``<data_root>/state``, so
 every process that moves aliases (CLI, DAG tasks) must share that folder. Inside the
-lock the alias is moved first and the event written second; if the event cannot be
-written, the alias is put back, so the history never disagrees with the alias.
+lock a move is written first as an intent (``audit.state=pending``), then the alias is
+moved, then the intent is marked ``done``. A process killed at any instant leaves a
+pending intent whose alias moved or did not; the next governance command settles it
+(``reconcile``: completed or ``abandoned``) and records any move made outside mlops
+before it decides anything, so the history and the alias never disagree for long and
+rollback targets come from what really happened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from mlops import io, tags
+from mlops import faults, io, tags
 from mlops.config import Settings
 from mlops.registry import CHALLENGER, CHAMPION, Registry, RegistryError, connect
 
 AUDIT_PREFIX = "audit/"
 LOCK_TIMEOUT_S = 120.0
+PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
+log = logging.getLogger(__name__)
 
 Event = dict[str, str]
 
@@ -78,8 +85,9 @@ def history(st: Settings | Registry, model: str, limit: int | None = None) -> li
 
     Each event has ``seq``, ``at``, ``action`` (promote, rollback, challenger, approve,
     reject, expire, external), ``alias`` (empty for a decision that moved none),
-    ``from_version``, ``to_version``, ``version`` (the subject), ``actor``, ``reason``
-    and ``override``.
+    ``from_version``, ``to_version``, ``version`` (the subject), ``actor``, ``reason``,
+    ``override`` and ``state`` (``pending``, ``done`` or ``abandoned``: see ``reconcile``,
+    which adds a ``note`` to an interrupted move it settles).
     """
     c = connect(st).client
     exp = c.get_experiment_by_name(experiment(model))
@@ -101,8 +109,12 @@ def history(st: Settings | Registry, model: str, limit: int | None = None) -> li
     return out[:limit] if limit is not None else out
 
 
-def record(reg: Registry, model: str, event: Event) -> Event:
-    """Append one event; call inside ``registry_lock`` so ``seq`` is gap- and race-free."""
+def record(reg: Registry, model: str, event: Event, state: str = DONE) -> Event:
+    """Append one event; call inside ``registry_lock`` so ``seq`` is gap- and race-free.
+
+    ``at`` defaults to now; a caller that passes its own must have taken it inside the
+    lock too, so that time order and ``seq`` order agree.
+    """
     from mlflow.entities import Metric
 
     c = reg.client
@@ -120,6 +132,7 @@ def record(reg: Registry, model: str, event: Event) -> Event:
         "reason": "",
         "override": "",
         **event,
+        "state": state,
     }
     subject = full["version"] or full["to_version"] or full["from_version"]
     name = f"#{seq} {full['action']} {full['alias'] or ''} v{subject or '-'}".replace("  ", " ")
@@ -129,13 +142,42 @@ def record(reg: Registry, model: str, event: Event) -> Event:
     return {**full, "seq": str(seq), "run_id": r.info.run_id}
 
 
+def effective(events: Sequence[Event]) -> list[Event]:
+    """Pure: the events that happened, without intents that were abandoned or are pending.
+
+    Events written before intents existed have no ``state`` and count as done.
+    """
+    return [e for e in events if e.get("state") not in (PENDING, ABANDONED)]
+
+
+def settle(pending: Event, events: Sequence[Event], alias_now: str | None) -> str:
+    """Pure: DONE when a ``pending`` intent's alias move happened, else ABANDONED.
+
+    It happened when the alias points at the intent's to-version and no later recorded
+    move of that alias exists; an intent without ``seq`` was killed while being written,
+    before its move could start.
+    """
+    if not pending.get("seq") or (alias_now or "") != (pending.get("to_version") or ""):
+        return ABANDONED
+    if pending.get("from_version", "") == pending.get("to_version", ""):
+        return ABANDONED
+    newer = [
+        e
+        for e in events
+        if e.get("alias") == pending.get("alias")
+        and e.get("state") != ABANDONED
+        and int(e.get("seq") or 0) > int(pending["seq"])
+    ]
+    return ABANDONED if newer else DONE
+
+
 def check_history(events: Sequence[Event], champion: str | None) -> list[str]:
     """Pure: how the champion moves in ``events`` (newest first) disagree, if at all.
 
     Consistent means every move starts where the one before it ended, and the newest
-    move ends at the current ``champion``.
+    move ends at the current ``champion``. Abandoned and pending intents are not moves.
     """
-    moves = [e for e in events if e.get("alias") == CHAMPION][::-1]
+    moves = [e for e in effective(events) if e.get("alias") == CHAMPION][::-1]
     problems = []
     for before, after in zip(moves, moves[1:], strict=False):
         if (after.get("from_version") or "") != (before.get("to_version") or ""):
@@ -155,12 +197,13 @@ def check_history(events: Sequence[Event], champion: str | None) -> list[str]:
 def previous_champion(events: Sequence[Event], current: str | None) -> str | None:
     """Pure: the version a rollback returns to, from ``events`` (newest first).
 
-    That is the champion before the current one, skipping versions that a later
-    rollback withdrew, so repeated rollbacks walk back through the history instead of
-    toggling between two versions.
+    That is the version that held ``champion`` before the current one, whoever moved it
+    (``reconcile`` records outside moves first), skipping versions that a later rollback
+    withdrew, so repeated rollbacks walk back through the history instead of toggling
+    between two versions.
     """
     withdrawn: set[str] = set()
-    for e in events:
+    for e in effective(events):
         if e.get("alias") != CHAMPION:
             continue
         if e.get("action") == "rollback" and e.get("from_version"):
@@ -173,56 +216,135 @@ def previous_champion(events: Sequence[Event], current: str | None) -> str | Non
 
 def was_champion(events: Sequence[Event], version: str) -> bool:
     """Pure: whether ``version`` ever held ``champion`` in ``events``."""
-    return any(e.get("alias") == CHAMPION and e.get("to_version") == version for e in events)
+    return any(
+        e.get("alias") == CHAMPION and e.get("to_version") == version for e in effective(events)
+    )
+
+
+def _set_alias(reg: Registry, model: str, alias: str, version: str | None) -> None:
+    c = reg.client
+    if version is None:
+        reg.retry(lambda: c.delete_registered_model_alias(model, alias), f"remove {alias} alias")
+    else:
+        reg.retry(lambda: c.set_registered_model_alias(model, alias, version), f"set {alias} alias")
+
+
+def _mark(reg: Registry, run_id: str, state: str, note: str = "") -> None:
+    c = reg.client
+    reg.retry(lambda: c.set_tag(run_id, "audit.state", state), f"mark audit event {state}")
+    if note:
+        reg.retry(lambda: c.set_tag(run_id, "audit.note", note), "annotate audit event")
 
 
 def move(reg: Registry, model: str, alias: str, version: str | None, event: Event) -> Event:
-    """Inside the lock: point ``alias`` at ``version`` (None removes it), then record it.
+    """Inside the lock: point ``alias`` at ``version`` (None removes it), recorded.
 
-    A move made outside mlops (in the MLflow UI) is recorded first, as found. If the
-    event cannot be recorded the alias is put back and the error raised, so the history
-    and the alias never disagree.
+    The event is written first as a pending intent, the alias moved, and the intent
+    marked done, so a kill at any instant leaves something ``reconcile`` can settle. If
+    the move or the marking fails, the alias is put back and, once it is seen back, the
+    intent abandoned (best effort: what is left, ``reconcile`` settles). Call
+    ``reconcile`` first.
     """
-    c = reg.client
     prev = reg.alias_version(model, alias)
-    last = next((e for e in history(reg, model, limit=200) if e.get("alias") == alias), None)
-    if last is not None and (last.get("to_version") or None) != prev:
+    fields = {"alias": alias, "from_version": prev or "", "to_version": version or "", **event}
+    rec = reg.retry(lambda: record(reg, model, fields, state=PENDING), "record audit event")
+    faults.point("audit.after_intent", alias)
+    try:
+        _set_alias(reg, model, alias, version)
+        faults.point("audit.after_alias", alias)
+        _mark(reg, rec["run_id"], DONE)
+    except Exception:
+        with contextlib.suppress(Exception):
+            _set_alias(reg, model, alias, prev)
+        with contextlib.suppress(Exception):
+            if reg.alias_version(model, alias) == prev:
+                _mark(reg, rec["run_id"], ABANDONED, f"the move failed; v{prev or '-'} kept")
+        raise
+    # A pointer for UI readers, not part of the record: never fail the move for it.
+    with contextlib.suppress(Exception):
+        reg.client.set_registered_model_tag(model, tags.AUDIT_EXPERIMENT, experiment(model))
+    return {**rec, "state": DONE}
+
+
+def _after_champion(reg: Registry, model: str, prev: str, version: str, event: Event) -> None:
+    """What follows a champion move: the challenger that won is dropped, versions tagged."""
+    if reg.alias_version(model, CHALLENGER) == version:
+        move(reg, model, CHALLENGER, None, {**event, "reason": f"v{version} became champion"})
+    if prev:
+        reg.client.set_model_version_tag(model, prev, tags.REPLACED_BY, version)
+    reg.client.set_model_version_tag(model, version, tags.CHAMPION_SINCE, now())
+
+
+def _settle(reg: Registry, model: str, intent: Event, state: str) -> None:
+    """Mark an interrupted intent done or abandoned, and finish what a done move began."""
+    word = (
+        "after the alias moved; completed" if state == DONE else "before the alias moved; abandoned"
+    )
+    note = f"interrupted {word} at the next governance command ({now()})"
+    _mark(reg, intent["run_id"], state, note)
+    with contextlib.suppress(Exception):
+        reg.client.set_terminated(intent["run_id"], "FINISHED" if state == DONE else "KILLED")
+    log.warning(
+        "%s: event #%s (%s %s v%s -> v%s by %s) was %s",
+        model,
+        intent.get("seq") or "?",
+        intent.get("action"),
+        intent.get("alias"),
+        intent.get("from_version") or "-",
+        intent.get("to_version") or "-",
+        intent.get("actor"),
+        note,
+    )
+    if state == DONE and intent.get("alias") == CHAMPION:
+        keep = {k: intent.get(k, "") for k in ("action", "version", "actor")}
+        _after_champion(reg, model, intent.get("from_version", ""), intent["to_version"], keep)
+
+
+def reconcile(reg: Registry, model: str) -> list[Event]:
+    """Inside the lock, before deciding: settle interrupted moves, record outside ones.
+
+    A pending intent whose alias moved is completed (with what followed a champion move)
+    and one whose alias did not move is abandoned; both get a note saying so. Then an
+    alias found elsewhere than its last recorded move (moved in the MLflow UI, say) is
+    recorded as an ``external`` move. Returns the history as it now stands, newest first.
+    """
+    events = history(reg, model)
+    aliases = (CHAMPION, CHALLENGER)
+    changed = False
+    for e in [e for e in events if e.get("state") == PENDING][::-1]:
+        alias = e.get("alias", "")
+        _settle(reg, model, e, settle(e, events, reg.alias_version(model, alias)))
+        changed = True
+    if changed:
+        events = history(reg, model)
+    for alias in aliases:
+        last = next((e for e in effective(events) if e.get("alias") == alias), None)
+        was = (last.get("to_version") or None) if last else None
+        found = reg.alias_version(model, alias)
+        if was == found:
+            continue
+        log.warning(
+            "%s: %s found at v%s, recorded at v%s: recording the move made outside mlops",
+            model,
+            alias,
+            found or "-",
+            was or "-",
+        )
         record(
             reg,
             model,
             {
                 "action": "external",
                 "alias": alias,
-                "from_version": last.get("to_version", ""),
-                "to_version": prev or "",
-                "version": prev or "",
+                "from_version": was or "",
+                "to_version": found or "",
+                "version": found or "",
                 "actor": "unknown (outside mlops)",
-                "reason": "alias found moved outside mlops at the next move",
+                "reason": "alias found moved outside mlops at the next governance command",
             },
         )
-    if version is None:
-        reg.retry(lambda: c.delete_registered_model_alias(model, alias), f"remove {alias} alias")
-    else:
-        reg.retry(lambda: c.set_registered_model_alias(model, alias, version), f"set {alias} alias")
-    try:
-        rec = reg.retry(
-            lambda: record(
-                reg,
-                model,
-                {"alias": alias, "from_version": prev or "", "to_version": version or "", **event},
-            ),
-            "record audit event",
-        )
-    except Exception:
-        if prev is None:
-            c.delete_registered_model_alias(model, alias)
-        else:
-            c.set_registered_model_alias(model, alias, prev)
-        raise
-    # A pointer for UI readers, not part of the record: never fail the move for it.
-    with contextlib.suppress(Exception):
-        c.set_registered_model_tag(model, tags.AUDIT_EXPERIMENT, experiment(model))
-    return rec
+        changed = True
+    return history(reg, model) if changed else events
 
 
 def move_champion(
@@ -245,6 +367,7 @@ def move_champion(
     version = str(reg.resolve_version(model, version).version)
     who = by or actor(reg.st)
     with registry_lock(reg.st, model):
+        reconcile(reg, model)
         prev = reg.alias_version(model, CHAMPION)
         if prev == version:
             return prev
@@ -256,20 +379,5 @@ def move_champion(
             "override": "true" if override else "",
         }
         move(reg, model, CHAMPION, version, event)
-        if reg.alias_version(model, CHALLENGER) == version:
-            move(
-                reg,
-                model,
-                CHALLENGER,
-                None,
-                {
-                    "action": action,
-                    "version": version,
-                    "actor": who,
-                    "reason": f"v{version} became champion",
-                },
-            )
-        if prev is not None:
-            reg.client.set_model_version_tag(model, prev, tags.REPLACED_BY, version)
-        reg.client.set_model_version_tag(model, version, tags.CHAMPION_SINCE, now())
+        _after_champion(reg, model, prev or "", version, {**event, "override": ""})
     return prev

@@ -193,7 +193,7 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
                 f"      run       {d['run_id']} ({d['candidate'] or '-'}), code "
                 f"{d['code_revision'] or '-'}"
             )
-        for problem in r["history_problems"]:
+        for problem in r["problems"]:
             print(f"  ! {problem}")
     return rows
 
@@ -220,9 +220,11 @@ def do_history(p: Params, st: Settings, a: argparse.Namespace) -> object:
         else:
             move = f"v{r.get('version')}"
         override = "  OVERRIDE" if r.get("override") else ""
+        state, note = r.get("state") or "done", r.get("note") or ""
+        settled = f"  [{state}{': ' + note if note else ''}]" if state != "done" or note else ""
         print(
             f"#{r.get('seq'):>3} {r.get('at')}  {r.get('action'):<10} {move}  "
-            f"by {r.get('actor')}{override}  ({r.get('reason') or '-'})"
+            f"by {r.get('actor')}{override}  ({r.get('reason') or '-'}){settled}"
         )
     return rows
 

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mlops import approval, audit, tags
+from mlops import approval, audit, io, tags
 from mlops.approval import Refused, Status
 from mlops.config import Settings
 from mlops.registry import CHALLENGER, CHAMPION, Registry, RegistryError, connect
@@ -41,6 +41,7 @@ def promote(
     reg = connect(st)
     by = by or audit.actor(reg.st)
     with audit.registry_lock(reg.st, model):
+        audit.reconcile(reg, model)
         mv = reg.resolve_version(model, version)
         version = str(mv.version)
         problems = approval.blockers(mv.tags)
@@ -75,17 +76,18 @@ def rollback(
     """Move ``champion`` back: to ``to`` or, by default, to the previous champion.
 
     The target must have been champion before (use ``promote`` for a new version).
-    The target is chosen inside the lock, so two rollbacks racing do not both return
-    to the same version.
+    The target is chosen inside the lock, after interrupted and outside moves are
+    recorded, so it is the version that really held the alias before, and two rollbacks
+    racing do not both return to the same version.
     """
     reg = connect(st)
     reg.require_model(model)
     by = by or audit.actor(reg.st)
     with audit.registry_lock(reg.st, model):
+        events = audit.reconcile(reg, model)
         current = reg.alias_version(model, CHAMPION)
         if current is None:
             raise Refused(f"model {model!r} has no champion to roll back from")
-        events = audit.history(reg, model)
         if to is None:
             target = audit.previous_champion(events, current)
             if target is None:
@@ -124,11 +126,21 @@ def apply_gate(
 ) -> str:
     """Record the gate on the version, then move aliases as the verdict and mode allow.
 
-    Mode ``auto``: a passing version becomes champion. Mode ``manual``: it becomes
-    challenger with a pending approval. A failing version moves nothing.
+    All inside the registry lock. Mode ``auto``: a passing version becomes champion.
+    Mode ``manual``: it becomes challenger with a pending approval. A failing version
+    moves nothing.
     """
     reg = connect(st)
+    with audit.registry_lock(reg.st, model):
+        return _apply_gate(reg, model, str(version), passed, reasons, mode)
+
+
+def _apply_gate(
+    reg: Registry, model: str, version: str, passed: bool, reasons: Sequence[str], mode: str
+) -> str:
+    """Inside the lock, so a manual promotion waiting on it reads the gate just written."""
     c = reg.client
+    audit.reconcile(reg, model)
     what = f"record the gate on {model} v{version}"
     reg.retry(
         lambda: c.set_model_version_tag(
@@ -146,25 +158,24 @@ def apply_gate(
         prev = audit.move_champion(
             reg, model, version, "gate passed, approval mode auto", by="gate"
         )
-        if prev == str(version):
+        if prev == version:
             return f"champion v{version} (unchanged)"
         return f"champion v{prev} -> v{version}" if prev else f"champion -> v{version}"
     c.set_model_version_tag(model, version, tags.APPROVAL, Status.PENDING.value)
-    with audit.registry_lock(reg.st, model):
-        if reg.alias_version(model, CHALLENGER) != str(version):
-            audit.move(
-                reg,
-                model,
-                CHALLENGER,
-                str(version),
-                {
-                    "action": "challenger",
-                    "version": str(version),
-                    "actor": "gate",
-                    "reason": "gate passed, waiting for approval",
-                },
-            )
-            c.set_model_version_tag(model, version, tags.CHALLENGER_SINCE, audit.now())
+    if reg.alias_version(model, CHALLENGER) != version:
+        audit.move(
+            reg,
+            model,
+            CHALLENGER,
+            version,
+            {
+                "action": "challenger",
+                "version": version,
+                "actor": "gate",
+                "reason": "gate passed, waiting for approval",
+            },
+        )
+        c.set_model_version_tag(model, version, tags.CHALLENGER_SINCE, audit.now())
     return f"challenger v{version}, approval pending"
 
 
@@ -224,12 +235,28 @@ def _describe(reg: Registry, mv: Any, alias: str, events: Sequence[audit.Event])
     }
 
 
+def missing_artifacts(reg: Registry, model: str, mv: Any) -> str | None:
+    """Why ``mv``'s model files cannot be served, if they cannot: a listing, not a load."""
+    import mlflow
+
+    try:
+        uri = reg.client.get_model_version_download_uri(model, str(mv.version))
+        files = mlflow.artifacts.list_artifacts(artifact_uri=uri)
+    except Exception as exc:  # noqa: BLE001 - any failure to list is what we report
+        return f"its artifacts at {io.redact(mv.source)} cannot be listed ({io.redact(str(exc))})"
+    if any(f.path.rsplit("/", 1)[-1] == "MLmodel" for f in files):
+        return None
+    return f"artifacts are missing at {io.redact(uri)} (no MLmodel file)"
+
+
 def status(st: Settings | Registry, model: str | None = None) -> list[dict[str, Any]]:
     """Champion and challenger of ``model`` (default: every registered model).
 
     Each entry: the model, its aliases described (version, since when, holdout and
-    evaluation metrics, gate, approval, training data) and any disagreement between the
-    history and the champion alias.
+    evaluation metrics, gate, approval, training data), any disagreement between the
+    history and the champion alias (``history_problems``) and every problem found
+    (``problems``: those, and a champion whose model files are gone). Interrupted and
+    outside moves are settled first, as by every governance command.
     """
     reg = connect(st)
     if model is not None:
@@ -239,19 +266,37 @@ def status(st: Settings | Registry, model: str | None = None) -> list[dict[str, 
         names = sorted(m.name for m in reg.client.search_registered_models(max_results=1000))
     out = []
     for name in names:
-        events = audit.history(reg, name)
+        problems: list[str] = []
+        try:
+            with audit.registry_lock(reg.st, name):
+                recorded = audit.reconcile(reg, name)
+        except Exception as exc:  # noqa: BLE001 - a reader without write access still sees
+            recorded = audit.history(reg, name)
+            problems.append(
+                f"interrupted or outside alias moves could not be recorded "
+                f"({io.redact(str(exc))}); run `mlops status {name}` as a user who may "
+                f"move aliases"
+            )
+        events = audit.effective(recorded)
         aliases: dict[str, dict[str, Any] | None] = {}
         for alias in (CHAMPION, CHALLENGER):
             mv = reg.version_by_alias(name, alias)
             aliases[alias] = None if mv is None else _describe(reg, mv, alias, events)
+            gone = None if mv is None else missing_artifacts(reg, name, mv)
+            if gone:
+                fix = f"`mlops reject {name} {mv.version} --by NAME`"
+                fix = f"run `mlops rollback {name}`" if alias == CHAMPION else f"run {fix}"
+                problems.append(f"{alias} v{mv.version}: {gone}; {fix}")
         top = aliases[CHAMPION]
         champ = top["version"] if top else None
+        history_problems = audit.check_history(events, champ) if events else []
         out.append(
             {
                 "model": name,
                 **aliases,
-                "events": len(events),
-                "history_problems": audit.check_history(events, champ) if events else [],
+                "events": len(recorded),
+                "history_problems": history_problems,
+                "problems": [*problems, *history_problems],
             }
         )
     return out

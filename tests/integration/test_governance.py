@@ -309,6 +309,27 @@ def test_a_failed_audit_write_puts_the_alias_back(st, model, monkeypatch) -> Non
     assert champion(st, model) == v1
 
 
+def test_a_failed_alias_move_abandons_its_intent(st, model) -> None:
+    # given a champion, and a registry that refuses the next alias write
+    v1, v2 = add_version(st, model), add_version(st, model)
+    governance.promote(st, model, v1, by="ann")
+    reg = connect(st)
+
+    def refuse(*a, **k):
+        raise RegistryError("registry read-only")
+
+    reg.client.set_registered_model_alias = refuse  # type: ignore[method-assign]
+    # when a promotion's alias move fails after its intent was written
+    with pytest.raises(RegistryError, match="read-only"):
+        governance.promote(reg, model, v2, by="ann")
+    # then the alias is unchanged and the intent is on record as abandoned, not as a move
+    events = audit.history(st, model)
+    assert champion(st, model) == v1
+    assert (events[0]["state"], events[0]["to_version"]) == ("abandoned", v2)
+    assert audit.check_history(events, v1) == []
+    assert not audit.was_champion(events, v2)
+
+
 # --------------------------------------------------------------------------- concurrency
 def test_racing_promotions_leave_history_consistent_with_the_alias(st, model) -> None:
     # given six promotable versions and six threads released at once

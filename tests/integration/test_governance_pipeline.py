@@ -223,4 +223,5 @@ def test_predictions_keep_their_version_after_the_champion_moves(demo, capsys) -
     assert main(["--params", str(demo["pp"]), "status", MODEL, "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["champion"]["version"] == "1" and row["history_problems"] == []
+    assert row["problems"] == []  # the trained model's files are found where MLflow put them
     assert [e["action"] for e in audit.history(st, MODEL)[:2]] == ["rollback", "promote"]
