@@ -20,7 +20,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlops import card_render, features, io, models, partitions, tags
+from mlops import card_render, features, io, models, partitions, provenance, tags
 from mlops.config import Params, Settings
 from mlops.contract import Contract
 from mlops.registry import Registry, RegistryError, connect
@@ -268,8 +268,7 @@ def build(
     hold = holdout_of(parts, run.data.params, vt, params.train.holdout_partitions)
     fitted = [p for p in parts if p not in hold]
     md5 = json.loads(vt.get(tags.DATA_MD5, "{}"))
-    manifest_path = st.state_dir / "ingest.json"
-    manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
+    manifest = provenance.manifest(st)
 
     loaded = reg.load(model, version)
     df = features.training_frame(params, st, hold, stage="card")
@@ -331,10 +330,12 @@ def build(
             "holdout_window": _window(hold),
             "md5": md5,
             "data_hash": data_hash(md5),
+            # the version trained on, current or earlier (re-ingested since)
             "rows": {
-                p: manifest[p]["rows"]
+                pid: v["rows"]
                 for p in parts
-                if p in manifest and manifest[p].get("md5") == md5.get(p)
+                for pid, v in provenance.find(manifest, md5.get(p, ""))
+                if pid == p and "rows" in v
             },
         },
         "features": [

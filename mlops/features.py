@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlops import io, partitions
+from mlops import io, partitions, provenance
 from mlops.config import ConfigError, Params, Settings
 from mlops.contract import Contract
 
@@ -172,9 +172,8 @@ def online_store_config(st: Settings) -> dict[str, Any]:
             parts.append(f"password={url.password}")
         if url.scheme == "rediss":
             parts.append("ssl=true")
-        # Without skip_dedup Feast reads every entity's stored timestamp before writing it.
-        # Not needed: materialize writes only the latest row per entity, and re-loads newer
-        # partitions after a backfill (online_interval), so the last write is the latest.
+        # skip_dedup: Feast would read each entity's stored timestamp before writing it; but
+        # materialize writes the latest row per entity (online_interval), the last write wins.
         return {"type": "redis", "connection_string": ",".join(parts), "skip_dedup": True}
     raise ConfigError(
         f"MLOPS_FEAST_ONLINE={value!r} is not an online store; use 'sqlite', "
@@ -213,13 +212,21 @@ def store(params: Params, st: Settings) -> FeatureStore:
     fs = _STORES.get(cache_key)
     if fs is not None and registry.is_file():
         return fs
+    from google.protobuf.message import DecodeError
+
     (st.data_root / "feast").mkdir(parents=True, exist_ok=True)
     fs = FeatureStore(config=repo_config(params, st))
-    if not _applied(fs, params, fp):
-        with lock(st):
-            fs.refresh_registry()
-            if not _applied(fs, params, fp):
-                fs.apply(definitions(params, st, key_types).objects())
+    try:
+        if not _applied(fs, params, fp):
+            with lock(st):
+                fs.refresh_registry()
+                if not _applied(fs, params, fp):
+                    fs.apply(definitions(params, st, key_types).objects())
+    except DecodeError as exc:  # truncated or overwritten: the registry names no file
+        raise FeatureError(
+            f"{registry}: damaged Feast registry, cannot be read ({exc}); it holds only "
+            "definitions derived from params.yaml: delete it and re-run `mlops materialize`"
+        ) from None
     _STORES[cache_key] = fs
     return fs
 
@@ -266,14 +273,6 @@ def restore_dtypes(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         else:
             df[f.name] = s.astype("int64" if f.dtype == "int" else "bool")
     return df
-
-
-def describe_online(st: Settings) -> str:
-    """The online store for messages: type and place, never a password."""
-    cfg = online_store_config(st)
-    if cfg["type"] == "redis":
-        return f"redis {cfg['connection_string'].split(',')[0]}"
-    return f"{cfg['type']} {cfg.get('path', '')}".strip()
 
 
 # --------------------------------------------------------------------------- retrieval
@@ -406,8 +405,11 @@ def _frame(
     if need_target and not target:
         raise FeatureError(f"validated partitions {pids} lack the target {c.target!r}")
     keys = [*c.entity_keys, c.timestamp]
+    entries = provenance.manifest(st)
     for pid in pids:
         path = feature_file(params, st, pid)
+        found, redo = provenance.made_from(path), provenance.redo_features(pid)
+        provenance.require(st, pid, found, stage, path, redo, entries)
         # Feast would join one of the rows sharing a key and timestamp to every label row.
         rows = pq.read_table(path, columns=keys)
         io.one_to_one(rows, keys, f"{stage}: feature file {path}", REDO.format(what=pid))

@@ -2,16 +2,19 @@
 
 Each partition lands at ``<data_root>/raw/<partition>.parquet``, projected onto the data
 contract's columns, is tracked with ``dvc add`` and pushed to the DVC remote. The content
-hash DVC recorded is kept in ``<data_root>/state/ingest.json`` for lineage.
+hash DVC recorded is kept in ``<data_root>/state/ingest.json`` for lineage, beside every
+earlier version of the partition (``provenance.updated``): a re-ingest of corrected data
+makes the downstream files stale, and the stages after it refuse them until re-run.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypedDict
 
-from mlops import faults, io, partitions
+from mlops import faults, io, partitions, provenance
 from mlops.config import Params, Settings
 from mlops.contract import Contract
 from mlops.source import load
@@ -29,6 +32,7 @@ class Ingested(TypedDict):
     md5: str
     rows: int
     source: str
+    at: str
 
 
 def split_partitions(
@@ -72,6 +76,8 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, Ingested]:
 def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, Ingested]:
     from mlops.versioning import track
 
+    # A damaged manifest stops ingest here, before any partition is rewritten or tracked.
+    provenance.manifest(st)
     df = load(params.source, st.root, allow_outside=st.allow_outside)
     parts = split_partitions(
         df, params.contract, params.source.timestamp_column, params.ingest.partition, pids
@@ -82,19 +88,23 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, 
     faults.point("ingest.before_track")
     hashes = track(st.data_root, paths, push=params.ingest.push, wait_s=st.dvc_lock_wait_s)
 
-    manifest_path = st.state_dir / "ingest.json"
-    manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
+    at = datetime.now(UTC).isoformat(timespec="seconds")
     result: dict[str, Ingested] = {}
-    for (pid, part), path in zip(parts.items(), paths, strict=True):
-        entry = Ingested(
-            path=str(path.relative_to(st.root)) if path.is_relative_to(st.root) else str(path),
-            md5=hashes[str(path)],
-            rows=len(part),
-            source=params.source.path,
-        )
-        manifest[pid] = entry
-        result[pid] = entry
-    io.write_json(manifest_path, manifest)
+    # Ingests of other partitions may run at once: read, update and write under one lock.
+    with io.file_lock(st.state_dir / "locks" / f"{provenance.MANIFEST}.lock"):
+        manifest = provenance.manifest(st)
+        for (pid, part), path in zip(parts.items(), paths, strict=True):
+            entry = Ingested(
+                path=str(path.relative_to(st.root)) if path.is_relative_to(st.root) else str(path),
+                md5=hashes[str(path)],
+                rows=len(part),
+                source=params.source.path,
+                at=at,
+            )
+            manifest = provenance.updated(manifest, pid, entry)
+            entry["at"] = manifest[pid]["at"]  # the first ingest of the same bytes
+            result[pid] = entry
+        io.write_json(provenance.manifest_path(st), manifest)
     rows = sum(len(p) for p in parts.values())
     pushed = ", pushed" if params.ingest.push else ""
     print(

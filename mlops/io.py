@@ -288,12 +288,20 @@ def read_json(path: Path, missing: Any = None, fix: str = "") -> Any:
         ) from None
 
 
-def write_parquet(target: Path, df: pd.DataFrame) -> Path:
-    """Write a DataFrame atomically and deterministically (same data, same bytes)."""
+def write_parquet(
+    target: Path, df: pd.DataFrame, metadata: dict[bytes, bytes] | None = None
+) -> Path:
+    """Write a DataFrame atomically and deterministically (same data, same bytes).
+
+    ``metadata`` is added to the file's schema metadata (e.g. the raw version it was
+    made from, ``provenance.metadata``).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     with atomic_path(target) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return target
@@ -306,6 +314,23 @@ def md5(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def link(src: Path, target: Path) -> Path:
+    """Put ``src``'s bytes at ``target`` atomically: a hard link, else a copy; ``target``.
+
+    A hard link shares the bytes (no second copy on disk); where links are not possible
+    (another file system) the file is copied. Either way ``target`` appears whole or not.
+    """
+    import shutil
+
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+    return target
 
 
 # --------------------------------------------------------------------------- parquet rows

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mlops import audit, partitions, tags
+from mlops import audit, partitions, provenance, tags
 from mlops.config import Settings
 from mlops.lineage_records import (
     LineageError,
@@ -116,9 +116,10 @@ def model_chain(
         if not v["found"]:
             problems.append(f"partition {pid}: no validation record at {v['record']}")
         elif v.get("covers_trained_data") is False:
+            edited = "; its validated copy changed since" if v["validated_copy_changed"] else ""
             problems.append(
                 f"partition {pid}: the validation on record is for other data "
-                f"(md5 {v.get('validated_md5')}, trained on {h})"
+                f"(md5 {v.get('validated_md5')}, trained on {h}{edited})"
             )
         data.append(entry)
     rev = str(vt.get(tags.CODE_REVISION) or "unknown")
@@ -129,7 +130,7 @@ def model_chain(
             f"code revision {rev}: trained with uncommitted changes, so the "
             f"revision does not pin the code exactly"
         )
-    events = audit.history(reg, name)
+    events = audit.effective(audit.history(reg, name))
     return {
         "model": {
             "name": name,
@@ -181,6 +182,12 @@ def backward(
         pred = prediction_record(path)
         chain = model_chain(st, pred["model_name"], pred["model_version"], reg)
         problems = [*pred["problems"], *chain.pop("problems")]
+        now = current_md5(st, pred["partition"])
+        if pred["input_md5"] and now and pred["input_md5"] != now:
+            problems.append(
+                f"made from version {pred['input_md5']} of {pred['partition']}; the current "
+                f"version is {now} (re-ingested since)"
+            )
         if pred["run_id"] and pred["run_id"] != chain["run"]["run_id"]:
             problems.append(
                 f"sidecar run id {pred['run_id']} is not the run of "
@@ -228,8 +235,8 @@ def forward(st: Settings, data: str, reg: Registry | None = None) -> dict[str, A
     if partitions.is_id(data):
         pids, md5s = {data}, set()
     elif HEX32.match(data):
-        md5s = {data}
-        pids = {p for p, e in manifest.items() if e.get("md5") == data}
+        md5s = {data}  # current or earlier: the manifest keeps every version
+        pids = {p for p, _ in provenance.find(manifest, data)}
     else:
         raise LineageError(f"{data!r} is neither a DVC md5 (32 hex digits) nor a partition id")
 
@@ -255,7 +262,8 @@ def forward(st: Settings, data: str, reg: Registry | None = None) -> dict[str, A
                     "md5": {p: hashes.get(p) for p in hit},
                 }
             )
-    runs = []
+    runs: list[dict[str, Any]] = []
+    unfinished: list[dict[str, Any]] = []
     exps = [
         e.experiment_id
         for e in c.search_experiments(max_results=1000)
@@ -274,21 +282,29 @@ def forward(st: Settings, data: str, reg: Registry | None = None) -> dict[str, A
             else bool(pids.intersection(_partitions(rt)))
         )
         if used:
-            runs.append(
+            # A run killed mid-training stays RUNNING (or is marked KILLED): not a training
+            # run that produced anything, so it is listed apart and not counted.
+            (runs if r.info.status == "FINISHED" else unfinished).append(
                 {
                     "run_id": r.info.run_id,
                     "run_name": r.info.run_name,
                     "candidate": rt.get(tags.CANDIDATE),
                     "selected": rt.get(tags.SELECTED) == "true",
+                    "status": r.info.status,
                     "failed": r.info.status == "FAILED",
                 }
             )
     used_by = {(m["name"], m["version"]) for m in models}
+
+    def made_from(p: dict[str, Any]) -> bool:
+        # a data hash: only what was made from those bytes, not later versions' outputs
+        return p.get("input_md5") in md5s if md5s else p["partition"] in pids
+
     preds, scored = [], []
     for p in prediction_files(st):
         if (p["model_name"], p["model_version"]) in used_by:
             preds.append(p)
-        if p["partition"] in pids or (p.get("input_md5") and p["input_md5"] in md5s):
+        if made_from(p):
             scored.append(p)
     current = {p: current_md5(st, p) for p in sorted(pids)}
     return {
@@ -297,10 +313,13 @@ def forward(st: Settings, data: str, reg: Registry | None = None) -> dict[str, A
         "partitions": sorted(pids),
         "md5": sorted(md5s) if md5s else sorted({h for h in current.values() if h}),
         "current_md5": current,
+        "versions": {p: provenance.versions(manifest.get(p) or {}) for p in sorted(pids)},
         "runs": runs,
+        "unfinished_runs": unfinished,
         "models": models,
         "predictions": preds,
         "scored_partition_predictions": scored,
+        "archived_predictions": [p for p in prediction_files(st, archived=True) if made_from(p)],
     }
 
 
@@ -326,12 +345,24 @@ def format_text(lin: dict[str, Any]) -> str:
         lines.append(f"data {lin['start']}: partitions {', '.join(lin['partitions']) or '-'}")
         for p, h in lin["current_md5"].items():
             lines.append(f"  {p}: current DVC md5 {h or '-'}")
+            lines += [
+                f"    earlier version {v.get('md5')} ingested {v.get('at', '?')}, replaced "
+                f"{v.get('until', '?')}"
+                for v in lin.get("versions", {}).get(p, [])[:-1]
+            ]
         lines.append(f"  training runs ({len(lin['runs'])}):")
         lines += [
             f"    {r['run_id']} {r['candidate']}{' (selected)' if r['selected'] else ''}"
-            f"{' (failed: no model)' if r.get('failed') else ''}"
             for r in lin["runs"]
         ]
+        if lin.get("unfinished_runs"):
+            n = len(lin["unfinished_runs"])
+            lines.append(f"  runs that did not finish, not counted ({n}):")
+            lines += [
+                f"    {r['run_id']} {r['candidate']} "
+                + ("(failed: no model)" if r["failed"] else f"({r['status']}: interrupted?)")
+                for r in lin["unfinished_runs"]
+            ]
         lines.append(f"  model versions ({len(lin['models'])}):")
         lines += [
             " ".join(
@@ -354,6 +385,13 @@ def format_text(lin: dict[str, Any]) -> str:
             lines += [
                 f"    {p['path']} ({p['model_name']} v{p['model_version']})"
                 for p in lin["scored_partition_predictions"]
+            ]
+        if lin.get("archived_predictions"):
+            lines.append("  every prediction version of the partition, oldest first:")
+            lines += [
+                f"    {p['path']} ({p['model_name']} v{p['model_version']}, input md5 "
+                f"{p['input_md5'] or '-'}, {p['rows']:,} rows)"
+                for p in lin["archived_predictions"]
             ]
         return "\n".join(lines)
     for p in lin.get("predictions", []) if lin["kind"] == "predictions" else []:

@@ -1,7 +1,8 @@
 """What the stages leave on disk about a partition, read back for lineage.
 
 The raw partition's DVC hash (its pointer, else ``state/ingest.json``), the validation
-result on record for it, and each prediction file's sidecar and columns.
+result on record for it, and each prediction file's sidecar and columns, current or
+archived.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlops import io, partitions
+from mlops import io, partitions, provenance
 from mlops.config import Settings
 from mlops.registry import RegistryError
 
@@ -72,16 +73,16 @@ def current_md5(st: Settings, partition: str) -> str | None:
 
 
 def read_manifest(st: Settings) -> dict[str, Any]:
-    """``state/ingest.json``: partition -> path, md5, rows, source (empty when absent)."""
-    path = st.state_dir / "ingest.json"
-    return io.read_json(path) if path.is_file() else {}
+    """``state/ingest.json``: partition -> path, md5, rows, source, history (empty if absent)."""
+    return provenance.manifest(st)
 
 
 def validation_record(st: Settings, partition: str, md5: str | None) -> dict[str, Any]:
     """The validation result on record for a partition, and whether it covers ``md5``.
 
-    The summary names the file it validated; the validated copy is a byte copy of the
-    raw file, so its md5 tells whether the result on record is for the data trained on.
+    The summary records the raw md5 it validated and the md5 of the validated copy it
+    wrote; a copy changed since is not covered. (Older summaries have neither: their
+    validated copy was a byte copy of the raw file, so its own md5 is the raw one.)
     """
     path = st.state_dir / "validation" / f"{partition}.json"
     out: dict[str, Any] = {"partition": partition, "record": relative(path, st)}
@@ -101,7 +102,9 @@ def validation_record(st: Settings, partition: str, md5: str | None) -> dict[str
         return out
     s = io.read_json(path)
     validated = partitions.file(st.validated_dir, partition)
-    checked = s.get("md5") or (io.md5(validated) if validated.is_file() else None)
+    now = io.md5(validated) if validated.is_file() else None
+    checked = s.get("md5") or now
+    changed = now is not None and s.get("validated_md5") not in (None, now)
     out.update(
         found=True,
         success=bool(s.get("success")),
@@ -111,7 +114,10 @@ def validation_record(st: Settings, partition: str, md5: str | None) -> dict[str
         statistics=s.get("statistics"),
         data_docs_page=s.get("data_docs_page"),
         validated_md5=checked,
-        covers_trained_data=None if (checked is None or md5 is None) else checked == md5,
+        validated_copy_changed=changed,
+        covers_trained_data=(
+            None if (checked is None or md5 is None) else checked == md5 and not changed
+        ),
     )
     return out
 
@@ -145,6 +151,11 @@ def prediction_record(path: Path) -> dict[str, Any]:
             f"v{meta.get('model_version')} but the rows say {pairs[0][0]} "
             f"v{pairs[0][1]}"
         )
+    if meta.get("md5") and meta["md5"] != io.md5(path):
+        problems.append(
+            f"sidecar {side.name} describes other bytes (md5 {meta['md5']}): the file was "
+            "replaced without it (a score killed between the two?); re-run score"
+        )
     name, version = pairs[0] if pairs else (meta.get("model_name"), meta.get("model_version"))
     return {
         "path": str(path),
@@ -154,18 +165,27 @@ def prediction_record(path: Path) -> dict[str, Any]:
         "model_version": str(version),
         "run_id": meta.get("run_id"),
         "input_md5": meta.get("input_md5"),
+        "md5": meta.get("md5"),
+        "archived": meta.get("archived"),
         "sidecar": side.is_file(),
         "problems": problems,
     }
 
 
-def prediction_files(st: Settings) -> list[dict[str, Any]]:
-    """Every prediction file under the predictions folder, described."""
-    folder = st.predictions_dir
+def prediction_files(st: Settings, archived: bool = False) -> list[dict[str, Any]]:
+    """Every prediction file under the predictions folder, described.
+
+    With ``archived``, every version kept in the archive instead (``provenance.archive_dir``:
+    one per partition, model version and input version), oldest first.
+    """
+    folder = provenance.archive_dir(st) if archived else st.predictions_dir
     if not folder.is_dir():
         return []
+    files = sorted(folder.glob("*/*/v*/*.parquet" if archived else "*.parquet"))
+    if archived:
+        files.sort(key=lambda p: p.stat().st_mtime)
     out = []
-    for p in sorted(folder.glob("*.parquet")):
+    for p in files:
         try:
             out.append(prediction_record(p))
         except LineageError:

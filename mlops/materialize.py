@@ -1,9 +1,10 @@
 """materialize: publish validated partitions as Feast features, offline and online.
 
 Each partition's feature rows (keys, timestamp, features, typed as the feature view
-declares) go to its own file in the Feast offline source. The online store then gets the
-latest row per entity through Feast's ``write_to_online_store``, in chunks. The Feast
-definitions and every read live in ``mlops.features``.
+declares) go to its own file in the Feast offline source, stamped with the raw version
+they were made from (a validated file of an earlier version is refused). The online store
+then gets the latest row per entity through Feast's ``write_to_online_store``, in chunks.
+The Feast definitions and every read live in ``mlops.features``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from mlops import faults, features, io, partitions
+from mlops import faults, features, io, partitions, provenance
 from mlops.config import Params, Settings
 from mlops.contract import Contract
 from mlops.features import FeatureError, KeyType, source_dir
@@ -91,16 +92,20 @@ def run(params: Params, st: Settings, pids: list[str]) -> Materialized:
         return _run(params, st, pids, t0)
 
 
-def _read_validated(st: Settings, pids: list[str]) -> tuple[pd.DataFrame, list[int]]:
-    """All validated partitions as one frame, one after another, and their row counts.
+def _read_validated(
+    st: Settings, pids: list[str]
+) -> tuple[pd.DataFrame, list[int], list[str | None]]:
+    """All validated partitions as one frame, one after another, row counts and versions.
 
     Read and converted once for all, so a thousand small partitions cost little more
-    than their rows.
+    than their rows. A validated file made from an earlier raw version than the current
+    one is refused (``provenance.Stale``), naming validate to re-run.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = []
+    tables, md5s = [], []
+    entries = provenance.manifest(st)
     for pid in pids:
         path = partitions.file(st.validated_dir, pid)
         if not path.is_file():
@@ -108,6 +113,10 @@ def _read_validated(st: Settings, pids: list[str]) -> tuple[pd.DataFrame, list[i
                 f"{path}: validated partition {pid!r} not found; run `mlops validate` for it first"
             )
         tables.append(pq.read_table(path))
+        found = provenance.made_from(tables[-1].schema)
+        redo = f"`mlops validate --partitions {pid}`"
+        provenance.require(st, pid, found, "materialize", path, redo, entries)
+        md5s.append(found)
     sizes = [t.num_rows for t in tables]
     try:
         table = pa.concat_tables(tables)
@@ -115,8 +124,8 @@ def _read_validated(st: Settings, pids: list[str]) -> tuple[pd.DataFrame, list[i
         import pandas as pd
 
         frames = [t.to_pandas() for t in tables]
-        return pd.concat(frames, ignore_index=True), sizes
-    return table.to_pandas().reset_index(drop=True), sizes
+        return pd.concat(frames, ignore_index=True), sizes, md5s
+    return table.to_pandas().reset_index(drop=True), sizes, md5s
 
 
 def _check_keys(
@@ -143,7 +152,7 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> Materializ
     import pandas as pd
 
     c = params.contract
-    df, sizes = _read_validated(st, pids)
+    df, sizes, md5s = _read_validated(st, pids)
     first = df.iloc[: sizes[0]]
     key_types: dict[str, KeyType] = {
         k: "int" if k in first and pd.api.types.is_integer_dtype(first[k]) else "string"
@@ -164,9 +173,10 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> Materializ
     _check_keys(st, pids, sizes, rows_df, c)
     keys = []
     start = 0
-    for pid, n in zip(pids, sizes, strict=True):
+    for pid, n, md5 in zip(pids, sizes, md5s, strict=True):
         part = rows_df.iloc[start : start + n].reset_index(drop=True)
-        io.write_parquet(partitions.file(source_dir(params, st), pid), part)
+        path = partitions.file(source_dir(params, st), pid)
+        io.write_parquet(path, part, provenance.metadata(md5))
         keys.append(part[c.entity_keys])
         start += n
     rows = sum(len(k) for k in keys)
@@ -203,6 +213,14 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> Materializ
         online=online,
         seconds=round(secs, 3),
     )
+
+
+def _describe_online(st: Settings) -> str:
+    """The online store for messages: type and place, never a password."""
+    cfg = features.online_store_config(st)
+    if cfg["type"] == "redis":
+        return f"redis {cfg['connection_string'].split(',')[0]}"
+    return f"{cfg['type']} {cfg.get('path', '')}".strip()
 
 
 def _online_errors() -> tuple[type[BaseException], ...]:
@@ -301,7 +319,7 @@ def _load_online(
     def warn(exc: BaseException, delay: float) -> None:
         log.warning(
             "online store %s unavailable (%s); retrying in %.1fs",
-            features.describe_online(st),
+            _describe_online(st),
             io.redact(str(exc)),
             delay,
         )
@@ -314,7 +332,7 @@ def _load_online(
         if not transient(exc):
             raise
         raise FeatureError(
-            f"online store {features.describe_online(st)} unavailable after "
+            f"online store {_describe_online(st)} unavailable after "
             f"{st.retry_attempts} tries ({type(exc).__name__}: {io.redact(str(exc))}); the "
             f"offline features of {', '.join(parts)} in {source_dir(params, st)} are "
             "complete; re-run materialize when the online store is back"

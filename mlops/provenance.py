@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "ingest.json"
 META_KEY = b"mlops.raw_md5"
+ARCHIVE = "archive/predictions"
 MANIFEST_FIX = (
     "Restore it from a backup, or remove it and re-run `mlops ingest` for every "
     "partition (the raw files are re-hashed; earlier versions are then forgotten)."
@@ -40,6 +41,14 @@ class Stale(ValueError):
 def manifest_path(st: Settings) -> Path:
     """``<data_root>/state/ingest.json``."""
     return st.state_dir / MANIFEST
+
+
+def redo_features(partition: str) -> str:
+    """What to re-run when a feature file is stale: validate, then materialize."""
+    return (
+        f"`mlops validate --partitions {partition}` and then "
+        f"`mlops materialize --partitions {partition}`"
+    )
 
 
 def manifest(st: Settings) -> dict[str, Any]:
@@ -63,13 +72,16 @@ def updated(entries: Mapping[str, Any], partition: str, entry: Mapping[str, Any]
     """Pure: ``entries`` with ``entry`` as ``partition``'s current version.
 
     A changed hash moves the version it replaces into the entry's ``history`` (with the
-    time it was replaced, ``until``); the same hash again changes nothing but the entry.
+    time it was replaced, ``until``); the same hash again keeps the time it was first
+    ingested (``at``), so re-ingesting unchanged data writes the same manifest.
     """
     out = dict(entries)
     old = dict(entries.get(partition) or {})
     history = list(old.pop("history", []))
     if old.get("md5") and old["md5"] != entry.get("md5"):
         history.append({**old, "until": entry.get("at", "")})
+    elif old.get("at"):
+        entry = {**entry, "at": old["at"]}
     out[partition] = {**entry, **({"history": history} if history else {})}
     return out
 
@@ -81,21 +93,39 @@ def find(entries: Mapping[str, Any], md5: str) -> list[tuple[str, dict[str, Any]
     ]
 
 
+def archive_dir(st: Settings) -> Path:
+    """``<data_root>/archive/predictions``: every prediction file ever published.
+
+    One file per partition, model version and input version:
+    ``<partition>/<model>/v<version>/<input md5>.parquet`` beside its sidecar, so a
+    rescore (another champion, re-ingested data) never loses what was answered before.
+    """
+    return st.data_root / ARCHIVE
+
+
+def archive_file(st: Settings, partition: str, model: str, version: str, md5: str) -> Path:
+    """Where the predictions of ``model`` v``version`` made from input ``md5`` are kept."""
+    return archive_dir(st) / partition / model / f"v{version}" / f"{md5}.parquet"
+
+
+def metadata(md5: str | None) -> dict[bytes, bytes]:
+    """The Parquet schema metadata that says a file was made from raw version ``md5``."""
+    return {META_KEY: md5.encode()} if md5 else {}
+
+
 def stamp(table: pa.Table, md5: str | None) -> pa.Table:
     """``table`` with ``md5`` in its schema metadata (kept when written to Parquet)."""
     if not md5:
         return table
-    meta = dict(table.schema.metadata or {})
-    meta[META_KEY] = md5.encode()
-    return table.replace_schema_metadata(meta)
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata(md5)})
 
 
-def made_from(path: Path) -> str | None:
-    """The raw md5 a Parquet file was made from (None when it carries none)."""
+def made_from(source: Path | pa.Schema) -> str | None:
+    """The raw md5 a Parquet file (or a table's schema) was made from; None if it has none."""
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(path).metadata or {}
-    value = meta.get(META_KEY)
+    schema = pq.read_schema(source) if isinstance(source, Path) else source
+    value = (schema.metadata or {}).get(META_KEY)
     return value.decode() if value else None
 
 

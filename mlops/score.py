@@ -9,16 +9,23 @@ they are streamed from the file in chunks instead of joined whole. Each chunk is
 predicted and written into a temporary Parquet file that is renamed into place when
 complete, so memory does not grow with the partition and a killed run leaves the
 previous predictions untouched.
+
+The feature file must be made from the partition's current raw version (``provenance``);
+the sidecar records that version (``input_md5``) and the predictions' own md5. Every
+predictions file is also kept in ``<data_root>/archive/predictions/<partition>/<model>/
+v<version>/<input md5>.parquet`` (a hard link, with its sidecar), put there before it
+replaces the previous one: a rescore by another champion or of re-ingested data never
+loses what was answered before.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from mlops import faults, features, io, partitions
+from mlops import faults, features, io, partitions, provenance
 from mlops.config import Params, Settings
 from mlops.registry import CHAMPION, Loaded, RegistryError, connect
 
@@ -50,8 +57,16 @@ def predict_batches(
             yield predict_frame(part, loaded, params)
 
 
-def write_predictions(target: Path, chunks: Iterable[pd.DataFrame]) -> int:
-    """Stream chunks into one Parquet file atomically; return the row count."""
+def write_predictions(
+    target: Path,
+    chunks: Iterable[pd.DataFrame],
+    before_rename: Callable[[Path, int], None] | None = None,
+) -> int:
+    """Stream chunks into one Parquet file atomically; return the row count.
+
+    ``before_rename(complete_file, rows)`` runs once the file is complete, before it
+    replaces ``target`` (to archive it first).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -71,6 +86,8 @@ def write_predictions(target: Path, chunks: Iterable[pd.DataFrame]) -> int:
                 writer.close()
         if writer is None:
             raise ValueError(f"{target}: nothing to score (no rows)")
+        if before_rename is not None:
+            before_rename(tmp, rows)
     return rows
 
 
@@ -100,6 +117,9 @@ class Scored(TypedDict):
     model_name: str
     model_version: str
     run_id: str
+    input_md5: str | None
+    md5: str
+    archived: str
 
 
 def run(params: Params, st: Settings, partition: str) -> Scored:
@@ -118,21 +138,37 @@ def _run(params: Params, st: Settings, partition: str, target: Path) -> Scored:
     name = params.model_name
     path = features.feature_file(params, st, partition)
     check_keys(params, path, partition)  # bad data fails before the registry is asked
+    made = provenance.made_from(path)
+    redo = provenance.redo_features(partition)
+    provenance.require(st, partition, made, "score", path, redo)
     reg = connect(st)
     mv = reg.retry(lambda: reg.version_by_alias(name, CHAMPION), f"resolve {name}@{CHAMPION}")
     if mv is None:
         raise RegistryError(f"model {name!r} has no '{CHAMPION}' version; train and promote first")
     loaded = reg.retry(lambda: reg.load(name, mv.version), f"load {name} v{mv.version}")
-    batches = features.batches(params, path, params.score.chunk_rows)
-    rows = write_predictions(target, predict_batches(batches, loaded, params))
+    archived = provenance.archive_file(
+        st, partition, loaded.name, loaded.version, made or io.md5(path)
+    )
     meta = Scored(
         partition=partition,
-        rows=rows,
+        rows=0,
         path=str(target),
         model_name=loaded.name,
         model_version=loaded.version,
         run_id=loaded.run_id,
+        input_md5=made,
+        md5="",
+        archived=str(archived),
     )
+
+    def archive(complete: Path, rows: int) -> None:
+        # Archived first: once the new file is in place, the archive already holds it.
+        meta["rows"], meta["md5"] = rows, io.md5(complete)
+        io.write_json(archived.with_suffix(".json"), meta)
+        io.link(complete, archived)
+
+    batches = features.batches(params, path, params.score.chunk_rows)
+    rows = write_predictions(target, predict_batches(batches, loaded, params), archive)
     io.write_json(target.with_suffix(".json"), meta)
     print(
         f"score: {partition} {rows:,} rows with {loaded.name} v{loaded.version} -> {target} "

@@ -3,9 +3,11 @@
 The expectation suite is derived from the data contract alone (``build_suite``). ``run``
 validates each ``<data_root>/raw/<partition>.parquet`` through a GX Checkpoint in the file
 context at ``great_expectations/``. A passing partition is copied to
-``<data_root>/validated/`` and its summary written to ``<data_root>/state/validation/``; a
-failing or unreadable one is moved to ``<data_root>/quarantine/<partition>/`` beside a
-``validation.json`` and ``ValidationFailed`` is raised naming the file, column and rule.
+``<data_root>/validated/``, stamped with the raw version (md5) it was made from, which must
+be the one ``ingest`` recorded (``provenance``), and its summary written to
+``<data_root>/state/validation/``; a failing or unreadable one is moved to
+``<data_root>/quarantine/<partition>/`` beside a ``validation.json`` and
+``ValidationFailed`` is raised naming the file, column and rule.
 
 Many partitions are checked in one GX run over their rows (``_check_many``), each
 partition's result derived from the rows GX lists; a partition that fails is then checked
@@ -30,13 +32,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import gx_context, io, partitions
+from mlops import gx_context, io, partitions, provenance
 from mlops.config import Params, Settings
 from mlops.gx_context import DOCS_INDEX, KEEP_VALIDATIONS
 from mlops.gx_results import UNIQUE, describe_failure, split_batch, summarize
@@ -65,12 +66,6 @@ class ValidationFailed(Exception):
 # --------------------------------------------------------------------------- run
 def _rel(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-
-
-def _copy_atomic(src: Path, dst: Path) -> Path:
-    with io.atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return dst
 
 
 def _quarantine(st: Settings, pid: str, src: Path, report: dict[str, Any]) -> Path:
@@ -302,20 +297,13 @@ def _validate_all(
     }
 
 
-def _drop_duplicates(
-    params: Params, summary: dict[str, Any], src: Path, df: pd.DataFrame, dst: Path
-) -> None:
-    """Write the partition without any row of a duplicated key; say so in the summary.
+def _drop_duplicates(params: Params, summary: dict[str, Any], df: pd.DataFrame) -> Any:
+    """The rows to keep: none of a duplicated key; say so in the summary.
 
     Which of the rows sharing a key is right cannot be known, so none of them is kept.
     """
-    import pyarrow.parquet as pq
-
     keys = params.contract.entity_keys
     dup = df.duplicated(keys, keep=False).to_numpy()
-    table = pq.read_table(src)
-    with io.atomic_path(dst) as tmp:
-        pq.write_table(table.filter(~dup), tmp, compression="zstd")
     shared = df.loc[dup, keys].drop_duplicates()
     examples = [
         str(r[0])
@@ -330,17 +318,22 @@ def _drop_duplicates(
         "examples": examples,
     }
     summary["rows_validated"] = int(len(df) - dup.sum())
+    return ~dup
 
 
 def _publish(params: Params, st: Settings, pid: str, src: Path, summary: dict[str, Any]) -> None:
+    """Write the validated copy, stamped with the raw version it was made from."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     dst = partitions.file(st.validated_dir, pid)
+    table = pq.read_table(src)
     unique = next((x for x in summary["expectations"] if x["expectation"] in UNIQUE), None)
     if unique is not None and unique["unexpected_count"]:
-        _drop_duplicates(params, summary, src, pd.read_parquet(src), dst)
-    else:
-        _copy_atomic(src, dst)
+        table = table.filter(_drop_duplicates(params, summary, pd.read_parquet(src)))
+    with io.atomic_path(dst) as tmp:
+        pq.write_table(provenance.stamp(table, summary["md5"]), tmp, compression="zstd")
+    summary["validated_md5"] = io.md5(dst)
     io.write_json(st.state_dir / "validation" / f"{pid}.json", summary)
     stats = summary["statistics"]
     warned = f" ({stats['warned']} warned)" if stats["warned"] else ""
@@ -361,6 +354,27 @@ def _publish(params: Params, st: Settings, pid: str, src: Path, summary: dict[st
         log.warning("%s: column %r: %s: %s", summary["file"], w["column"], w["rule"], w["observed"])
 
 
+def _raw_versions(st: Settings, paths: dict[str, Path]) -> dict[str, str]:
+    """Each raw file's md5; refused unless it is the version ``ingest`` recorded.
+
+    A raw file changed since (written by hand, copied in) would be validated, and its
+    outputs traced, as a version the manifest does not know.
+    """
+    entries = provenance.manifest(st)
+    out = {}
+    for pid, path in paths.items():
+        out[pid] = io.md5(path)
+        now = provenance.current(st, pid, entries)
+        if now is not None and now != out[pid]:
+            raise provenance.Stale(
+                f"{path}: raw partition {pid} is not the version ingest recorded (md5 "
+                f"{out[pid]}, {provenance.manifest_path(st)} says {now}); it was changed "
+                f"after ingest: re-run `mlops ingest --partitions {pid}` to version it, "
+                "then validate"
+            )
+    return out
+
+
 def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, Any]]:
     """Validate raw partitions; copy passing ones to validated/, quarantine the rest.
 
@@ -373,6 +387,7 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, An
 
     Raises:
         FileNotFoundError: A raw partition is missing (nothing is validated then).
+        provenance.Stale: A raw file is not the version ingest recorded (nor is any).
         ValidationFailed: Some partitions failed or could not be read; each was moved to
             ``quarantine/<partition>/``. Passing partitions were still written.
     """
@@ -384,6 +399,7 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, An
             raise FileNotFoundError(
                 f"{path}: raw partition {pid!r} not found; run `mlops ingest` for it first"
             )
+    md5s = _raw_versions(st, paths)
 
     passed: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
@@ -396,6 +412,7 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, An
             ctx.build_data_docs()
         for pid, (summary, gx_result) in results.items():
             path = paths[pid]
+            summary.setdefault("md5", md5s[pid])
             if summary["success"]:
                 _publish(params, st, pid, path, summary)
                 passed[pid] = summary

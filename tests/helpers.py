@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlops import features, io, partitions
+from mlops import features, io, partitions, provenance
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -62,13 +62,33 @@ def copy_key_in_feature_file(
     params: Params, st: Settings, pid: str, source: str, onto: str, cols: tuple[str, ...]
 ) -> None:
     """Corrupt a materialised feature file: the row of flight ``onto`` gets ``source``'s
-    values in ``cols`` (``materialize`` itself refuses to write a duplicated key)."""
+    values in ``cols`` (``materialize`` itself refuses to write a duplicated key).
+
+    The file keeps the raw version it was stamped with, so it is still current and what
+    is refused downstream is the duplicated key, not a stale file.
+    """
     import pandas as pd
 
     path = features.source_dir(params, st) / f"{pid}.parquet"
+    made = provenance.made_from(path)
     df = pd.read_parquet(path)
     src = df.index[df["flight_id"] == source][0]
     dst = df["flight_id"] == onto
     for col in cols:
         df.loc[dst, col] = df.loc[src, col]
-    io.write_parquet(path, df)
+    io.write_parquet(path, df, provenance.metadata(made))
+
+
+def record_raw(st: Settings, pid: str) -> str:
+    """Record the raw file of ``pid`` as its current version in the ingest manifest.
+
+    For tests that plant a damaged raw file as a bad upstream would deliver it, where
+    ``ingest`` (which projects onto the contract) cannot write it; returns its md5.
+    """
+    path = partitions.file(st.raw_dir, pid)
+    md5 = io.md5(path)
+    entries = provenance.manifest(st)
+    entry = {**(entries.get(pid) or {}), "md5": md5, "at": "planted by a test"}
+    entry.pop("history", None)
+    io.write_json(provenance.manifest_path(st), provenance.updated(entries, pid, entry))
+    return md5

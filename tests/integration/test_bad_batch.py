@@ -14,6 +14,7 @@ from mlops.cli import main
 from mlops.config import load_params, settings
 from mlops.registry import CHAMPION, connect
 from tests.conftest import FLIGHTS_SMALL
+from tests.helpers import record_raw
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +61,7 @@ def test_bad_batch_is_quarantined_and_nothing_else_changes(trained, capsys, faul
     elif fault == "null_keys":
         df.loc[df.index[:5], "flight_id"] = None
     io.write_parquet(raw, df)
+    record_raw(st, BAD_WEEK)  # as delivered: validate refuses raw files changed after ingest
     capsys.readouterr()
 
     # when validate runs on it

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlops import io
 from mlops.cli import STAGES, main
 from mlops.config import load_params, settings
 from mlops.registry import CHAMPION, connect
@@ -40,8 +41,14 @@ def _assert_landed(params_path: Path, expect_breach: bool | None = None) -> dict
     assert champ.tags["mlops.gate.decision"] == "passed"
     # predictions carry the exact model version, one row per scored entity
     for pid in params.score.partitions:
-        preds = pd.read_parquet(st.predictions_dir / f"{pid}.parquet")
+        path = st.predictions_dir / f"{pid}.parquet"
+        preds = pd.read_parquet(path)
         assert len(preds) > 0
+        # made from the partition's current raw version, and archived under the model version
+        side = json.loads(path.with_suffix(".json").read_text())
+        assert side["input_md5"] == manifest[pid]["md5"] and side["md5"] == io.md5(path)
+        assert Path(side["archived"]).read_bytes() == path.read_bytes()
+        assert Path(side["archived"]).parent.name == f"v{champ.version}"
         assert set(preds["model_version"]) == {str(champ.version)}
         assert set(preds["model_name"]) == {params.model_name}
         assert not preds.duplicated(params.contract.entity_keys).any()
@@ -74,14 +81,14 @@ def test_flights_demo_end_to_end(project, capsys) -> None:
         assert f"{verb}: " in out
     landed = _assert_landed(params_path, expect_breach=True)
 
-    # when the same pipeline runs again, a second version competes with the champion
+    # when the same pipeline runs again on the same data, params and code
     assert main(["--params", str(params_path), "run"]) == 0
-    ev = json.loads((landed["st"].state_dir / "evaluate.json").read_text())
-    assert ev["champion"]["version"] == str(landed["champion"].version)
-    assert ev["candidate"]["version"] != ev["champion"]["version"]
-    # the identical retrain does not beat the champion by min_improvement: champion stays
-    after = connect(landed["st"]).version_by_alias(landed["params"].model_name, CHAMPION)
-    assert after.version == landed["champion"].version
+    # then the existing version comes back (no second one) and stays champion
+    reg = connect(landed["st"])
+    name = landed["params"].model_name
+    versions = reg.client.search_model_versions(f"name='{name}'")
+    assert [str(v.version) for v in versions] == [str(landed["champion"].version)]
+    assert reg.version_by_alias(name, CHAMPION).version == landed["champion"].version
 
 
 def test_second_example_regression_end_to_end(project) -> None:

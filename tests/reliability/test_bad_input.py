@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from mlops import io, partitions
+from tests.helpers import record_raw
 from tests.reliability.conftest import (
     BAD_WEEK,
     CSV_WEEK,
@@ -190,6 +191,7 @@ def test_validate_quarantines_bad_batch(proj: Project, capsys, bad: Bad) -> None
         bad.write(raw, df)
     else:
         io.write_parquet(raw, bad.damage(df))  # type: ignore[misc]
+    record_raw(st, BAD_WEEK)  # delivered as the current version (ingest would project it)
     capsys.readouterr()
 
     # when validate runs on it
@@ -247,6 +249,7 @@ def test_validate_warns_within_tolerance(proj: Project, capsys, caplog, bad: War
     io.write_parquet(
         partitions.file(st.raw_dir, WARN_WEEK), bad.damage(read_pristine(proj, WARN_WEEK))
     )  # type: ignore[misc]
+    record_raw(st, WARN_WEEK)
     capsys.readouterr()
 
     # when validate runs

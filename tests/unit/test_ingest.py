@@ -83,3 +83,23 @@ def test_split_into_days_gives_each_day_its_rows_once() -> None:
     assert (
         parts["2014-01-01"].empty and list(parts["2014-01-01"].columns) == params.contract.columns
     )
+
+
+def test_manifest_keeps_every_version_of_a_partition() -> None:
+    from mlops import provenance
+
+    # given a partition ingested once, then the same bytes again, then corrected bytes
+    first = {"md5": "a" * 32, "rows": 3, "at": "t0"}
+    entries = provenance.updated({}, "2013-01", first)
+    entries = provenance.updated(entries, "2013-01", {**first, "at": "t1"})
+    entries = provenance.updated(entries, "2013-01", {"md5": "b" * 32, "rows": 4, "at": "t2"})
+
+    # then the same bytes kept the time of their first ingest, and the corrected version
+    # is current with the earlier one in its history, replaced when the new one came
+    versions = provenance.versions(entries["2013-01"])
+    assert [(v["md5"][0], v["at"], v.get("until")) for v in versions] == [
+        ("a", "t0", "t2"),
+        ("b", "t2", None),
+    ]
+    assert provenance.current(None, "2013-01", entries) == "b" * 32  # type: ignore[arg-type]
+    assert provenance.find(entries, "a" * 32) == [("2013-01", versions[0])]

@@ -180,3 +180,23 @@ def test_unique_keys_pass_and_missing_keys_count_as_equal() -> None:
     io.one_to_one(pd.DataFrame({"k": [1, 2, 3]}), ["k"], "x", "y")
     # given two missing keys, then they are one shared key
     assert io.duplicate_keys(pd.DataFrame({"k": [None, "a", None]}), ["k"])[:2] == (2, 1)
+
+
+def test_link_puts_the_same_bytes_in_place_whole_and_replaces(tmp_path: Path) -> None:
+    # given a complete file and a target holding older bytes
+    src = tmp_path / "new.parquet"
+    src.write_bytes(b"new bytes")
+    target = tmp_path / "archive" / "v2" / "x.parquet"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"old")
+
+    # when it is linked into place
+    assert io.link(src, target) == target
+
+    # then the target holds the same bytes (one file on disk) and no temporary is left
+    assert target.read_bytes() == b"new bytes"
+    assert os.stat(target).st_ino == os.stat(src).st_ino
+    assert not list(target.parent.glob(".*.tmp"))
+    # and replacing the source later (an atomic rename) leaves the linked copy as it was
+    io.write_text(src, "newer")
+    assert target.read_bytes() == b"new bytes"

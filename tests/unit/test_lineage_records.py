@@ -66,3 +66,43 @@ def test_outside_any_dvc_repository_nothing_is_in_the_cache(tmp_path: Path) -> N
     st = settings(tmp_path / "loose" / "params.yaml", env={})
     # then the lookup answers "not cached" instead of failing
     assert not dvc_cache_file(st, "4396c36e8000f9e172f7d14ffac78bcb").is_file()
+
+
+def test_a_sidecar_that_describes_other_bytes_is_flagged(tmp_path: Path) -> None:
+    from mlops.lineage_records import prediction_record
+
+    # given a prediction file and its sidecar, written together
+    path = tmp_path / "2013-01.parquet"
+    rows = pd.DataFrame({"flight_id": ["a"], "model_name": ["m"], "model_version": ["1"]})
+    io.write_parquet(path, rows)
+    meta = {"partition": "2013-01", "model_name": "m", "model_version": "1", "md5": io.md5(path)}
+    io.write_json(path.with_suffix(".json"), meta)
+    assert prediction_record(path)["problems"] == []
+
+    # when the file is replaced and its sidecar is not (a kill between the two writes)
+    io.write_parquet(path, rows.assign(flight_id=["b"]))
+
+    # then the record says the sidecar describes other bytes and what to do
+    (problem,) = prediction_record(path)["problems"]
+    assert f"describes other bytes (md5 {meta['md5']})" in problem and "re-run score" in problem
+
+
+def test_a_validated_copy_changed_after_validation_is_not_covered(tmp_path: Path) -> None:
+    from mlops.lineage_records import validation_record
+
+    # given a partition validated from raw version A, its validated copy recorded
+    shutil.copy(FLIGHTS, tmp_path / "params.yaml")
+    st = settings(tmp_path / "params.yaml", env={})
+    validated = partitions.file(st.validated_dir, "2013-01")
+    io.write_parquet(validated, pd.DataFrame({"x": [1.0]}))
+    summary = {"success": True, "md5": "a" * 32, "validated_md5": io.md5(validated)}
+    io.write_json(st.state_dir / "validation" / "2013-01.json", summary)
+    assert validation_record(st, "2013-01", "a" * 32)["covers_trained_data"] is True
+    assert validation_record(st, "2013-01", "b" * 32)["covers_trained_data"] is False
+
+    # when the validated copy is changed afterwards
+    io.write_parquet(validated, pd.DataFrame({"x": [2.0]}))
+
+    # then the validation on record no longer covers the data
+    record = validation_record(st, "2013-01", "a" * 32)
+    assert record["covers_trained_data"] is False and record["validated_copy_changed"] is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlops import features, io, partitions
+from mlops import features, io, partitions, provenance
 from mlops import materialize as m
 from mlops.config import settings
 from tests.conftest import REPO
@@ -137,3 +137,38 @@ def test_each_feature_repo_gives_the_feast_cli_the_pipelines_definitions(
     assert found[entity] == defs.entities[0]
     assert found["feature_view"].name == defs.view.name
     assert found["feature_service"].name == defs.service.name
+
+
+def test_features_carry_the_raw_version_and_stale_ones_are_refused(tmp_project, months):
+    # given January ingested as version A, validated (stamped A) and materialised
+    params, st = tmp_project
+    old, new = "a" * 32, "b" * 32
+    entry = {"path": "data/raw/2013-01.parquet", "md5": old, "rows": ROWS, "at": "t0"}
+    io.write_json(provenance.manifest_path(st), provenance.updated({}, "2013-01", entry))
+    validated = partitions.file(st.validated_dir, "2013-01")
+    io.write_parquet(validated, months["2013-01"], provenance.metadata(old))
+    m.run(params, st, ["2013-01"])
+
+    # then the feature file says it was made from version A, and training may read it
+    feature_file = partitions.file(m.source_dir(params, st), "2013-01")
+    assert provenance.made_from(feature_file) == old
+    assert len(features.training_frame(params, st, ["2013-01"])) == ROWS
+
+    # when January is re-ingested as version B
+    entry = {**entry, "md5": new, "at": "t1"}
+    entries = provenance.updated(provenance.manifest(st), "2013-01", entry)
+    io.write_json(provenance.manifest_path(st), entries)
+
+    # then training refuses the features of version A, naming the file and what to re-run
+    with pytest.raises(provenance.Stale) as err:
+        features.training_frame(params, st, ["2013-01"])
+    msg = str(err.value)
+    assert msg.startswith(f"train 2013-01: {feature_file} was made from version {old}")
+    assert f"current version is {new}" in msg
+    assert "mlops validate --partitions 2013-01" in msg
+    assert "mlops materialize --partitions 2013-01" in msg
+    # and materialize refuses the validated file of version A, leaving the features as they were
+    before = feature_file.read_bytes()
+    with pytest.raises(provenance.Stale, match=r"materialize 2013-01: .*validate --partitions"):
+        m.run(params, st, ["2013-01"])
+    assert feature_file.read_bytes() == before

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlops import io, partitions, validate
+from mlops import io, partitions, provenance, validate
 from mlops.config import Params, Settings, load_params, settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +52,16 @@ def put_raw(st: Settings, pid: str, df: pd.DataFrame, pointer: bool = False) -> 
     return path
 
 
+def assert_copy_of(validated: Path, raw: Path) -> None:
+    """The validated file holds the raw file's rows, types and pandas dtypes unchanged,
+    stamped with the raw file's md5."""
+    import pyarrow.parquet as pq
+
+    a, b = pq.read_table(validated), pq.read_table(raw)
+    assert a.equals(b) and a.schema.pandas_metadata == b.schema.pandas_metadata
+    assert provenance.made_from(validated) == io.md5(raw)
+
+
 # --------------------------------------------------------------------------- run
 def test_good_slice_passes_and_lands_in_validated(project, january):
     # given a raw partition that honours the contract
@@ -67,9 +77,10 @@ def test_good_slice_passes_and_lands_in_validated(project, january):
     assert summary["statistics"]["failed"] == 0
     assert summary["statistics"]["evaluated"] == len(summary["expectations"]) > 40
     validated = partitions.file(st.validated_dir, "2013-01")
-    assert validated.read_bytes() == raw.read_bytes()
+    assert_copy_of(validated, raw)
     state = io.read_json(st.state_dir / "validation" / "2013-01.json")
     assert state["success"] is True and state["partition"] == "2013-01"
+    assert state["md5"] == io.md5(raw) and state["validated_md5"] == io.md5(validated)
     gx_yml = yaml.safe_load((st.gx_root / "great_expectations.yml").read_text())
     assert gx_yml["analytics_enabled"] is False
     assert gx_yml["progress_bars"]["globally"] is False
@@ -212,9 +223,9 @@ def test_storage_variants_that_honour_the_contract_pass(project, january, varian
     # when validated
     out = validate.run(params, st, ["2013-01"])
 
-    # then it passes and the validated file is the raw file unchanged
+    # then it passes and the validated file holds the raw file unchanged
     assert out["2013-01"]["success"]
-    assert partitions.file(st.validated_dir, "2013-01").read_bytes() == raw.read_bytes()
+    assert_copy_of(partitions.file(st.validated_dir, "2013-01"), raw)
 
 
 def test_unseen_category_within_tolerance_passes_with_a_warning(tmp_path, january):
@@ -313,6 +324,30 @@ def test_duplicate_column_names_are_quarantined_not_half_checked(project, januar
     assert (st.quarantine_dir / "2013-01" / "validation.json").is_file()
 
 
+def test_raw_file_changed_after_ingest_is_refused_naming_ingest(project, january):
+    # given a raw partition whose manifest entry records other bytes than the file's
+    params, st = project
+    raw = put_raw(st, "2013-01", january)
+    recorded = {"path": "data/raw/2013-01.parquet", "md5": "0" * 32, "rows": ROWS, "at": "t"}
+    io.write_json(provenance.manifest_path(st), provenance.updated({}, "2013-01", recorded))
+
+    # when validated, then it is refused naming the file, both hashes and ingest
+    with pytest.raises(provenance.Stale) as err:
+        validate.run(params, st, ["2013-01"])
+    msg = str(err.value)
+    assert str(raw) in msg and io.md5(raw) in msg and "0" * 32 in msg
+    assert "re-run `mlops ingest --partitions 2013-01`" in msg
+    # and nothing was validated or quarantined
+    assert not partitions.file(st.validated_dir, "2013-01").exists()
+    assert raw.is_file() and not st.quarantine_dir.exists()
+
+    # when the manifest records the file's own bytes, then it validates, stamped with them
+    recorded["md5"] = io.md5(raw)
+    io.write_json(provenance.manifest_path(st), {"2013-01": recorded})
+    assert validate.run(params, st, ["2013-01"])["2013-01"]["md5"] == io.md5(raw)
+    assert provenance.made_from(partitions.file(st.validated_dir, "2013-01")) == io.md5(raw)
+
+
 def test_missing_raw_partition_says_to_run_ingest(project):
     params, st = project
 
@@ -392,10 +427,7 @@ def test_many_partitions_in_one_run_get_the_summaries_of_one_run_each(tmp_path, 
         state_t = io.read_json(st_t.state_dir / "validation" / f"{pid}.json")
         state_a = io.read_json(st_a.state_dir / "validation" / f"{pid}.json")
         assert _stable(state_t) == _stable(state_a)
-        assert (
-            partitions.file(st_t.validated_dir, pid).read_bytes()
-            == partitions.file(st_t.raw_dir, pid).read_bytes()
-        )
+        assert_copy_of(partitions.file(st_t.validated_dir, pid), partitions.file(st_t.raw_dir, pid))
         assert Path(many[pid]["data_docs_page"]).is_file()
 
 
