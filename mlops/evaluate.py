@@ -41,7 +41,8 @@ def run(params: Params, st: Settings, version: str | None = None) -> Evaluation:
         state = st.state_dir / "train.json"
         if not state.is_file():
             raise FileNotFoundError(f"{state}: no trained candidate; run `mlops train` first")
-        version = str(io.read_json(state)["version"])
+        fix = "Re-run `mlops train` (or the train task); it rewrites it."
+        version = str(io.read_json(state, fix=fix)["version"])
     parts = params.train.holdout
     df = features.training_frame(params, st, parts, stage="evaluate")
     c = params.contract

@@ -10,7 +10,13 @@ Points: ``io.before_rename`` (a temporary file is complete, not yet renamed into
 ``ingest.before_track`` (raw partitions written, not yet tracked by DVC),
 ``materialize.before_online`` (offline feature files written, online store not loaded),
 ``train.after_register`` (model version registered, ``state/train.json`` not written),
-``score.chunk_written`` (a chunk of predictions written to the temporary file).
+``train.model_pending`` (a candidate's run started and its model created PENDING, not
+yet uploaded; carries the candidate name),
+``score.chunk_written`` (a chunk of predictions written to the temporary file),
+``monitor.run_started`` (a monitor run started, nothing logged yet; carries the partition),
+``audit.after_intent`` (an alias move recorded as pending, the alias not yet moved) and
+``audit.after_alias`` (the alias moved, its record still pending); both carry the alias,
+so ``audit.after_alias:champion`` kills only at a champion move.
 
 Unset (always, outside tests), a point costs one dictionary lookup.
 """

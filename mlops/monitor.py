@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-from mlops import features, io, partitions, tags
+from mlops import faults, features, io, partitions, provenance, runs, tags
 from mlops.config import Monitor, Params, Settings
 from mlops.contract import Contract
 
@@ -50,6 +50,7 @@ class Monitored(Drift):
     html_path: str
     json_path: str
     model_version: NotRequired[str]
+    input_md5: NotRequired[str | None]
 
 
 def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -281,12 +282,14 @@ def run(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     current_rows: int | None = None,
+    described: dict[str, str | None] | None = None,
 ) -> Monitored:
     """Report drift of ``current`` (one partition) against ``reference`` and decide on a breach.
 
-    ``current_rows`` is the partition's row count when ``current`` is a sample of it.
+    ``current_rows`` is the partition's row count when ``current`` is a sample of it;
+    ``described`` what the predictions were made from (``model_version``, ``input_md5``).
     Writes ``<reports_dir>/<partition>/drift.html`` and ``drift.json`` (summary, breach,
-    reasons) and returns that summary with the two paths added.
+    reasons, ``described``) and returns that summary with the two paths added.
     """
     partitions.check(partition)  # a malformed id fails before any work
     t0 = time.perf_counter()
@@ -302,6 +305,7 @@ def run(
         reasons=reasons,
         html_path=str(out / "drift.html"),
         json_path=str(out / "drift.json"),
+        **(described or {}),  # type: ignore[typeddict-item]
     )
     html_path = io.write_text(out / "drift.html", html)
     # The JSON goes last: when it exists, the HTML it describes does too.
@@ -376,17 +380,29 @@ def run_partition(params: Params, st: Settings, partition: str) -> Monitored:
 
     The reference (a sample of that model's training rows with its predictions) is read
     from the model's MLflow run; the current side is a sample of the partition's scored
-    rows with their features, labels when present, and predictions. The report and
-    summary are logged to MLflow as a ``monitor`` run.
+    rows with their features, labels when present, and predictions. Predictions made
+    from an earlier version of the partition are refused. The report and summary are
+    logged to MLflow as the ``monitor`` run of the partition, model version and input md5:
+    a rerun on the same predictions replaces that run's results rather than adding a run.
+    One monitor of a partition at a time; a run an interrupted one left open is closed.
     """
+    pred_path = partitions.file(st.predictions_dir, partition)  # refuses a malformed id
+    with io.exclusive(st.state_dir / "locks", "monitor", [partition]):
+        return _run_partition(params, st, partition, pred_path)
+
+
+def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path) -> Monitored:
     import mlflow
     import pandas as pd
 
     from mlops.registry import connect
 
-    pred_path = partitions.file(st.predictions_dir, partition)
     if not pred_path.is_file():
         raise FileNotFoundError(f"{pred_path}: no predictions for {partition}; run score first")
+    redo = f"mlops score --partitions {partition}"
+    meta = io.read_json(pred_path.with_suffix(".json"), missing={}, fix=f"Re-run `{redo}`.")
+    made = provenance.require(st, partition, meta.get("input_md5"), "monitor", pred_path, redo)
+    input_md5 = made or meta.get("input_md5")
     current, total = current_sample(params, st, partition, pred_path)
     name, version = str(current["model_name"].iloc[0]), str(current["model_version"].iloc[0])
     reg = connect(st)
@@ -395,18 +411,23 @@ def run_partition(params: Params, st: Settings, partition: str) -> Monitored:
         run_id=mv.run_id, artifact_path="reference.parquet"
     )
     reference = pd.read_parquet(ref_file)
-    out = run(params, st, partition, reference, current, current_rows=total)
+    described = {"model_version": version, "input_md5": input_md5}
+    out = run(params, st, partition, reference, current, total, described)
 
     exp = reg.experiment_id(params.model_name)
-    with mlflow.start_run(experiment_id=exp, run_name=f"monitor {partition}"):
-        mlflow.set_tags(
-            {
-                tags.STAGE: "monitor",
-                tags.PARTITION: partition,
-                tags.MODEL_VERSION: version,
-                tags.BREACH: str(out["breach"]),
-            }
-        )
+    runs.close_interrupted(reg, exp, "monitor", {tags.PARTITION: partition})
+    key = {
+        tags.STAGE: "monitor",
+        tags.PARTITION: partition,
+        tags.MODEL_VERSION: version,
+        tags.INPUT_MD5: input_md5 or "unknown",
+    }
+    again = runs.find_run(reg, exp, "monitor", key)
+    # Tagged as it starts: a run killed at any point is still found as this monitor's.
+    first = {"experiment_id": exp, "run_name": f"monitor {partition}", "tags": key}
+    with mlflow.start_run(**({"run_id": again} if again else first)):
+        faults.point("monitor.run_started", partition)
+        mlflow.set_tags({**key, tags.BREACH: str(out["breach"])})
         mlflow.log_metrics(
             {
                 "drift_share": float(out["share"]),
@@ -415,4 +436,4 @@ def run_partition(params: Params, st: Settings, partition: str) -> Monitored:
         )
         mlflow.log_artifact(out["html_path"], artifact_path=f"drift/{partition}")
         mlflow.log_artifact(out["json_path"], artifact_path=f"drift/{partition}")
-    return Monitored(**out, model_version=version)
+    return out

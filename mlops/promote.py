@@ -14,6 +14,7 @@ from typing import TypedDict
 
 from mlops import governance, io, models
 from mlops.config import Params, Promote, Settings
+from mlops.registry import CHAMPION, connect
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,19 @@ def run(params: Params, st: Settings) -> Promotion:
     ev = io.read_json(state)
     name, version, metric = ev["model_name"], str(ev["candidate"]["version"]), ev["metric"]
     champ = ev["champion"]
-    decision = should_promote(
-        ev["candidate"]["metrics"], champ["metrics"] if champ else None, params.promote, metric
-    )
-    outcome = governance.apply_gate(
-        st, name, version, decision.promote, decision.reasons, params.promote.approval
-    )
+    reg = connect(st)
+    held = reg.retry(lambda: reg.alias_version(name, CHAMPION), f"resolve {name}@{CHAMPION}")
+    if held == version:
+        # train gave back the champion (same data, params and code): its gate stands.
+        decision = Decision(False, [f"v{version} is already {CHAMPION}; its gate is not re-run"])
+        outcome = f"champion v{version} (unchanged)"
+    else:
+        decision = should_promote(
+            ev["candidate"]["metrics"], champ["metrics"] if champ else None, params.promote, metric
+        )
+        outcome = governance.apply_gate(
+            reg, name, version, decision.promote, decision.reasons, params.promote.approval
+        )
     result = Promotion(
         model_name=name,
         version=version,
@@ -87,8 +95,9 @@ def run(params: Params, st: Settings) -> Promotion:
         outcome=outcome,
     )
     io.write_json(st.state_dir / "promote.json", result)
+    verdict = "PASSED" if decision.promote else "FAILED" if held != version else "not re-run"
     print(
-        f"promote: {name} v{version} gate {'PASSED' if decision.promote else 'FAILED'} "
+        f"promote: {name} v{version} gate {verdict} "
         f"({'; '.join(decision.reasons)}) -> {outcome} in {time.perf_counter() - t0:.1f}s"
     )
     return result

@@ -14,6 +14,11 @@ SELECTED = "mlops.selected"
 PARTITION = "mlops.partition"
 MODEL_VERSION = "mlops.model_version"
 BREACH = "mlops.breach"
+INPUT_MD5 = "mlops.input_md5"
+"""The raw md5 of the partition a monitor run's predictions were made from."""
+INTERRUPTED = "mlops.interrupted"
+"""``true`` on a run its stage was killed in; closed as KILLED on the stage's next start."""
+INTERRUPTED_WHY = "mlops.interrupted.why"
 
 # --------------------------------------------------------------------------- lineage
 DATA_PARTITIONS = "mlops.data.partitions"
@@ -22,6 +27,8 @@ FEATURE_SERVICE = "mlops.feature_service"
 CODE_REVISION = "mlops.code_revision"
 RUN_ID = "mlops.run_id"
 HOLDOUT_PREFIX = "mlops.holdout_"
+FINGERPRINT = "mlops.fingerprint"
+"""A hash of what a version was trained from (data, params, code): one version per value."""
 
 # --------------------------------------------------------------------------- evaluation
 EVAL_PREFIX = "mlops.eval."

@@ -4,7 +4,9 @@ The training set comes from Feast (point-in-time correct, one row per label row)
 most recent partitions are held out; candidates are compared on the gate metric there.
 Each candidate becomes an MLflow run with params, holdout metrics, signature, input
 example, plots and the model in a format that loads without running code (XGBoost's
-own format, scikit-learn through skops). The best is registered as a new version.
+own format, scikit-learn through skops). The best is registered as a new version, tagged
+with the fingerprint of what it was trained from (``runs.training_fingerprint``); a rerun
+with the same data, params and code gives that version back instead of registering another.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from mlops import faults, features, io, models, partitions, tags
+from mlops import faults, features, io, models, partitions, plots, provenance, runs, tags
 from mlops.config import Candidate, Params, Settings
 
 if TYPE_CHECKING:
@@ -149,44 +151,6 @@ def _requirements(kind: str) -> list[str]:
     return [f"{p}=={importlib.metadata.version(p)}" for p in pkgs]
 
 
-def _plots(f: Fitted, y: np.ndarray, x_ho: pd.DataFrame, task: str, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if task == "classification":
-        from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
-
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        RocCurveDisplay.from_predictions(y, f.holdout_pred, ax=axes[0])
-        PrecisionRecallDisplay.from_predictions(y, f.holdout_pred, ax=axes[1])
-        axes[0].set_title("ROC (holdout)")
-        axes[1].set_title("Precision-recall (holdout)")
-        fig.tight_layout()
-        fig.savefig(out / "roc_pr.png", dpi=80)
-    else:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.scatter(f.holdout_pred, y - f.holdout_pred, s=2, alpha=0.3)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xlabel("prediction")
-        ax.set_ylabel("residual")
-        ax.set_title("Residuals (holdout)")
-        fig.tight_layout()
-        fig.savefig(out / "residuals.png", dpi=80)
-    plt.close(fig)
-
-    imp = models.importance(f.model, f.candidate.kind, y, x_ho, task)
-    (out / "feature_importance.json").write_text(json.dumps(imp, indent=2))
-    names = list(imp)[::-1]
-    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(names))))
-    ax.barh(names, [imp[n] for n in names])
-    ax.set_title("Feature importance")
-    fig.tight_layout()
-    fig.savefig(out / "feature_importance.png", dpi=80)
-    plt.close(fig)
-
-
 def evaluation_artifacts(
     f: Fitted,
     params: Params,
@@ -204,7 +168,7 @@ def evaluation_artifacts(
     """
     c = params.contract
     out.mkdir(parents=True, exist_ok=True)
-    _plots(f, y_ho, x_ho, c.task, out)
+    plots.holdout(f.model, f.candidate.kind, y_ho, f.holdout_pred, x_ho, c.task, out)
     ref = reference.copy()
     x_ref = models.align_categories(models.matrix(ref, c), cats)
     ref["prediction"] = models.predict(f.model, models.fit_input(x_ref, f.candidate.kind), c.task)
@@ -234,16 +198,13 @@ def log_candidate(
     c = params.contract
     example = models.fit_input(x_ho.head(5), f.candidate.kind)
     sig = infer_signature(models.fit_input(x_ho.head(5), "sklearn"), f.holdout_pred[:5])
-    with mlflow.start_run(experiment_id=exp_id, run_name=f.candidate.name) as run:
-        mlflow.set_tags(
-            {
-                tags.STAGE: "train",
-                tags.CANDIDATE: f.candidate.name,
-                tags.KIND: f.candidate.kind,
-                **lineage,
-            }
-        )
-        mlflow.log_params(run_params(f.candidate, params))
+    run_tags = {tags.STAGE: "train", tags.CANDIDATE: f.candidate.name, tags.KIND: f.candidate.kind}
+    # Tagged as it starts: a run killed at any point is still found as a train run.
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=f.candidate.name, tags={**run_tags, **lineage}
+    ) as run:
+        logged = run_params(f.candidate, params)
+        mlflow.log_params(logged)
         mlflow.log_metrics(
             {**{f"holdout_{k}": v for k, v in f.metrics.items()}, "fit_seconds": f.fit_seconds}
         )
@@ -256,8 +217,17 @@ def log_candidate(
         }
         mlflow.log_dict(features, "features.json")
         mlflow.log_artifacts(str(artifacts))
+        # The model exists (PENDING) before its upload: a kill during the upload leaves it
+        # PENDING under this run, and the next train marks it FAILED.
+        pending = mlflow.initialize_logged_model(
+            name="model",
+            source_run_id=run.info.run_id,
+            params={k: str(v) for k, v in logged.items()},
+        )
+        faults.point("train.model_pending", f.candidate.name)
         common = {
             "name": "model",
+            "model_id": pending.model_id,
             "pip_requirements": _requirements(f.candidate.kind),
             "signature": sig,
             "input_example": example,
@@ -310,7 +280,7 @@ def log_failure(
             tags.CANDIDATE: f.candidate.name,
             tags.KIND: f.candidate.kind,
             **run_tags,
-            MLFLOW_RUN_NOTE: f"Failed: {f.describe()}",
+            MLFLOW_RUN_NOTE: io.redact(f"Failed: {f.describe()}"),
         },
     )
     rid = run.info.run_id
@@ -318,7 +288,7 @@ def log_failure(
         rid,
         params=[Param(k, str(v)) for k, v in run_params(f.candidate, params).items()],
     )
-    c.log_text(rid, f.detail or f.reason, "error.txt")
+    c.log_text(rid, io.redact(f.detail or f.reason), "error.txt")
     c.set_terminated(rid, "FAILED")
     return rid
 
@@ -327,9 +297,8 @@ def lineage(params: Params, st: Settings) -> dict[str, str]:
     """The lineage tags of a training run: partitions, their DVC hashes, features, code."""
     from mlops.registry import git_revision
 
-    manifest_path = st.state_dir / "ingest.json"
-    manifest = io.read_json(manifest_path) if manifest_path.is_file() else {}
-    hashes = {p: manifest.get(p, {}).get("md5", "unknown") for p in params.train.partitions}
+    manifest = provenance.manifest(st)
+    hashes = {p: provenance.current(st, p, manifest) or "unknown" for p in params.train.partitions}
     return {
         tags.DATA_PARTITIONS: ",".join(params.train.partitions),
         tags.DATA_MD5: json.dumps(hashes, sort_keys=True),
@@ -352,30 +321,56 @@ class Trained(TypedDict):
     capped_categories: dict[str, models.CategoryCap]
 
 
-def run(params: Params, st: Settings) -> Trained:
-    """Fit, log and register; write ``state/train.json`` naming the new version.
+SUMMARY = "train.json"
 
-    One training of a model at a time: a second run while one is going is refused, so a
-    retried task never registers two versions from the same data.
+
+def run(params: Params, st: Settings) -> Trained:
+    """Fit, log and register; write ``state/train.json`` naming the version.
+
+    One training of a model at a time: a second run while one is going is refused. The
+    same data, params and code give the version they gave before (whatever the gate made
+    of it, rejected included), so a retried task never registers two versions from them.
     """
     with io.exclusive(st.state_dir / "locks", "train", [params.model_name]):
         return _run(params, st)
 
 
-def _run(params: Params, st: Settings) -> Trained:
+def _again(params: Params, st: Settings, reg: Registry, fp: str, t0: float) -> Trained | None:
+    """The version trained before from the same inputs, written to state as then; or None."""
+    found = runs.trained_before(reg, params.model_name, fp, SUMMARY)
+    if found is None:
+        return None
+    mv, summary = found
+    result = cast(Trained, {**summary, "version": str(mv.version)})
+    io.write_json(st.state_dir / "train.json", result)
+    gate = mv.tags.get(tags.GATE, "not run yet")
+    held = f", aliases {', '.join(mv.aliases)}" if mv.aliases else ", no alias"
+    print(
+        f"train: {params.model_name} v{mv.version} was trained from the same data, params "
+        f"and code (fingerprint {fp[:12]}; gate {gate}{held}); nothing retrained, "
+        f"state/train.json names it, in {time.perf_counter() - t0:.1f}s"
+    )
+    return result
 
+
+def _run(params: Params, st: Settings) -> Trained:
     from mlops.registry import connect
 
     t0 = time.perf_counter()
+    reg = connect(st)
+    exp_id = reg.retry(lambda: reg.experiment_id(params.model_name), "create experiment")
+    runs.close_interrupted(reg, exp_id, "train")  # the lock: no other train of it is live
+    run_tags = lineage(params, st)
+    fp = runs.training_fingerprint(params, st, json.loads(run_tags[tags.DATA_MD5]))
+    again = None if fp is None else _again(params, st, reg, fp, t0)
+    if again is not None:
+        return again
     df = features.training_frame(params, st, params.train.partitions)
     train_df, hold_df = split(df, params)
     fits = fit_candidates(train_df, hold_df, params)
     caps = models.describe_caps(fits.capped, params.train.max_categories)
     for line in caps:
         log.warning("train: %s", line)
-    reg = connect(st)
-    exp_id = reg.retry(lambda: reg.experiment_id(params.model_name), "create experiment")
-    run_tags = lineage(params, st)
     for bad in fits.failed:
         reg.retry(
             functools.partial(log_failure, bad, params, reg, exp_id, run_tags),
@@ -391,33 +386,22 @@ def _run(params: Params, st: Settings) -> Trained:
     y_ho = models.target(hold_df, c)
     n_ref = min(len(train_df), REFERENCE_ROWS)
     reference = train_df.sample(n=n_ref, random_state=params.train.seed).sort_index()
-    runs = {}
+    logged = {}
     with tempfile.TemporaryDirectory() as tmp:
         for f in fitted:
             out = evaluation_artifacts(
                 f, params, x_ho, y_ho, reference, cats, Path(tmp) / f.candidate.name
             )
-            runs[f.candidate.name] = reg.retry(
+            logged[f.candidate.name] = reg.retry(
                 functools.partial(
                     log_candidate, f, params, exp_id, x_ho, cats, run_tags, out, fits.capped
                 ),
                 f"log candidate {f.candidate.name}",
             )
-    run_id, model_uri = runs[top.candidate.name]
-    reg.retry(lambda: reg.client.set_tag(run_id, tags.SELECTED, "true"), "tag the selected run")
-    version_tags = {
-        tags.CANDIDATE: top.candidate.name,
-        tags.RUN_ID: run_id,
-        tags.holdout(metric): f"{top.metrics[metric]:.6f}",
-        **run_tags,
-    }
-    # Tags go in with the version (one request, one transaction): a version is never
-    # seen without its lineage, even if this process dies right after.
-    mv = reg.register(model_uri, params.model_name, version_tags)
-    faults.point("train.after_register")
+    run_id, model_uri = logged[top.candidate.name]
     result = Trained(
         model_name=params.model_name,
-        version=str(mv.version),
+        version="",
         run_id=run_id,
         candidate=top.candidate.name,
         metric=metric,
@@ -426,6 +410,25 @@ def _run(params: Params, st: Settings) -> Trained:
         failed={f.candidate.name: f.describe() for f in fits.failed},
         capped_categories=fits.capped,
     )
+    summary = {k: v for k, v in result.items() if k != "version"}
+
+    def select() -> None:
+        reg.client.set_tag(run_id, tags.SELECTED, "true")
+        reg.client.log_dict(run_id, summary, SUMMARY)  # what a rerun on the same inputs returns
+
+    reg.retry(select, "tag the selected run")
+    version_tags = {
+        tags.CANDIDATE: top.candidate.name,
+        tags.RUN_ID: run_id,
+        tags.holdout(metric): f"{top.metrics[metric]:.6f}",
+        **run_tags,
+        **({tags.FINGERPRINT: fp} if fp else {}),
+    }
+    # Tags go in with the version (one request, one transaction): a version is never
+    # seen without its lineage or fingerprint, even if this process dies right after.
+    mv = reg.register(model_uri, params.model_name, version_tags)
+    faults.point("train.after_register")
+    result["version"] = str(mv.version)
     io.write_json(st.state_dir / "train.json", result)
     scores = ", ".join(
         f"{f.candidate.name} {f.metrics.get(metric, float('nan')):.4f}" for f in fitted

@@ -124,30 +124,35 @@ def test_materialize_killed_before_online_load(proj: Project) -> None:
     pd.testing.assert_frame_equal(features.online_features(params, st, sample), served)
 
 
-def _fast_params(proj: Project) -> str:
-    """The project's params with one small candidate, to keep three trainings quick."""
+def _fast_params(proj: Project, trees: int = 20) -> str:
+    """The project's params with one small candidate, to keep trainings quick.
+
+    Each test passes its own ``trees``: another fingerprint, so no test is given back a
+    version another test trained.
+    """
     raw = yaml.safe_load(proj.params_path.read_text())
     raw["train"]["candidates"] = [
-        {"name": "xgb", "kind": "xgboost", "params": {"n_estimators": 20, "max_depth": 3}}
+        {"name": "xgb", "kind": "xgboost", "params": {"n_estimators": trees, "max_depth": 3}}
     ]
-    (proj.root / "params_fast.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return "params_fast.yaml"
+    name = f"params_fast_{trees}.yaml"
+    (proj.root / name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return name
 
 
 def test_train_killed_after_registering(proj: Project) -> None:
     """Case: `train` killed (SIGKILL) right after registering the model version.
-    Behaviour: the version is complete (lineage tags are written with it) and holds no alias;
-    the champion is unchanged; the rerun registers a version with the same holdout metrics as
-    an uninterrupted run and `state/train.json` names it
+    Behaviour: the version is complete (lineage and fingerprint tags are written with it) and
+    holds no alias; the champion is unchanged; the rerun registers nothing new: it gives back
+    that version (same data, params and code) with its holdout metrics, and `state/train.json`
+    names it
     """
-    fast = _fast_params(proj)
+    from mlops.registry import connect
+
+    fast = _fast_params(proj, trees=20)
     st = proj.st
     champion = proj.champion()
-
-    # given an uninterrupted training as the reference
-    assert proj.cli("train", params=fast) == 0
-    reference = io.read_json(st.state_dir / "train.json")
     known = proj.versions()
+    state_before = (st.state_dir / "train.json").read_text()
 
     # when a training is killed right after registering
     res = proj.stage("train", fault="train.after_register", params=fast)
@@ -157,22 +162,24 @@ def test_train_killed_after_registering(proj: Project) -> None:
     versions = proj.versions()
     (orphan,) = set(versions) - set(known)
     assert versions[orphan] == []
-    from mlops.registry import connect
-
-    tags = connect(st).get_version(proj.params.model_name, orphan).tags
+    reg = connect(st)
+    tags = reg.get_version(proj.params.model_name, orphan).tags
     assert tags["mlops.candidate"] == "xgb" and tags["mlops.data.partitions"]
-    assert io.read_json(st.state_dir / "train.json") == reference
+    assert len(tags["mlops.fingerprint"]) == 64
+    assert (st.state_dir / "train.json").read_text() == state_before
     assert proj.champion() == champion
 
     # when it is rerun
     assert proj.cli("train", params=fast) == 0
 
-    # then it finishes the job as the uninterrupted run did
+    # then it gives that version back instead of registering another, with its metrics
     result = io.read_json(st.state_dir / "train.json")
-    assert result["version"] not in known and result["version"] != orphan
-    assert result["holdout"] == reference["holdout"]
-    assert result["rows"] == reference["rows"]
-    assert proj.versions()[result["version"]] == []
+    assert result["version"] == orphan and proj.versions() == versions
+    logged = reg.client.get_run(result["run_id"]).data.metrics
+    assert result["holdout"]["xgb"] == {
+        k[len("holdout_") :]: v for k, v in logged.items() if k.startswith("holdout_")
+    }
+    assert result["rows"]["train"] > 0 and result["rows"]["holdout"] > 0
     assert proj.champion() == champion
 
 

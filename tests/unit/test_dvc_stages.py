@@ -254,7 +254,13 @@ def stage_reads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]
         for var in [*ENV, "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"]:
             mp.delenv(var, raising=False)
         mp.chdir(params_path.parent)
-        for _ in range(2):
+        for round_ in range(2):
+            if round_:
+                # another seed: train registers a new version (the same inputs would give
+                # back the champion), so the gate compares it against the champion
+                raw = yaml.safe_load(params_path.read_text())
+                raw["train"]["seed"] += 1
+                params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
             for verb in STAGES:
                 # as `python -m mlops <verb>` (cli.main): parse, load, then dispatch
                 args = cli.parser().parse_args(["--params", str(params_path), verb])

@@ -1,0 +1,59 @@
+"""plots: a candidate's holdout plots and feature importance, written as files for its run.
+
+ROC and precision-recall curves for classification, residuals for regression, and the
+feature importance as ``feature_importance.json`` with its bar chart. Matplotlib runs
+headless (``Agg``) and is imported only here, when a candidate is logged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops import models
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+
+def holdout(
+    model: Any, kind: str, y: np.ndarray, pred: np.ndarray, x_ho: pd.DataFrame, task: str, out: Path
+) -> None:
+    """Write the holdout plots and feature importance of one fitted model into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if task == "classification":
+        from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        RocCurveDisplay.from_predictions(y, pred, ax=axes[0])
+        PrecisionRecallDisplay.from_predictions(y, pred, ax=axes[1])
+        axes[0].set_title("ROC (holdout)")
+        axes[1].set_title("Precision-recall (holdout)")
+        fig.tight_layout()
+        fig.savefig(out / "roc_pr.png", dpi=80)
+    else:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.scatter(pred, y - pred, s=2, alpha=0.3)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xlabel("prediction")
+        ax.set_ylabel("residual")
+        ax.set_title("Residuals (holdout)")
+        fig.tight_layout()
+        fig.savefig(out / "residuals.png", dpi=80)
+    plt.close(fig)
+
+    imp = models.importance(model, kind, y, x_ho, task)
+    (out / "feature_importance.json").write_text(json.dumps(imp, indent=2))
+    names = list(imp)[::-1]
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(names))))
+    ax.barh(names, [imp[n] for n in names])
+    ax.set_title("Feature importance")
+    fig.tight_layout()
+    fig.savefig(out / "feature_importance.png", dpi=80)
+    plt.close(fig)
