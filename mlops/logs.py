@@ -55,13 +55,24 @@ class _Masked(logging.Filter):
         return True
 
 
-def mask_handlers() -> None:
-    """Mask credentials in every record the root logger's handlers get (idempotent).
+def _handlers() -> list[logging.Handler]:
+    """Every handler installed on any logger (a library may keep its own, unpropagated)."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return [h for lg in loggers if isinstance(lg, logging.Logger) for h in lg.handlers]
 
-    For processes whose logging someone else set up (an Airflow task): ``setup`` gives
-    the CLI's own handlers a masking formatter instead.
+
+def mask_handlers() -> None:
+    """Mask credentials in every record any handler gets, whoever set it up (idempotent).
+
+    For processes whose logging someone else set up (an Airflow task), and for libraries
+    that installed a handler of their own before ``setup`` ran (MLflow does, on import,
+    unless ``MLFLOW_CONFIGURE_LOGGING`` is false; later imports are told not to).
+    ``setup`` gives the CLI's own handlers a masking formatter instead.
     """
-    for handler in logging.getLogger().handlers:
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    for handler in _handlers():
+        if isinstance(handler.formatter, _Redacting):
+            continue
         if not any(isinstance(f, _Masked) for f in handler.filters):
             handler.addFilter(_Masked())
 
@@ -105,6 +116,12 @@ def setup(verbose: bool = False) -> None:
         "FEAST_USAGE": "False",
     }.items():
         os.environ.setdefault(name, value)
+    # MLflow imported before this ran installed its own handler: its records come here too
+    mlflow = logging.getLogger("mlflow")
+    for own in list(mlflow.handlers):
+        mlflow.removeHandler(own)
+    mlflow.propagate = True
+    mask_handlers()  # handlers other libraries installed before this ran
     # chatty at INFO even in the file: connection pools and migrations
     for name in ("urllib3", "alembic", "numexpr"):
         logging.getLogger(name).setLevel(logging.WARNING)

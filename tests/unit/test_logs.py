@@ -113,7 +113,7 @@ def test_handlers_set_up_by_someone_else_are_masked_too(monkeypatch, restore_roo
     # when the handlers are masked (twice: idempotent) and a record with a traceback arrives
     logs.mask_handlers()
     logs.mask_handlers()
-    logging.getLogger("mlflow").error(
+    logging.getLogger("somelib").error(
         "at %s", f"http://u:{SECRET}@h/", exc_info=_failure_with_chained_cause()
     )
     # then the handler got one masked record, the traceback folded into the message
