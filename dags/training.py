@@ -64,7 +64,7 @@ SCHEDULE = (
 def training():
     @task(task_id="plan", inlets=[DRIFT_BREACH])
     def plan(inlet_events=None, run_id=None, triggering_asset_events=None):
-        return tasks.plan(inlet_events, run_id, bool(triggering_asset_events))
+        return tasks.plan(inlet_events, run_id, triggering_asset_events)
 
     @task(task_id="ingest", pool=DVC_POOL)
     def ingest(partitions):

@@ -103,21 +103,24 @@ def breach_event(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rebuild_state(events: list[dict[str, Any]]) -> dict[str, Any]:
+def rebuild_state(events: list[dict[str, Any]], pending_since: datetime | None) -> dict[str, Any]:
     """Pure: the retraining state of a lost ``retrain.json``, from the breach events alone.
 
-    Never "no cooldown": every event but the newest counts as handled, and the newest
-    event's time is taken as the last retrain, so the cooldown runs from it and the
-    newest breach is retrained on only once the cooldown has passed. Without events
-    there is nothing to rebuild (an empty state).
+    ``pending_since`` is the time of the oldest event that triggered this run (None for a
+    run no event triggered). Airflow hands a run only the events queued since the last
+    run it triggered, so every event before ``pending_since`` (every event, for a run no
+    event triggered) was taken by an earlier run: it counts as handled, and the newest of
+    them as the last retrain, so the cooldown runs from it (never "no cooldown"). With no
+    earlier event (the first breach ever) nothing was handled and no cooldown applies.
     """
-    if not events:
-        return {}
-    ordered = sorted(events, key=lambda e: (e["timestamp"], e["id"]))
-    *handled, newest = ordered
-    state: dict[str, Any] = {"last_retrain": newest["timestamp"].isoformat(), "decisions": {}}
+    handled = sorted(
+        (e for e in events if pending_since is None or e["timestamp"] < pending_since),
+        key=lambda e: (e["timestamp"], e["id"]),
+    )
+    state: dict[str, Any] = {"decisions": {}}
     if handled:
         mark = handled[-1]["timestamp"]
+        state["last_retrain"] = mark.isoformat()
         state["watermark"] = mark.isoformat()
         state["ids_at_watermark"] = [e["id"] for e in handled if e["timestamp"] == mark]
     return state

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from mlops import io, logs, partitions, retrain
+from mlops import io, logs, ownership, partitions, retrain
 from mlops.airflow.defaults import DRIFT_BREACH_ALIAS, DRIFT_BREACH_NAME, DRIFT_BREACH_URI
 from mlops.config import ConfigError, Params, Settings, load_params, params_path, settings
 
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRAIN_STATE = "retrain.json"
 RETRAIN_FIX = (
-    "Delete it: the next training run rebuilds it from the drift-breach events (the earlier "
-    "breaches count as handled, the cooldown runs from the newest)."
+    "Delete it: the next training run rebuilds it from the drift-breach events (those "
+    "earlier runs took count as handled, the cooldown runs from the newest of them)."
 )
 KEEP_DECISIONS = 100
 
@@ -85,7 +85,9 @@ def _call(fn: Callable[[Params, Settings], T]) -> T:
         # deprecation FutureWarning: over a thousand lines in each task log.
         warnings.filterwarnings("ignore", category=FutureWarning, module="skops")
         path = params_path()
-        return fn(load_params(path), settings(path))
+        params, st = load_params(path), settings(path)
+        ownership.claim(params, st)
+        return fn(params, st)
 
 
 def _skip(reason: str) -> None:
@@ -234,15 +236,19 @@ def _event(ev: Any) -> dict[str, Any]:
     return {"id": int(ev.id), "timestamp": ev.timestamp, **(ev.extra or {})}
 
 
-def plan(inlet_events: Any, run_id: str, triggered: bool) -> list[str]:
+def plan(inlet_events: Any, run_id: str, triggering: Any = None) -> list[str]:
     """Plan a training run: its window, or a skip whose reason is logged.
 
     Every breach event the scoring DAG emitted since the last plan is read through the
-    Task SDK (not only this run's triggering events), so events that arrived while an
-    earlier run was queued or while this DAG was paused are handled too, or skipped with
-    a reason, never lost. The decision is kept per run, so a retried ``plan`` repeats it.
+    Task SDK (not only this run's triggering events, ``triggering``: Airflow's
+    ``triggering_asset_events``), so events that arrived while an earlier run was queued
+    or while this DAG was paused are handled too, or skipped with a reason, never lost.
+    The decision is kept per run, so a retried ``plan`` repeats it.
     """
-    decision = _call(lambda p, st: _plan(p, st, inlet_events, run_id, triggered))
+    since = min(
+        (e.timestamp for events in (triggering or {}).values() for e in events), default=None
+    )
+    decision = _call(lambda p, st: _plan(p, st, inlet_events, run_id, bool(triggering), since))
     if not decision.run:
         if decision.skipped:
             log.warning("retrain skipped: %s", decision.reason)
@@ -252,7 +258,12 @@ def plan(inlet_events: Any, run_id: str, triggered: bool) -> list[str]:
 
 
 def _plan(
-    params: Params, st: Settings, inlet_events: Any, run_id: str, triggered: bool
+    params: Params,
+    st: Settings,
+    inlet_events: Any,
+    run_id: str,
+    triggered: bool,
+    pending_since: datetime | None,
 ) -> retrain.Plan:
     from airflow.sdk import Asset
 
@@ -272,14 +283,14 @@ def _plan(
     seen = [_event(e) for e in accessor]
     if lost and seen:
         # Without its state the plan would replay every past breach and skip the cooldown.
-        state = retrain.rebuild_state(seen)
+        state = retrain.rebuild_state(seen, pending_since)
         decisions = state["decisions"]
         log.warning(
-            "%s is missing: rebuilt from %d drift-breach event(s); the earlier ones count as "
-            "handled and the cooldown runs from the newest, at %s",
+            "%s is missing: rebuilt from %d drift-breach event(s); the ones earlier runs "
+            "took count as handled and the cooldown runs from the newest of them (%s)",
             path,
             len(seen),
-            state["last_retrain"],
+            state.get("last_retrain") or "none: no earlier event",
         )
     new = retrain.unhandled(seen, state.get("watermark"), state.get("ids_at_watermark", []))
     last = state.get("last_retrain")

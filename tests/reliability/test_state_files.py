@@ -37,7 +37,9 @@ def breaches_then_plan():
     def plan(inlet_events=None, run_id=None):
         from mlops.airflow import tasks
 
-        return tasks.plan(inlet_events, run_id, False)
+        # as if August's breach triggered this run (July's taken by an earlier run)
+        newest = list(inlet_events[BREACH])[-1]
+        return tasks.plan(inlet_events, run_id, {{BREACH: [newest]}})
 
     breach("2013-07") >> breach("2013-08") >> plan()
 
@@ -78,10 +80,10 @@ def test_truncated_retrain_state(tmp_path: Path) -> None:
 
 def test_deleted_retrain_state_keeps_the_cooldown(tmp_path: Path) -> None:
     """Case: `data/state/retrain.json` is deleted while the drift-breach asset holds past events
-    (a retrain was just planned from them).
+    (a retrain was just planned from July's; August's triggers the next run).
     Behaviour: `plan` rebuilds the state from the asset's own events (a warning names the file):
-    the earlier breaches count as handled and the cooldown runs from the newest, so no
-    retrain is planned straight away; the newest breach is skipped with the cooldown reason
+    the breaches earlier runs took count as handled and the cooldown runs from the newest of
+    them, so no retrain is planned straight away: August's is skipped with the cooldown reason
     """
     params, dags, state = _project(tmp_path)
 

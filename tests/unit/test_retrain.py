@@ -126,14 +126,14 @@ def _history(t0: datetime) -> list[dict]:
 
 
 def test_a_lost_state_is_rebuilt_from_the_events_never_as_no_cooldown() -> None:
-    # given a breach history whose newest event is an hour old, and no state file
+    # given a breach history whose newest event (an hour old) triggered this run
     t0 = NOW - timedelta(hours=3)
     events = _history(t0)
     # when the state is rebuilt from it
-    state = retrain.rebuild_state(events)
-    # then all but the newest count as handled and the cooldown runs from the newest
+    state = retrain.rebuild_state(events, pending_since=t0 + timedelta(hours=2))
+    # then the events earlier runs took count as handled, the cooldown runs from them
     assert state["watermark"] == t0.isoformat() and sorted(state["ids_at_watermark"]) == [3, 4]
-    assert state["last_retrain"] == (t0 + timedelta(hours=2)).isoformat()
+    assert state["last_retrain"] == t0.isoformat()
     new = retrain.unhandled(events, state["watermark"], state["ids_at_watermark"])
     assert [e["id"] for e in new] == [7]
     last = datetime.fromisoformat(state["last_retrain"])
@@ -144,10 +144,15 @@ def test_a_lost_state_is_rebuilt_from_the_events_never_as_no_cooldown() -> None:
     assert after.run and after.handled == ["2013-09"]
 
 
+def test_a_lost_state_of_a_run_no_event_triggered_takes_every_event_as_handled() -> None:
+    events = _history(NOW - timedelta(hours=3))
+    state = retrain.rebuild_state(events, pending_since=None)
+    assert state["ids_at_watermark"] == [7] and state["last_retrain"] == state["watermark"]
+    assert retrain.unhandled(events, state["watermark"], state["ids_at_watermark"]) == []
+
+
 def test_a_lost_state_without_events_rebuilds_nothing() -> None:
-    assert retrain.rebuild_state([]) == {}
+    assert retrain.rebuild_state([], pending_since=None) == {"decisions": {}}
+    # the first breach ever triggered this run: nothing was handled, no cooldown applies
     (one,) = _history(NOW)[:1]
-    assert retrain.rebuild_state([one]) == {
-        "last_retrain": one["timestamp"].isoformat(),
-        "decisions": {},
-    }
+    assert retrain.rebuild_state([one], pending_since=one["timestamp"]) == {"decisions": {}}

@@ -81,7 +81,7 @@ def test_every_task_loads_its_config_through_the_one_door(invalid_params) -> Non
         "at": datetime(2013, 9, 2, tzinfo=UTC).isoformat(),
     }
     calls = {
-        "plan": lambda: tasks.plan({}, "manual__1", False),
+        "plan": lambda: tasks.plan({}, "manual__1"),
         "approval": lambda: tasks.approval(decision),
         "apply_approval": lambda: tasks.apply_approval(decision, "approved"),
     }
