@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mlops import logs
+from mlops import logs, ownership
 from mlops.config import ConfigError, Params, Settings, load_params, settings
 
 STAGES = ["ingest", "validate", "materialize", "train", "evaluate", "promote", "score", "monitor"]
@@ -415,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.to_file(st.state_dir / "logs" / "mlops.log")
     try:
+        if args.command in (*STAGES, "run"):
+            ownership.claim(params, st)
         COMMANDS[args.command](params, st, args)
     except ConfigError as exc:
         print(f"error: {_safe(exc)}", file=sys.stderr)
