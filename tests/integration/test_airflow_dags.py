@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.dags.airflow_env import DAGS, configure, init_db
 
@@ -191,7 +192,8 @@ def test_manual_approval_waits_for_a_person_then_expires(dags, monkeypatch, tmp_
         WEEKLY,
         {"promote": {"approval": "manual", "min_improvement": -1, "approval_timeout_hours": 0.002}},
     )
-    params, st = use(monkeypatch, make_project(tmp_path / "proj", FLIGHTS, manual))
+    path = make_project(tmp_path / "proj", FLIGHTS, manual)
+    params, st = use(monkeypatch, path)
     name = params.model_name
     seen: dict[str, Any] = {}
 
@@ -225,7 +227,11 @@ def test_manual_approval_waits_for_a_person_then_expires(dags, monkeypatch, tmp_
     assert events[0]["action"] == "promote" and events[0]["actor"] == "reviewer"
     assert [e["action"] for e in events[1:3]].count("approve") == 1
 
-    # when the next candidate gets no decision within promote.approval_timeout_hours (7 s)
+    # when the next candidate (another seed: the same inputs would give back v1) gets no
+    # decision within promote.approval_timeout_hours (7 s)
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["seed"] += 1
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     expired = dags("training").test()
 
     # then it expires: the champion is unchanged and the candidate is retired
