@@ -31,6 +31,7 @@ class Evaluation(TypedDict):
     rows: int
     candidate: Scored
     champion: Scored | None
+    champion_at_evaluation: str | None
 
 
 def run(params: Params, st: Settings, version: str | None = None) -> Evaluation:
@@ -74,6 +75,7 @@ def run(params: Params, st: Settings, version: str | None = None) -> Evaluation:
         rows=len(df),
         candidate=Scored(version=str(version), metrics=cand),
         champion=champ,
+        champion_at_evaluation=None if champ_mv is None else str(champ_mv.version),
     )
     io.write_json(st.state_dir / "evaluate.json", result)
     vs = (

@@ -75,7 +75,8 @@ def run(params: Params, st: Settings) -> Promotion:
     champ = ev["champion"]
     reg = connect(st)
     held = reg.retry(lambda: reg.alias_version(name, CHAMPION), f"resolve {name}@{CHAMPION}")
-    if held == version:
+    was = ev.get("champion_at_evaluation", held)  # older evaluations did not record it
+    if was == version:
         # train gave back the champion (same data, params and code): its gate stands.
         decision = Decision(False, [f"v{version} is already {CHAMPION}; its gate is not re-run"])
         outcome = f"champion v{version} (unchanged)"
@@ -86,6 +87,10 @@ def run(params: Params, st: Settings) -> Promotion:
         outcome = governance.apply_gate(
             reg, name, version, decision.promote, decision.reasons, params.promote.approval
         )
+        if decision.promote and params.promote.approval == "auto" and held == version:
+            # A rerun after a promote killed once the alias had moved: the same decision,
+            # and the move it made is the one this evaluation's champion gave way to.
+            outcome = f"champion v{was} -> v{version}" if was else f"champion -> v{version}"
     result = Promotion(
         model_name=name,
         version=version,
@@ -95,7 +100,7 @@ def run(params: Params, st: Settings) -> Promotion:
         outcome=outcome,
     )
     io.write_json(st.state_dir / "promote.json", result)
-    verdict = "PASSED" if decision.promote else "FAILED" if held != version else "not re-run"
+    verdict = "PASSED" if decision.promote else "FAILED" if was != version else "not re-run"
     print(
         f"promote: {name} v{version} gate {verdict} "
         f"({'; '.join(decision.reasons)}) -> {outcome} in {time.perf_counter() - t0:.1f}s"

@@ -183,6 +183,51 @@ def test_train_killed_after_registering(proj: Project) -> None:
     assert proj.champion() == champion
 
 
+def test_promote_killed_after_the_alias_moved(proj: Project) -> None:
+    """Case: the `promote` stage killed (SIGKILL) just after its gate moved `@champion` to the
+    new version, before its audit event was complete and `state/promote.json` written.
+    Behaviour: the rerun settles the interrupted move (one champion move, recorded as
+    completed) and reports what an uninterrupted run reports: gate passed, `champion vA -> vB`,
+    the same reasons; no second move and no second event
+    """
+    from mlops import audit, governance
+
+    raw = yaml.safe_load((proj.root / _fast_params(proj, trees=23)).read_text())
+    raw["promote"] = {**raw["promote"], "approval": "auto", "min_improvement": -1.0}
+    (proj.root / "params_promote_kill.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    fast, st, name = "params_promote_kill.yaml", proj.st, proj.params.model_name
+    champion = proj.champion()
+    assert proj.cli("train", params=fast) == 0 and proj.cli("evaluate", params=fast) == 0
+    new = str(io.read_json(st.state_dir / "train.json")["version"])
+    moves_before = len([e for e in audit.history(st, name) if e["alias"] == "champion"])
+    try:
+        # when promote is killed right after the champion alias moved
+        res = proj.stage("promote", fault="audit.after_alias:champion", params=fast)
+        assert res.returncode == KILLED, res.stderr[-2000:]
+        assert proj.champion() == new
+
+        # when it is rerun
+        assert proj.cli("promote", params=fast) == 0
+
+        # then it reports the promotion that happened, once, as an uninterrupted run would
+        result = io.read_json(st.state_dir / "promote.json")
+        assert result["promote"] is True and result["version"] == new
+        assert result["outcome"] == f"champion v{champion} -> v{new}"
+        assert (
+            result["reasons"][0].startswith("roc_auc")
+            and "gain over champion" in result["reasons"][1]
+        )
+        events = audit.history(st, name)
+        moves = [e for e in events if e["alias"] == "champion"]
+        assert len(moves) == moves_before + 1
+        assert (moves[0]["from_version"], moves[0]["to_version"]) == (champion, new)
+        assert moves[0]["state"] == "done" and "interrupted" in moves[0].get("note", "")
+        assert audit.check_history(events, new) == []
+    finally:
+        governance.rollback(st, name, to=champion, by="test", reason="restore the champion")
+    assert proj.champion() == champion
+
+
 def test_score_killed_mid_write(proj: Project) -> None:
     """Case: `score` killed (SIGKILL) while writing predictions.
     Behaviour: the previous predictions file and its metadata are intact; the rerun removes the
