@@ -29,10 +29,16 @@ MODULES = [
     "test_bad_input",
     "test_config",
     "test_kill",
+    "test_random_kill",
     "test_services",
     "test_concurrency",
     "test_disk_full",
     "test_security",
+    "test_state_files",
+    "test_versions",
+    "test_registry",
+    "test_runs",
+    "test_ownership",
 ]
 
 
