@@ -222,3 +222,52 @@ def wait_ready(
         f"Airflow at {stack.url} not healthy within {timeout:.0f}s (last health: {last}); "
         f"see the logs in {stack.home / 'logs' / 'components'}"
     )
+
+
+def kill(stack: Stack, name: str, session: bool = True) -> list[int]:
+    """SIGKILL component ``name``; return the pids killed.
+
+    With ``session``, every process it started goes too, task processes included (each
+    has a process group of its own inside its session), as when its container or host
+    dies. Without, only its main process, as ``kill -9 <pid>`` does: what it started
+    lives on, orphaned, until ``kill_sessions`` of its pid. ``name`` stays in
+    ``stack.procs``, exited, until ``respawn``.
+    """
+    proc = stack.procs[name]
+    killed = kill_sessions({proc.pid}) if session else [proc.pid]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    return killed
+
+
+def kill_sessions(sessions: set[int], timeout: float = 10.0) -> list[int]:
+    """SIGKILL every live process of the sessions led by ``sessions``; return their pids.
+
+    Raises:
+        AirflowStartError: Some were still alive after ``timeout`` s.
+    """
+    killed: list[int] = []
+    deadline = time.monotonic() + timeout
+    while left := _session_members(sessions):
+        if time.monotonic() > deadline:
+            raise AirflowStartError(f"processes {left} outlived SIGKILL")
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed.extend(p for p in left if p not in killed)
+        time.sleep(0.1)
+    return killed
+
+
+def respawn(stack: Stack, name: str, env: Mapping[str, str]) -> None:
+    """Start the exited component ``name`` again, with the command it was started with.
+
+    Its log goes on in the same file. ``env`` is the environment it was started with
+    (``start`` does not keep it).
+    """
+    old = stack.procs[name]
+    if old.poll() is None:
+        raise AirflowStartError(f"airflow {name} is still running (pid {old.pid})")
+    cmd = old.args if isinstance(old.args, list) else [old.args]
+    _spawn(stack, name, [str(a) for a in cmd], env)
