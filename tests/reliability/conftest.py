@@ -171,5 +171,18 @@ def quiet_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[None]:
         yield
 
 
+def csv_params(proj: Project, source: Path) -> str:
+    """A params file beside the project's that reads a CSV file of contract columns."""
+    raw = yaml.safe_load(proj.params_path.read_text())
+    raw["source"] = {
+        "path": str(source.relative_to(proj.root)),
+        "format": "csv",
+        "timestamp_column": "event_ts",
+    }
+    name = f"params_{source.stem}.yaml"
+    (proj.root / name).write_text(yaml.safe_dump(raw, sort_keys=False))
+    return name
+
+
 def read_pristine(p: Project, week: str) -> pd.DataFrame:
     return pd.read_parquet(p.pristine / f"{week}.parquet")

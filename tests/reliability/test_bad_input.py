@@ -20,6 +20,7 @@ from tests.reliability.conftest import (
     ORIGIN_TOLERANCE,
     WARN_WEEK,
     Project,
+    csv_params,
     digests,
     read_pristine,
 )
@@ -269,21 +270,6 @@ def test_validate_warns_within_tolerance(proj: Project, capsys, caplog, bad: War
     assert not (st.quarantine_dir / WARN_WEEK).exists()
 
 
-def _csv_params(proj: Project, source: Path) -> str:
-    """A params file beside the project's that reads a CSV file of contract columns."""
-    import yaml
-
-    raw = yaml.safe_load(proj.params_path.read_text())
-    raw["source"] = {
-        "path": str(source.relative_to(proj.root)),
-        "format": "csv",
-        "timestamp_column": "event_ts",
-    }
-    name = f"params_{source.stem}.yaml"
-    (proj.root / name).write_text(yaml.safe_dump(raw, sort_keys=False))
-    return name
-
-
 def write_csv_source(proj: Project, name: str, extra: bool = False) -> Path:
     df = read_pristine(proj, CSV_WEEK)
     if extra:
@@ -299,7 +285,7 @@ def test_ingest_drops_extra_source_columns(proj: Project, capsys) -> None:
     Behaviour: `ingest` keeps only the contract's columns; the partition validates and goes on
     """
     # given a CSV source with two extra columns
-    params = _csv_params(proj, write_csv_source(proj, "extra", extra=True))
+    params = csv_params(proj, write_csv_source(proj, "extra", extra=True))
     st = proj.st
 
     # when it is ingested and validated
@@ -361,7 +347,7 @@ def test_ingest_refuses_corrupt_csv(proj: Project, capsys, fault: CsvFault) -> N
     # given a CSV source damaged on its way in
     path = write_csv_source(proj, fault.id)
     fault.corrupt(path)
-    params = _csv_params(proj, path)
+    params = csv_params(proj, path)
     st = proj.st
     raw_before = digests(st.raw_dir)
     manifest_before = (st.state_dir / "ingest.json").read_text()
@@ -384,7 +370,7 @@ def test_ingest_of_empty_interval_is_caught_by_validate(proj: Project, capsys) -
     `validate` exits 1 on rule `expect_table_row_count_to_be_between` and quarantines it
     """
     # given a CSV source of one week, asked for a week it does not cover
-    params = _csv_params(proj, write_csv_source(proj, "oneweek"))
+    params = csv_params(proj, write_csv_source(proj, "oneweek"))
     empty = "2013-W40"
     st = proj.st
     before = proj.snapshot()

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from mlops import lineage, partitions, provenance, tags
 from tests.reliability.conftest import (
     MATERIALIZE_WEEK,
     SCORED,
     Project,
+    csv_params,
     digest,
     digests,
 )
@@ -42,15 +42,7 @@ def _csv_source(proj: Project, week: str) -> tuple[Path, str]:
     source = proj.root / "sources" / f"versions_{week}.csv"
     source.parent.mkdir(exist_ok=True)
     rows.to_csv(source, index=False)
-    raw = yaml.safe_load(proj.params_path.read_text())
-    raw["source"] = {
-        "path": str(source.relative_to(proj.root)),
-        "format": "csv",
-        "timestamp_column": "event_ts",
-    }
-    name = f"params_versions_{week}.yaml"
-    (proj.root / name).write_text(yaml.safe_dump(raw, sort_keys=False))
-    return source, name
+    return source, csv_params(proj, source)
 
 
 def _ingest_validate_materialize_score(proj: Project, week: str, params: str) -> None:
