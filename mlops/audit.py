@@ -306,7 +306,9 @@ def reconcile(reg: Registry, model: str) -> list[Event]:
     A pending intent whose alias moved is completed (with what followed a champion move)
     and one whose alias did not move is abandoned; both get a note saying so. Then an
     alias found elsewhere than its last recorded move (moved in the MLflow UI, say) is
-    recorded as an ``external`` move. Returns the history as it now stands, newest first.
+    recorded as an ``external`` move, and a challenger left on the champion (a champion
+    move killed before it dropped it) is dropped. Returns the history as it now stands,
+    newest first.
     """
     events = history(reg, model)
     aliases = (CHAMPION, CHALLENGER)
@@ -344,6 +346,15 @@ def reconcile(reg: Registry, model: str) -> list[Event]:
             },
         )
         changed = True
+    champion = reg.alias_version(model, CHAMPION)
+    if champion is not None and reg.alias_version(model, CHALLENGER) == champion:
+        # a champion move killed once recorded, before it dropped the challenger that won
+        events = history(reg, model) if changed else events
+        last = next(e for e in effective(events) if e.get("alias") == CHAMPION)
+        keep = {k: last.get(k, "") for k in ("action", "version", "actor")}
+        log.warning("%s: v%s is champion and challenger: dropping the challenger", model, champion)
+        _after_champion(reg, model, last.get("from_version", ""), champion, keep)
+        changed = True
     return history(reg, model) if changed else events
 
 
@@ -379,5 +390,6 @@ def move_champion(
             "override": "true" if override else "",
         }
         move(reg, model, CHAMPION, version, event)
+        faults.point("audit.after_champion")
         _after_champion(reg, model, prev or "", version, {**event, "override": ""})
     return prev

@@ -16,7 +16,8 @@ yet uploaded; carries the candidate name),
 ``monitor.run_started`` (a monitor run started, nothing logged yet; carries the partition),
 ``audit.after_intent`` (an alias move recorded as pending, the alias not yet moved) and
 ``audit.after_alias`` (the alias moved, its record still pending); both carry the alias,
-so ``audit.after_alias:champion`` kills only at a champion move.
+so ``audit.after_alias:champion`` kills only at a champion move;
+``audit.after_champion`` (a champion move recorded, the challenger that won not dropped).
 
 Unset (always, outside tests), a point costs one dictionary lookup.
 """

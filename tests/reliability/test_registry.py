@@ -180,6 +180,37 @@ def test_champion_moved_in_the_mlflow_ui_then_rollback(model: Model) -> None:
     assert audit.check_history(events, v1) == []
 
 
+def test_promotion_killed_before_it_dropped_the_challenger(model: Model) -> None:
+    """Case: `mlops promote MODEL v2` of the challenger killed (SIGKILL) after its champion
+    move was recorded, before it dropped `@challenger` (left on the new champion).
+    Behaviour: the next governance command (here `mlops status`) drops the challenger, records
+    it and tags the versions as the promotion would have; status shows no challenger and no
+    problem
+    """
+    v1, v2 = model.add(), model.add()
+    assert model.cli("promote", model.name, v1, "--by", "ann", "--reason", "setup") == 0
+    governance.apply_gate(model.reg, model.name, v2, True, ["ok"], "manual")
+
+    # when the promotion of the challenger is killed between its two moves
+    res = model.proj.stage(
+        *("promote", model.name, v2, "--by", "eve", "--reason", "ok", "--override"),
+        fault="audit.after_champion",
+    )
+    assert res.returncode == KILLED, res.stderr[-2000:]
+    assert model.alias() == v2 and model.alias(CHALLENGER) == v2
+
+    # when the next governance command runs
+    (row,) = governance.status(model.reg, model.name)
+
+    # then the challenger that won is dropped and recorded, as the promotion would have
+    events = model.history()
+    assert moves(events[:2]) == [("promote", CHALLENGER, v2, ""), ("promote", CHAMPION, v1, v2)]
+    assert model.alias(CHALLENGER) is None and row["challenger"] is None
+    assert row["problems"] == [] and audit.check_history(events, v2) == []
+    version_tags = model.reg.client.get_model_version(model.name, v1).tags
+    assert version_tags[tags.REPLACED_BY] == v2
+
+
 def _slow_gate(reg: Registry, started: threading.Event) -> None:
     """Make this registry handle's gate write slow, as over a busy tracking server."""
     real = reg.client.set_model_version_tag
