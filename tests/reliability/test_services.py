@@ -21,11 +21,12 @@ from tests.reliability.conftest import (
     MATERIALIZE_WEEK,
     SCORED,
     Project,
+    csv_params,
     digest,
     digests,
     quiet_env,
 )
-from tests.reliability.test_bad_input import _csv_params, write_csv_source
+from tests.reliability.test_bad_input import write_csv_source
 
 pytestmark = pytest.mark.integration
 AREA = "Services down"
@@ -230,7 +231,7 @@ def test_dvc_lock_held_by_another_process(proj: Project, capsys, monkeypatch) ->
     the lock; the lock is never forced and every pointer still matches the cache; the rerun
     succeeds once the lock is free
     """
-    params = _csv_params(proj, write_csv_source(proj, "dvclock"))
+    params = csv_params(proj, write_csv_source(proj, "dvclock"))
     pointer = proj.st.raw_dir / f"{CSV_WEEK}.parquet.dvc"
     pointer_before = pointer.read_text()
     holder = subprocess.Popen(
