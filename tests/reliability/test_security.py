@@ -451,3 +451,33 @@ def test_failed_candidate_run_never_records_a_credential(tmp_path: Path, monkeyp
     error_txt = Path(reg.client.download_artifacts(rid, "error.txt", str(tmp_path))).read_text()
     assert "could not reach the store" in recorded["mlflow.note.content"]
     assert SECRET not in str(recorded) and SECRET not in error_txt
+
+
+def test_password_files_are_private_from_their_first_byte(tmp_path: Path, monkeypatch) -> None:
+    """Case: the Airflow admin password file written by `make airflow`'s launcher was briefly
+    readable by every user (written at the umask's mode, then chmod-ed to 0600).
+    Behaviour: its temporary file is created 0600 before the password is written, the file
+    stays 0600, and a second start keeps the same password
+    """
+    import stat
+
+    from mlops.airflow import local
+
+    modes: list[int] = []
+    write = Path.write_text
+
+    def observed(self: Path, *args, **kwargs) -> int:  # the mode while the secret is in it
+        n = write(self, *args, **kwargs)
+        modes.append(stat.S_IMODE(self.stat().st_mode))
+        return n
+
+    monkeypatch.setattr(Path, "write_text", observed)
+    umask = os.umask(0o022)  # what a default login gives: files readable by all
+    try:
+        password, path = local.seed_password(tmp_path / "home")
+    finally:
+        os.umask(umask)
+
+    assert password in path.read_text() and modes and set(modes) == {0o600}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert local.seed_password(tmp_path / "home") == (password, path)
