@@ -408,8 +408,7 @@ def _frame(
     entries = provenance.manifest(st)
     for pid in pids:
         path = feature_file(params, st, pid)
-        found, redo = provenance.made_from(path), provenance.redo_features(pid)
-        provenance.require(st, pid, found, stage, path, redo, entries)
+        provenance.require_features(st, pid, path, stage, entries)
         # Feast would join one of the rows sharing a key and timestamp to every label row.
         rows = pq.read_table(path, columns=keys)
         io.one_to_one(rows, keys, f"{stage}: feature file {path}", REDO.format(what=pid))

@@ -27,7 +27,6 @@ from mlops.lineage_records import (
     dvc_cache_file,
     prediction_files,
     prediction_record,
-    read_manifest,
     relative,
     validation_record,
 )
@@ -231,7 +230,7 @@ def backward(
 def forward(st: Settings, data: str, reg: Registry | None = None) -> dict[str, Any]:
     """Everything that used a data version: a DVC md5 or a partition id."""
     c = (reg or connect(st)).client
-    manifest = read_manifest(st)
+    manifest = provenance.manifest(st)
     if partitions.is_id(data):
         pids, md5s = {data}, set()
     elif HEX32.match(data):

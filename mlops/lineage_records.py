@@ -68,13 +68,8 @@ def current_md5(st: Settings, partition: str) -> str | None:
     try:
         return content_hash(partitions.file(st.raw_dir, partition))
     except (VersioningError, KeyError, TypeError):
-        manifest = read_manifest(st)
+        manifest = provenance.manifest(st)
         return manifest.get(partition, {}).get("md5")
-
-
-def read_manifest(st: Settings) -> dict[str, Any]:
-    """``state/ingest.json``: partition -> path, md5, rows, source, history (empty if absent)."""
-    return provenance.manifest(st)
 
 
 def validation_record(st: Settings, partition: str, md5: str | None) -> dict[str, Any]:

@@ -153,3 +153,16 @@ def require(
         f"{stage} {partition}: {path} was made from {made} of the raw partition, but the "
         f"current version is {now} (re-ingested since); re-run {redo}"
     )
+
+
+def require_features(
+    st: Settings,
+    partition: str,
+    path: Path,
+    stage: str,
+    entries: Mapping[str, Any] | None = None,
+) -> str | None:
+    """``require`` for a feature file (redo: validate, then materialize); its raw md5."""
+    found = made_from(path)
+    require(st, partition, found, stage, path, redo_features(partition), entries)
+    return found

@@ -138,9 +138,7 @@ def _run(params: Params, st: Settings, partition: str, target: Path) -> Scored:
     name = params.model_name
     path = features.feature_file(params, st, partition)
     check_keys(params, path, partition)  # bad data fails before the registry is asked
-    made = provenance.made_from(path)
-    redo = provenance.redo_features(partition)
-    provenance.require(st, partition, made, "score", path, redo)
+    made = provenance.require_features(st, partition, path, "score")
     reg = connect(st)
     mv = reg.retry(lambda: reg.version_by_alias(name, CHAMPION), f"resolve {name}@{CHAMPION}")
     if mv is None:
