@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from mlops import partitions
 from mlops.contract import Contract, Strict
+from mlops.inputs import Derived, Join, Labels, Source
 from mlops.settings import (
     ENV,
     ENV_ALLOW_OUTSIDE,
@@ -33,64 +34,16 @@ __all__ = [
     "ENV_PARAMS",
     "ConfigError",
     "Contract",
+    "Derived",
+    "Join",
+    "Labels",
     "Params",
     "Settings",
+    "Source",
     "load_params",
     "params_path",
     "settings",
 ]
-
-
-# --------------------------------------------------------------------------- source
-class Join(Strict):
-    """A lookup table joined onto the source rows (left join)."""
-
-    path: str
-    keys: list[str] = Field(min_length=1, description="Join keys (present on both sides).")
-    columns: list[str] = Field(min_length=1, description="Columns kept, after renaming.")
-    rename: dict[str, str] = Field(default_factory=dict)
-    parse_dates: list[str] = Field(default_factory=list)
-
-
-class Derived(Strict):
-    """A column computed from others: an expression, a concatenated key or a row hash.
-
-    ``hash`` makes a stable row key for a table without a natural one: a hash of the
-    named columns' values, or with ``hash: row`` of every column the source file has
-    (the timestamp included), in name order. The same row gets the same key in every run
-    and whatever the order of rows or columns in the file.
-    """
-
-    name: str
-    expr: str | None = Field(None, description="A pandas.eval expression.")
-    concat: list[str] | None = None
-    hash: list[str] | Literal["row"] | None = None
-    sep: str = "-"
-
-    @model_validator(mode="after")
-    def _one_of(self) -> Derived:
-        given = [k for k in ("expr", "concat", "hash") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"derive {self.name!r}: give exactly one of 'expr', 'concat' or 'hash'"
-            )
-        if isinstance(self.hash, list) and not self.hash:
-            raise ValueError(f"derive {self.name!r}: 'hash' names no column (or use 'row')")
-        return self
-
-
-class Source(Strict):
-    """A tabular source: a CSV or Parquet file or folder with a timestamp column."""
-
-    path: str = Field(description="File or folder; 'pkg://package/rel/path' reads package data.")
-    format: Literal["csv", "parquet"] = "csv"
-    timestamp_column: str
-    timestamp_format: str | None = None
-    timezone: str = Field("UTC", description="Zone of naive timestamps in the source.")
-    joins: list[Join] = Field(default_factory=list)
-    derive: list[Derived] = Field(default_factory=list)
-    dropna: list[str] = Field(default_factory=list, description="Rows without these are dropped.")
-    rename: dict[str, str] = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- stages
@@ -209,6 +162,26 @@ class Candidate(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class Threshold(Strict):
+    """How ``train`` picks a classifier's decision threshold on the holdout.
+
+    ``best_f1`` maximises F1; ``precision`` (``recall``) takes the threshold of the
+    highest recall (precision) whose precision (recall) reaches ``value``; ``fixed`` uses
+    ``value`` as it is.
+    """
+
+    rule: Literal["best_f1", "precision", "recall", "fixed"] = "best_f1"
+    value: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Threshold:
+        if self.rule != "best_f1" and self.value is None:
+            raise ValueError(f"train.threshold.rule {self.rule!r} needs a value in [0, 1]")
+        if self.rule == "best_f1" and self.value is not None:
+            raise ValueError("train.threshold.value is not read with rule 'best_f1'; remove it")
+        return self
+
+
 class Train(Strict):
     partitions: list[str] = Field(min_length=1, description="Partitions trained on.")
     holdout_partitions: int = Field(
@@ -217,6 +190,9 @@ class Train(Strict):
     candidates: list[Candidate] = Field(min_length=1)
     metric: Literal["roc_auc", "average_precision", "log_loss", "rmse", "mae", "r2"] | None = None
     seed: int = 42
+    threshold: Threshold = Field(
+        Threshold(), description="Classification: how the decision threshold is chosen."
+    )
     max_categories: int = Field(
         250,
         ge=2,
@@ -269,6 +245,12 @@ class Monitor(Strict):
     breach_on_prediction_drift: bool = True
     max_rows: int = Field(100_000, ge=1_000, description="Above this, both sides are sampled.")
     cooldown_hours: float = Field(24, ge=0)
+    max_performance_drop: float = Field(
+        0.05,
+        ge=0,
+        description="Realised gate metric worse than the model's holdout score by more than "
+        "this (in the metric's units) is a performance breach; so is one below promote.floor.",
+    )
 
 
 class Schedule(Strict):
@@ -315,6 +297,7 @@ class Params(Strict):
     promote: Promote
     score: Score = Score()
     monitor: Monitor = Monitor()
+    labels: Labels | None = None
     schedule: Schedule = Schedule()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -359,6 +342,13 @@ class Params(Strict):
                         f"(ingest.partition={freq!r}; {partitions.EXPECTED})"
                     )
         return self
+
+    def withholds_target(self, partition: str) -> bool:
+        """Whether ``partition`` is ingested without its target (``labels.withhold``)."""
+        if self.labels is None or not self.labels.withhold:
+            return False
+        last = max(self.train.partitions, key=partitions.sort_key)
+        return partitions.sort_key(partition) > partitions.sort_key(last)
 
     @property
     def scoring_cron(self) -> str:

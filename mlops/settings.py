@@ -144,6 +144,11 @@ class Settings(Strict):
         return self.data_root / "predictions"
 
     @property
+    def labels_dir(self) -> Path:
+        """Outcomes joined to scored partitions (``label``), one file per partition."""
+        return self.data_root / "labels"
+
+    @property
     def reports_dir(self) -> Path:
         """Drift reports and model cards."""
         return self.data_root / "reports"
