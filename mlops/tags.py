@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # --------------------------------------------------------------------------- runs
 STAGE = "mlops.stage"
-"""The stage that made a run: ``train`` or ``monitor``."""
+"""The stage that made a run: ``train``, ``monitor`` or ``label``."""
 CANDIDATE = "mlops.candidate"
 KIND = "mlops.kind"
 SELECTED = "mlops.selected"
@@ -16,6 +16,12 @@ MODEL_VERSION = "mlops.model_version"
 BREACH = "mlops.breach"
 INPUT_MD5 = "mlops.input_md5"
 """The raw md5 of the partition a monitor run's predictions were made from."""
+THRESHOLD = "mlops.threshold"
+"""A classifier version's decision threshold, chosen on the holdout by ``train.threshold``."""
+REALISED_PREFIX = "mlops.realised."
+"""A version's realised gate metric on a labelled partition: ``mlops.realised.<partition>``."""
+BREACH_KIND = "mlops.breach.kind"
+"""What a breach came from: ``drift`` or ``performance``."""
 INTERRUPTED = "mlops.interrupted"
 """``true`` on a run its stage was killed in; closed as KILLED on the stage's next start."""
 INTERRUPTED_WHY = "mlops.interrupted.why"
@@ -54,6 +60,11 @@ CARD = "mlops.card"
 def holdout(metric: str) -> str:
     """The version tag holding the holdout value of ``metric`` at training."""
     return f"{HOLDOUT_PREFIX}{metric}"
+
+
+def realised(partition: str) -> str:
+    """The version tag holding the realised gate metric on ``partition``."""
+    return f"{REALISED_PREFIX}{partition}"
 
 
 def evaluation(metric: str) -> str:
