@@ -1,9 +1,10 @@
 """
 ### scoring
 
-Scores each data interval with the `champion` model, then monitors it for drift.
+Scores each data interval with the `champion` model, monitors it for drift, and joins
+the outcomes that have arrived since to an earlier interval's predictions.
 
-`ingest → validate → materialize → score[partition] → monitor[partition]`
+`ingest → validate → materialize → score[partition] → monitor[partition] → label`
 
 * **One run per data interval, with catchup.** The calendar is the `schedule` group of
   the project's `params.yaml` (`MLOPS_PARAMS` names it): the cadence is
@@ -23,6 +24,14 @@ Scores each data interval with the `champion` model, then monitors it for drift.
   logged to MLflow). Only when the drift policy (`monitor` in params.yaml) says the
   partition breached does it update the `drift_breach` asset, which starts `training`;
   the event carries the partition and the reasons. No breach, no event.
+* **`label`** joins the outcomes known by the end of the data interval to the
+  predictions of the partitions `labels.delay` intervals back (default one: July's run
+  labels June's scores, August's labels July's), writes `data/labels/<partition>.parquet`
+  and the realised-performance report `data/performance/<partition>/performance.html`
+  (also logged to MLflow, on the model version too). When the realised gate metric
+  falls more than `monitor.max_performance_drop` below the version's holdout score, or
+  below `promote.floor`, it updates the same `drift_breach` asset with kind
+  `performance`, which starts `training`. Nothing scored that far back: skipped.
 * `max_active_runs=1`: runs share DVC's repository and the online store. `ingest` uses
   the `mlops_dvc` pool, shared with `training`.
 """
@@ -84,8 +93,13 @@ def scoring():
     def monitor(partition, outlet_events=None):
         return tasks.monitor(partition, outlet_events)
 
+    @task(task_id="label", outlets=[AssetAlias(DRIFT_BREACH_ALIAS)])
+    def label(partitions, data_interval_end=None, outlet_events=None):
+        return tasks.label(tasks.to_label(partitions), data_interval_end, outlet_events)
+
     partitions = materialize(validate(ingest()))
-    monitor.expand(partition=score.expand(partition=partitions))
+    monitored = monitor.expand(partition=score.expand(partition=partitions))
+    monitored >> label(partitions)
 
 
 scoring()

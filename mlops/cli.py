@@ -10,12 +10,30 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
 
 from mlops import logs, ownership
+from mlops.commands import (
+    do_approve,
+    do_card,
+    do_history,
+    do_lineage,
+    do_rollback,
+    do_status,
+)
 from mlops.config import ConfigError, Params, Settings, load_params, settings
 
-STAGES = ["ingest", "validate", "materialize", "train", "evaluate", "promote", "score", "monitor"]
+STAGES = [
+    "ingest",
+    "validate",
+    "materialize",
+    "train",
+    "evaluate",
+    "promote",
+    "score",
+    "monitor",
+    "label",
+]
 
 
 def _data_partitions(params: Params) -> list[str]:
@@ -93,10 +111,31 @@ def do_monitor(p: Params, st: Settings, a: argparse.Namespace) -> object:
     return [monitor.run_partition(p, st, pid) for pid in (a.partitions or p.score.partitions)]
 
 
+def do_label(p: Params, st: Settings, a: argparse.Namespace) -> object:
+    """Join arrived outcomes to the named scored partitions (default: ``score.partitions``)."""
+    from mlops import label
+
+    as_of = getattr(a, "as_of", None)
+    return [label.run(p, st, pid, _moment(as_of)) for pid in (a.partitions or p.score.partitions)]
+
+
+def _moment(text: str | None) -> datetime | None:
+    """``--as-of``: an ISO date or time (UTC when it names no zone)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--as-of {text!r} is not a date or time such as 2013-08-31T23:00"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def do_run(p: Params, st: Settings, _a: argparse.Namespace) -> object:
     """The whole pipeline in order, as ``dvc repro`` runs it."""
     t0 = time.perf_counter()
-    ns = argparse.Namespace(partitions=None, version=None)
+    ns = argparse.Namespace(partitions=None, version=None, as_of=None)
     timings = {}
     for verb in STAGES:
         t = time.perf_counter()
@@ -121,145 +160,6 @@ def do_init(a: argparse.Namespace) -> int:
     return init.main(a.rest, ingest=ingest.run, validate=validate.run)
 
 
-def do_approve(_p: Params, st: Settings, a: argparse.Namespace) -> object:
-    """Approve or reject a version (``approve`` / ``reject``), recorded with who and why."""
-    from mlops import approval
-    from mlops.registry import connect
-
-    reg = connect(st)
-    approve = a.command == "approve"
-    out = approval.decide(
-        reg, a.model, a.version, approve, a.by, a.note, getattr(a, "override", False)
-    )
-    extra = " (gate OVERRIDDEN, recorded)" if out["override"] else ""
-    print(
-        f"{a.command}: {a.model} v{out['version']} {out['status']} by {out['by']} at "
-        f"{out['at']}{extra}"
-    )
-    if approve and getattr(a, "promote", False):
-        print(f"{a.command}: {approval.complete(reg, a.model, out['version'])}")
-    return out
-
-
-KEY_METRICS = ("roc_auc", "average_precision", "log_loss", "rmse", "mae", "r2")
-
-
-def _metric_text(d: dict[str, Any], metric: str) -> str:
-    value = d["eval"].get(metric, d["holdout_metrics"].get(metric))
-    if value is None:
-        return f"{metric} -"
-    return f"{metric} {float(value):.4f}"
-
-
-def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
-    """Print champion and challenger of each registered model (or ``--json``)."""
-    import json
-
-    from mlops import governance
-
-    rows = governance.status(st, a.model)
-    if a.json:
-        print(json.dumps(rows, indent=2, default=str))
-        return rows
-    if not rows:
-        print("status: no registered model yet; run the pipeline first")
-    for r in rows:
-        print(f"{r['model']}  ({r['events']} governance events)")
-        for alias in ("champion", "challenger"):
-            d = r[alias]
-            if d is None:
-                print(f"  @{alias:<10} none")
-                continue
-            metrics, metric = d["holdout_metrics"], p.gate_metric
-            if r["model"] != p.model_name:
-                metric = next((k for k in KEY_METRICS if k in metrics), metric)
-            approval = d["approval"] or "-"
-            if d["approval_by"]:
-                approval += f" by {d['approval_by']} at {d['approval_at']}"
-            if d["override"]:
-                approval += " (gate OVERRIDDEN)"
-            md5 = ", ".join(f"{k} {v[:8]}" for k, v in sorted(d["data_md5"].items()))
-            print(f"  @{alias:<10} v{d['version']}  since {d['since'] or '-'}")
-            holdout = ", ".join(f"{k} {metrics[k]:.4f}" for k in KEY_METRICS if k in metrics)
-            print(
-                f"      metrics   {_metric_text(d, metric)} (holdout at training: {holdout or '-'})"
-            )
-            print(f"      gate      {d['gate'] or '-'}; approval {approval}")
-            print(
-                f"      data      {', '.join(d['partitions']) or '-'}"
-                f"{' (md5 ' + md5 + ')' if md5 else ''}"
-            )
-            print(
-                f"      run       {d['run_id']} ({d['candidate'] or '-'}), code "
-                f"{d['code_revision'] or '-'}"
-            )
-        for problem in r["problems"]:
-            print(f"  ! {problem}")
-    return rows
-
-
-def do_history(p: Params, st: Settings, a: argparse.Namespace) -> object:
-    """Print a model's governance events, newest first (or ``--json``)."""
-    import json
-
-    from mlops import audit
-    from mlops.registry import connect
-
-    model = a.model or p.model_name
-    reg = connect(st)
-    reg.require_model(model)
-    rows = audit.history(reg, model, limit=a.limit)
-    if a.json:
-        print(json.dumps(rows, indent=2))
-        return rows
-    if not rows:
-        print(f"history: {model} has no recorded governance events")
-    for r in rows:
-        if r.get("alias"):
-            move = f"{r['alias']}: v{r.get('from_version') or '-'} -> v{r.get('to_version') or '-'}"
-        else:
-            move = f"v{r.get('version')}"
-        override = "  OVERRIDE" if r.get("override") else ""
-        state, note = r.get("state") or "done", r.get("note") or ""
-        settled = f"  [{state}{': ' + note if note else ''}]" if state != "done" or note else ""
-        print(
-            f"#{r.get('seq'):>3} {r.get('at')}  {r.get('action'):<10} {move}  "
-            f"by {r.get('actor')}{override}  ({r.get('reason') or '-'}){settled}"
-        )
-    return rows
-
-
-def do_rollback(_p: Params, st: Settings, a: argparse.Namespace) -> object:
-    """Move champion back to the previous champion (or ``--to VERSION``)."""
-    from mlops import governance
-
-    out = governance.rollback(st, a.model, to=a.to, by=a.by, reason=a.reason)
-    print(
-        f"rollback: {a.model} champion v{out['from_version']} -> v{out['to_version']} "
-        f"by {out['by']} ({out['reason']})"
-    )
-    return out
-
-
-def do_lineage(_p: Params, st: Settings, a: argparse.Namespace) -> object:
-    """Print the lineage of a prediction file, run, version or data version."""
-    import json
-
-    from mlops import lineage
-
-    lin = lineage.trace(st, a.target, a.version)
-    print(json.dumps(lin, indent=2, default=str) if a.json else lineage.format_text(lin))
-    return lin
-
-
-def do_card(p: Params, st: Settings, a: argparse.Namespace) -> object:
-    """Write a version's model card and log it to its run."""
-    from mlops import card
-
-    slices = [c.strip() for c in a.slices.split(",") if c.strip()] if a.slices else None
-    return card.run(p, st, a.model, a.version, slices=slices, log=not a.no_log)
-
-
 COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], object]] = {
     "ingest": do_ingest,
     "validate": do_validate,
@@ -269,6 +169,7 @@ COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], object]] = 
     "promote": do_promote,
     "score": do_score,
     "monitor": do_monitor,
+    "label": do_label,
     "run": do_run,
     "approve": do_approve,
     "reject": do_approve,
@@ -289,6 +190,7 @@ HELP = {
     "version champion by hand",
     "score": "batch predictions for partitions with the champion",
     "monitor": "Evidently drift report and breach decision for scored partitions",
+    "label": "join arrived outcomes to scored partitions; realised performance and its breach",
     "run": "the whole pipeline, in order",
     "approve": "approve a model version (who, when, why)",
     "reject": "reject a model version (who, when, why)",
@@ -314,12 +216,19 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         sp = sub.add_parser(name, help=HELP[name])
-        if name in ("ingest", "validate", "materialize", "score", "monitor"):
+        if name in ("ingest", "validate", "materialize", "score", "monitor", "label"):
             sp.add_argument(
                 "--partitions",
                 nargs="+",
                 metavar="ID",
                 help="partition ids such as 2013-07 (default: from params.yaml)",
+            )
+        if name == "label":
+            sp.add_argument(
+                "--as-of",
+                default=None,
+                metavar="TIME",
+                help="join only outcomes known by then (labels.known_at; default: now)",
             )
         if name == "evaluate":
             sp.add_argument("--version", help="model version (default: the last trained)")

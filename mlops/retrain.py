@@ -6,7 +6,7 @@ calls ``plan_retrain`` and acts on the ``Plan``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,6 +52,8 @@ def plan_retrain(
     default_window: list[str],
     freq: str,
     triggered: bool = False,
+    labelled: Callable[[str], bool] | None = None,
+    last_window: list[str] | None = None,
 ) -> Plan:
     """Pure: decide a training run from the unhandled breach events and the cooldown.
 
@@ -61,6 +63,14 @@ def plan_retrain(
     nothing and every breach is skipped with that reason; otherwise one retrain handles
     them all, on a window of the configured length that ends at the newest breached
     partition (or at the configured window's end, when that is later).
+
+    Breaches come from drift (the inputs or outputs moved) or from performance (the
+    realised metric on labelled outcomes fell); each event says which (``kind``, drift
+    when absent). A model can only learn from partitions whose outcomes have arrived:
+    with ``labelled`` the window ends at the newest labelled partition at or before that
+    end, and when that leaves ``last_window`` (the window of the last breach-driven
+    retrain) unchanged, the run does nothing (no new outcomes to learn from) and the
+    breaches are handled without starting the cooldown.
     """
     if not breaches:
         if triggered:
@@ -74,29 +84,54 @@ def plan_retrain(
     parts = sorted(
         {str(b["partition"]) for b in breaches if b.get("partition")}, key=partitions.start
     )
+    kinds = sorted({str(b.get("kind") or "drift") for b in breaches})
     label = ", ".join(parts) or f"{len(breaches)} event(s) without a partition"
+    what = " and ".join(kinds)
     if last_retrain is not None and now - last_retrain < cooldown:
         left = cooldown - (now - last_retrain)
         return Plan(
             False,
             [],
-            f"cooldown: the last drift retrain was at "
+            f"cooldown: the last breach retrain was at "
             f"{last_retrain.isoformat(timespec='seconds')}, "
             f"{str(left).split('.')[0]} of the {cooldown.total_seconds() / 3600:g} h cooldown "
-            f"(monitor.cooldown_hours) left; skipped breach(es): {label}",
+            f"(monitor.cooldown_hours) left; skipped {what} breach(es): {label}",
             skipped=parts,
         )
     end = max([*parts, *default_window], key=partitions.start)
+    waiting = ""
+    if labelled is not None:
+        floor = max(default_window, key=partitions.start)
+        newest = end
+        while partitions.start(end) > partitions.start(floor) and not labelled(end):
+            end = partitions.shift(end, -1, freq)
+        if end != newest:
+            waiting = f" (outcomes have arrived up to {end}, not for {newest})"
     win = partitions.previous(end, len(default_window), freq)
+    if labelled is not None and last_window and sorted(last_window) == win:
+        return Plan(
+            False,
+            [],
+            f"{what} breach on {label}: no outcomes newer than the last retrain's window "
+            f"{win[0]}..{win[-1]}{waiting}; the next retrain waits for them (`mlops label`)",
+            handled=parts,
+        )
     return Plan(
-        True, win, f"drift breach on {label}: retrain on {win[0]}..{win[-1]}", handled=parts
+        True,
+        win,
+        f"{what} breach on {label}{waiting}: retrain on {win[0]}..{win[-1]}",
+        handled=parts,
     )
 
 
 def breach_event(summary: dict[str, Any]) -> dict[str, Any]:
-    """Pure: the extra of a drift-breach asset event (what ``plan_retrain`` reads back)."""
+    """Pure: the extra of a breach asset event (what ``plan_retrain`` reads back).
+
+    ``kind`` is ``drift`` or ``performance``.
+    """
     return {
         "partition": summary["partition"],
+        "kind": summary.get("kind", "drift"),
         "reasons": list(summary["reasons"]),
         "report": summary["report"],
         "model_version": summary["model_version"],

@@ -149,6 +149,11 @@ class Settings(Strict):
         return self.data_root / "labels"
 
     @property
+    def performance_dir(self) -> Path:
+        """Realised-performance reports of labelled partitions (``label``)."""
+        return self.data_root / "performance"
+
+    @property
     def reports_dir(self) -> Path:
         """Drift reports and model cards."""
         return self.data_root / "reports"

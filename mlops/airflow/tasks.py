@@ -1,9 +1,9 @@
 """What the Airflow DAGs call: one function per task, small values in and out.
 
-Every function goes through one door, ``_call``: it loads ``params.yaml`` and the
-settings, runs one stage and returns something small enough for XCom. Errors that
-retrying cannot fix (bad data, bad configuration, a missing model) are raised there as
-``AirflowFailException``, so the task fails at once instead of retrying.
+Every function goes through one door, ``mlops.airflow.door._call``: it loads
+``params.yaml`` and the settings, runs one stage and returns something small enough for
+XCom. Errors that retrying cannot fix (bad data, bad configuration, a missing model) are
+raised there as ``AirflowFailException``, so the task fails at once instead of retrying.
 
 The decisions are pure and live below this package (``mlops.retrain``,
 ``mlops.approval.outcome``, ``mlops.partitions``); the functions here only gather their
@@ -14,86 +14,25 @@ Airflow nor any heavy library.
 from __future__ import annotations
 
 import logging
-import traceback
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from mlops import io, logs, ownership, partitions, retrain
+from mlops import io, partitions, retrain
 from mlops.airflow.defaults import DRIFT_BREACH_ALIAS, DRIFT_BREACH_NAME, DRIFT_BREACH_URI
-from mlops.config import ConfigError, Params, Settings, load_params, params_path, settings
+from mlops.airflow.door import TaskError, _call, _fail_fast, _skip
+from mlops.config import Params, Settings
+
+__all__ = ["TaskError", "_call", "_fail_fast"]  # the door, as tests and callers reach it
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 RETRAIN_STATE = "retrain.json"
 RETRAIN_FIX = (
     "Delete it: the next training run rebuilds it from the drift-breach events (those "
     "earlier runs took count as handled, the cooldown runs from the newest of them)."
 )
 KEEP_DECISIONS = 100
-
-
-class TaskError(RuntimeError):
-    """An error a retry may fix, re-raised with its credentials masked (the type is named)."""
-
-
-@contextmanager
-def _fail_fast() -> Iterator[None]:
-    """Turn errors that a retry cannot fix into AirflowFailException; mask credentials.
-
-    Airflow logs the full traceback of what a task raises, every chained cause included,
-    so the original error never leaves: its traceback is logged with credentials masked
-    (``io.redact``) and a new exception with the masked message is raised ``from None``.
-    Airflow's own exceptions (skip, reschedule, fail) pass through as they are.
-    """
-    from mlops.registry import RegistryError
-    from mlops.source import SourceError
-    from mlops.validate import ValidationFailed
-
-    permanent = (
-        ConfigError,
-        SourceError,
-        RegistryError,
-        ValidationFailed,
-        FileNotFoundError,
-        KeyError,
-        ValueError,
-    )
-    try:
-        yield
-    except Exception as exc:
-        from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
-        if isinstance(exc, AirflowException):
-            raise
-        log.error("%s", io.redact("".join(traceback.format_exception(exc)).rstrip()))
-        message = io.redact(str(exc))
-        if isinstance(exc, permanent):
-            raise AirflowFailException(message) from None
-        raise TaskError(f"{type(exc).__name__}: {message}") from None
-
-
-def _call(fn: Callable[[Params, Settings], T]) -> T:
-    """The one door of every task: load params and settings, run ``fn``, fail fast."""
-    logs.mask_handlers()
-    with _fail_fast(), warnings.catch_warnings():
-        # Loading a scikit-learn model, skops looks up each of its functions in every
-        # loaded module; in a task process Airflow's modules answer every lookup with a
-        # deprecation FutureWarning: over a thousand lines in each task log.
-        warnings.filterwarnings("ignore", category=FutureWarning, module="skops")
-        path = params_path()
-        params, st = load_params(path), settings(path)
-        ownership.claim(params, st)
-        return fn(params, st)
-
-
-def _skip(reason: str) -> None:
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    raise AirflowSkipException(reason)
 
 
 # --------------------------------------------------------------------------- partitions
@@ -211,24 +150,80 @@ def monitor(partition: str, outlet_events: Any = None) -> dict[str, Any]:
         "reasons": [str(r) for r in out["reasons"]],
         "report": str(out["html_path"]),
         "model_version": str(out["model_version"]),
+        "kind": "drift",
     }
     if not summary["breach"]:
         log.info("no drift breach on %s: no asset event", partition)
         return summary
+    _announce(summary, outlet_events)
+    return summary
+
+
+def to_label(pids: list[str]) -> list[str]:
+    """The partitions a scoring run labels: its own, ``labels.delay`` partitions back."""
+
+    def pick(p: Params, _st: Settings) -> list[str]:
+        delay = p.labels.delay if p.labels is not None else 1
+        return sorted({partitions.shift(pid, -delay, p.ingest.partition) for pid in pids})
+
+    return _call(pick)
+
+
+def label(pids: list[str], as_of: Any = None, outlet_events: Any = None) -> list[dict[str, Any]]:
+    """Join the outcomes known by ``as_of`` to the scored ones of ``pids``; announce breaches.
+
+    A partition that was never scored has nothing to label and is left out (logged);
+    when none of ``pids`` was scored the task is skipped. A realised-performance breach
+    adds a breach asset event of kind ``performance``, which starts ``training``.
+    """
+    from mlops import label as stage
+
+    def run(p: Params, st: Settings) -> list[dict[str, Any]]:
+        done = []
+        for pid in pids:
+            if not partitions.file(st.predictions_dir, pid).is_file():
+                log.info("label: %s was not scored; nothing to label", pid)
+                continue
+            done.append(stage.run(p, st, pid, as_of))
+        return done
+
+    results = _call(run)
+    if not results:
+        _skip(f"nothing to label: {', '.join(pids)} not scored")
+    out = []
+    for r in results:
+        perf = r.get("performance") or {}
+        summary: dict[str, Any] = {
+            "partition": r["partition"],
+            "kind": "performance",
+            "labelled": int(r["labelled"]),
+            "breach": bool(perf.get("breach")),
+            "reasons": [str(x) for x in perf.get("reasons", [])],
+            "report": str(perf.get("html_path", "")),
+            "model_version": str(r["model_version"]),
+        }
+        out.append(summary)
+        if summary["breach"]:
+            _announce(summary, outlet_events)
+    return out
+
+
+def _announce(summary: dict[str, Any], outlet_events: Any) -> None:
+    """Add a breach asset event (drift or performance) for ``summary``."""
     if outlet_events is None:
-        raise RuntimeError("monitor: a breach needs the task's outlet_events to announce it")
+        raise RuntimeError("a breach needs the task's outlet_events to announce it")
     from airflow.sdk import Asset, AssetAlias
 
     outlet_events[AssetAlias(DRIFT_BREACH_ALIAS)].add(
         Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI), extra=retrain.breach_event(summary)
     )
     log.warning(
-        "drift breach on %s: %s; asset %s updated",
-        partition,
+        "%s breach on %s: %s; asset %s updated",
+        summary.get("kind", "drift"),
+        summary["partition"],
         "; ".join(summary["reasons"]),
         DRIFT_BREACH_URI,
     )
-    return summary
 
 
 # --------------------------------------------------------------------------- retraining
@@ -303,6 +298,8 @@ def _plan(
         params.train.partitions,
         params.ingest.partition,
         triggered,
+        labelled=lambda pid: _labelled(params, st, pid),
+        last_window=state.get("last_window") or params.train.partitions,
     )
     if new:
         mark = new[-1]["timestamp"]
@@ -310,6 +307,7 @@ def _plan(
         state["ids_at_watermark"] = [e["id"] for e in new if e["timestamp"] == mark]
     if decision.run and decision.handled:
         state["last_retrain"] = now.isoformat()
+        state["last_window"] = decision.partitions
     decisions[run_id] = {
         **asdict(decision),
         "at": now.isoformat(),
@@ -318,6 +316,22 @@ def _plan(
     state["decisions"] = dict(list(decisions.items())[-KEEP_DECISIONS:])
     io.write_json(path, state)
     return decision
+
+
+def _labelled(params: Params, st: Settings, pid: str) -> bool:
+    """Whether any outcome of ``pid`` is known: in its validated rows or its label store."""
+    import pyarrow.parquet as pq
+
+    from mlops import outcomes
+
+    if outcomes.path(st, pid).is_file():
+        return True
+    path = partitions.file(st.validated_dir, pid)
+    target = params.contract.target
+    if not path.is_file() or target not in pq.read_schema(path).names:
+        return False
+    column = pq.read_table(path, columns=[target]).column(0)
+    return column.null_count < len(column)
 
 
 # --------------------------------------------------------------------------- approval

@@ -40,7 +40,7 @@ ORDER = {
         "approval",
         "apply_approval",
     ],
-    "scoring": ["ingest", "validate", "materialize", "score", "monitor"],
+    "scoring": ["ingest", "validate", "materialize", "score", "monitor", "label"],
 }
 HEAVY = [
     "mlflow",
@@ -130,8 +130,10 @@ def test_breach_asset_connects_monitor_to_training(bag) -> None:
     from airflow.sdk import Asset, AssetAlias
 
     breach = Asset(name="drift_breach", uri="mlops://drift-breach")
-    monitor = bag.dags["scoring"].get_task("monitor")
-    assert monitor.outlets == [AssetAlias(defaults.DRIFT_BREACH_ALIAS)]
+    for tid in ("monitor", "label"):
+        task = bag.dags["scoring"].get_task(tid)
+        assert task.outlets == [AssetAlias(defaults.DRIFT_BREACH_ALIAS)], tid
+    assert bag.dags["scoring"].get_task("label").upstream_task_ids == {"materialize", "monitor"}
     training = bag.dags["training"]
     assert list(training.timetable.asset_condition.objects) == [breach]
     assert training.get_task("plan").inlets == [breach]

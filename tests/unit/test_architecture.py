@@ -16,7 +16,17 @@ from mlops import config
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "mlops"
-VERBS = {"ingest", "validate", "materialize", "train", "evaluate", "promote", "score", "monitor"}
+VERBS = {
+    "ingest",
+    "validate",
+    "materialize",
+    "train",
+    "evaluate",
+    "promote",
+    "score",
+    "monitor",
+    "label",
+}
 # The entry points dispatch to the verbs; nothing else may import one.
 ENTRY_POINTS = {"mlops.cli", "mlops.__main__", "mlops.airflow.tasks"}
 MAX_LINES = 450

@@ -97,6 +97,41 @@ def test_unhandled_survives_a_reset_airflow_db() -> None:
     assert retrain.unhandled(later, mark.isoformat(), [57]) == later
 
 
+def test_performance_breach_slides_the_window_and_says_so() -> None:
+    # given a breach that came from realised performance on August's outcomes
+    event = {**breach("2013-08"), "kind": "performance"}
+    # when the plan is made with every partition labelled
+    p = retrain.plan_retrain([event], None, NOW, DAY, WINDOW, "month", labelled=lambda _p: True)
+    # then it retrains on the window ending at August and names the kind of breach
+    assert p.run and p.partitions[-1] == "2013-08"
+    assert p.reason.startswith("performance breach on 2013-08")
+
+
+def test_drift_breach_on_an_unlabelled_partition_ends_the_window_at_the_labelled_one() -> None:
+    # given drift on September, whose outcomes have not arrived; August's have
+    labelled = {"2013-07", "2013-08"}.__contains__
+    # when the plan is made
+    p = retrain.plan_retrain(
+        [breach("2013-09")], None, NOW, DAY, WINDOW, "month", labelled=labelled
+    )
+    # then the window ends at August (a window ending at September could not be trained)
+    assert p.run and p.partitions[-1] == "2013-08" and p.handled == ["2013-09"]
+    assert "outcomes have arrived up to 2013-08, not for 2013-09" in p.reason
+
+
+def test_drift_breach_without_new_outcomes_waits_for_them() -> None:
+    # given drift on July, no outcome after June, and a last retrain on the configured window
+    labelled = set(WINDOW).__contains__
+    # when the plan is made
+    p = retrain.plan_retrain(
+        [breach("2013-07")], None, NOW, DAY, WINDOW, "month", labelled=labelled, last_window=WINDOW
+    )
+    # then nothing is retrained (the same window would give the same model); the breach is
+    # handled and the reason says what the retrain waits for
+    assert not p.run and p.handled == ["2013-07"] and p.skipped == []
+    assert "no outcomes newer than the last retrain's window 2013-01..2013-06" in p.reason
+
+
 def test_breach_event_extra_is_small_and_json() -> None:
     extra = retrain.breach_event(
         {
@@ -109,6 +144,7 @@ def test_breach_event_extra_is_small_and_json() -> None:
     )
     assert extra == {
         "partition": "2013-07",
+        "kind": "drift",
         "reasons": ["6/14 features drifted"],
         "report": "/r/2013-07/drift.html",
         "model_version": "3",
