@@ -42,6 +42,7 @@ from airflow.sdk import AssetAlias, CronDataIntervalTimetable, Param, dag, task
 
 from mlops.airflow import tasks
 from mlops.airflow.defaults import (
+    DAG_CALLBACKS,
     DEFAULT_ARGS,
     DRIFT_BREACH_ALIAS,
     DVC_POOL,
@@ -65,6 +66,7 @@ PARTITIONS_HELP = (
     catchup=True,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    **DAG_CALLBACKS,
     params={
         "partitions": Param([], type="array", items={"type": "string"}, description=PARTITIONS_HELP)
     },

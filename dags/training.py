@@ -31,6 +31,7 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, t
 from mlops.airflow import tasks
 from mlops.airflow.defaults import (
     APPROVAL_BACKSTOP,
+    DAG_CALLBACKS,
     DEFAULT_ARGS,
     DRIFT_BREACH_NAME,
     DRIFT_BREACH_URI,
@@ -58,6 +59,7 @@ SCHEDULE = (
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    **DAG_CALLBACKS,
     tags=["mlops", "training", "retraining"],
     doc_md=__doc__,
 )

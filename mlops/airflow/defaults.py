@@ -1,9 +1,10 @@
-"""What the DAG files share: default arguments, pools, the breach asset and schedules.
+"""What the DAG files share: default arguments and callbacks, pools, assets, schedules.
 
 Kept out of the DAG files so they only wire tasks. A DAG file is parsed every few
 seconds, so nothing here touches a database or imports Airflow or a heavy library: the
 schedules come from the project's ``params.yaml`` (YAML and pydantic, a few
-milliseconds), the approval poke interval from the environment.
+milliseconds), the approval poke interval from the environment, and the failure
+callbacks import the alert senders only when they run.
 """
 
 from __future__ import annotations
@@ -11,9 +12,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from mlops import partitions
 from mlops.config import ENV_PARAMS, ConfigError, load_params, params_path, settings
+
+
+def on_task_failure(context: Any) -> None:
+    """A task failed after its last try: alert (``mlops.airflow.alerts``, imported here)."""
+    from mlops.airflow import alerts
+
+    alerts.on_task_failure(context)
+
+
+def on_dag_failure(context: Any) -> None:
+    """A DAG run failed: alert (``mlops.airflow.alerts``, imported here)."""
+    from mlops.airflow import alerts
+
+    alerts.on_dag_failure(context)
+
 
 # Every step retries with exponential back-off: a lost worker, a killed process or a
 # service that is briefly down is worth another try. Errors that a retry cannot fix (bad
@@ -26,7 +43,13 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=5),
     "execution_timeout": timedelta(hours=2),
+    # After the last try only; a failed send is logged and never fails the task.
+    "on_failure_callback": on_task_failure,
 }
+
+# What each ``@dag(...)`` adds: ``@dag(..., **DAG_CALLBACKS)``. A failed run alerts; the
+# DAG processor runs this under a scheduler (``dag.test()`` runs it in its own process).
+DAG_CALLBACKS = {"on_failure_callback": on_dag_failure}
 
 # Pools the DAGs use; `python -m mlops.airflow.local` creates them. A task naming a pool
 # that does not exist stays scheduled forever.

@@ -124,10 +124,18 @@ def promote(pids: list[str], evaluation: dict[str, Any]) -> dict[str, Any]:
         return stage.run(window(p, pids), st)
 
     out = _call(run)
-    return {
+    decision = {
         **{k: out[k] for k in ("model_name", "version", "promote", "approval", "outcome")},
         "at": datetime.now(UTC).isoformat(),
     }
+    from mlops import alerts
+    from mlops.airflow import alerts as senders
+
+    if not out["promote"] and "gate failed" in out["outcome"]:
+        senders.notify(alerts.gate_failed(out))
+    elif out["promote"] and out["approval"] == "manual":
+        senders.notify(alerts.approval_pending(out))
+    return decision
 
 
 def score(partition: str) -> str:
@@ -209,7 +217,10 @@ def label(pids: list[str], as_of: Any = None, outlet_events: Any = None) -> list
 
 
 def _announce(summary: dict[str, Any], outlet_events: Any) -> None:
-    """Add a breach asset event (drift or performance) for ``summary``."""
+    """Add a breach asset event (drift or performance) for ``summary``; alert people."""
+    from mlops import alerts
+    from mlops.airflow import alerts as senders
+
     if outlet_events is None:
         raise RuntimeError("a breach needs the task's outlet_events to announce it")
     from airflow.sdk import Asset, AssetAlias
@@ -224,6 +235,7 @@ def _announce(summary: dict[str, Any], outlet_events: Any) -> None:
         "; ".join(summary["reasons"]),
         DRIFT_BREACH_URI,
     )
+    senders.notify(alerts.breach(summary))
 
 
 # --------------------------------------------------------------------------- retraining

@@ -28,7 +28,7 @@ VERBS = {
     "label",
 }
 # The entry points dispatch to the verbs; nothing else may import one.
-ENTRY_POINTS = {"mlops.cli", "mlops.__main__", "mlops.airflow.tasks"}
+ENTRY_POINTS = {"mlops.cli", "mlops.__main__", "mlops.airflow.tasks", "mlops.airflow.door"}
 MAX_LINES = 450
 
 
