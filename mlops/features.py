@@ -5,8 +5,8 @@ with one file per partition at ``<data_root>/features/<project>/<partition>.parq
 a feature view over the contract's features and a feature service ``<project>_model``.
 The offline store is DuckDB: the default file store silently drops entity rows.
 
-Training and evaluation sets come from ``get_historical_features`` (point-in-time
-correct) and always hold exactly one row per label row, in timestamp-then-key order:
+Training and evaluation sets (``training_data``) come from ``get_historical_features``
+(point-in-time correct, ``retrieve``) and always hold exactly one row per label row:
 label rows or feature rows sharing a key and timestamp are refused (``io.one_to_one``).
 ``score`` streams a partition's own feature file instead (``batches``): that join
 returns its rows unchanged. Online reads (``online_features``) use the same feature
@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlops import io, partitions, provenance
+from mlops import io, partitions
 from mlops.config import ConfigError, Params, Settings
 from mlops.contract import Contract
 
@@ -349,84 +349,6 @@ def retrieve(
     features = table.select(c.feature_names).take(order).to_pandas()
     out = pd.concat([labels.reset_index(drop=True), features], axis=1)
     return restore_dtypes(out, c)
-
-
-def read_labels(st: Settings, contract: Contract, pids: list[str]) -> pd.DataFrame:
-    """Keys, timestamp and (when present) target of validated partitions.
-
-    Sorted by timestamp, then keys.
-    """
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    frames = []
-    for pid in pids:
-        path = partitions.file(st.validated_dir, pid)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: validated partition {pid!r} not found; run validate {pid} first"
-            )
-        names = pq.read_schema(path).names
-        cols = [*contract.entity_keys, contract.timestamp, contract.target]
-        frames.append(pd.read_parquet(path, columns=[col for col in cols if col in names]))
-    labels = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    if _is_sorted(labels, contract):
-        return labels
-    # Arrow sorts strings about 5x faster than pandas' multi-column sort_values.
-    table = pa.Table.from_pandas(labels[[contract.timestamp, *contract.entity_keys]])
-    order = pc.sort_indices(table, sort_keys=[(col, "ascending") for col in table.column_names])
-    return labels.take(order.to_numpy()).reset_index(drop=True)
-
-
-def _is_sorted(df: pd.DataFrame, contract: Contract) -> bool:
-    """Cheap check for the usual case: rows already in timestamp-then-key order."""
-    ts = df[contract.timestamp]
-    if len(contract.entity_keys) != 1 or not ts.is_monotonic_increasing:
-        return False
-    t = (
-        ts.to_numpy(dtype="datetime64[ns]")
-        if ts.dt.tz is None
-        else ts.dt.tz_convert(None).to_numpy()
-    )
-    k = df[contract.entity_keys[0]].to_numpy()
-    return bool(((t[1:] != t[:-1]) | (k[1:] >= k[:-1])).all())
-
-
-def _frame(
-    params: Params, st: Settings, pids: list[str], need_target: bool, stage: str
-) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    c = params.contract
-    labels = read_labels(st, c, pids)
-    target = [c.target] if c.target in labels.columns else []
-    if need_target and not target:
-        raise FeatureError(f"validated partitions {pids} lack the target {c.target!r}")
-    keys = [*c.entity_keys, c.timestamp]
-    entries = provenance.manifest(st)
-    for pid in pids:
-        path = feature_file(params, st, pid)
-        provenance.require_features(st, pid, path, stage, entries)
-        # Feast would join one of the rows sharing a key and timestamp to every label row.
-        rows = pq.read_table(path, columns=keys)
-        io.one_to_one(rows, keys, f"{stage}: feature file {path}", REDO.format(what=pid))
-    where = f"validated partitions {', '.join(pids)} in {st.validated_dir}"
-    out = retrieve(params, st, labels, stage, where)
-    return out[[*keys, *c.feature_names, *target]]
-
-
-def training_frame(
-    params: Params, st: Settings, pids: list[str], stage: str = "train"
-) -> pd.DataFrame:
-    """The training set of ``pids``: keys, timestamp, features (contract order), target.
-
-    Features are joined point-in-time from the offline store, one row per label row,
-    sorted by timestamp then keys. Rows sharing a key and timestamp, in a validated
-    partition or a feature file, are refused naming ``stage`` and the file.
-    """
-    return _frame(params, st, pids, need_target=True, stage=stage)
 
 
 def online_features(

@@ -1,13 +1,15 @@
 """The Great Expectations file context in ``great_expectations/``.
 
 Opened once per run, with the suite, validation definition and checkpoint kept under
-stable names.
+stable names: one set for partitions with the target column, one (``..._unlabelled``)
+for partitions ingested without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +21,15 @@ KEEP_VALIDATIONS = 10
 DOCS_INDEX = Path("uncommitted/data_docs/local_site/index.html")
 
 
-def _names(project: str) -> dict[str, str]:
+def _names(project: str, labelled: bool = True) -> dict[str, str]:
+    tail = "" if labelled else "_unlabelled"
     return {
         "datasource": f"{project}_pandas",
         "asset": "raw_partition",
         "batch": "whole_partition",
-        "suite": f"{project}_contract",
-        "validation": f"{project}_raw_partition",
-        "checkpoint": f"{project}_validate",
+        "suite": f"{project}_contract{tail}",
+        "validation": f"{project}_raw_partition{tail}",
+        "checkpoint": f"{project}_validate{tail}",
     }
 
 
@@ -80,16 +83,18 @@ def _keep_ids(ctx: Any, suite: Any) -> Any:
     return suite
 
 
-def ensure_checkpoint(ctx: Any, params: Params) -> Any:
+def ensure_checkpoint(ctx: Any, params: Params, labelled: bool = True) -> Any:
     """Create or update the suite, validation definition and checkpoint under stable names.
 
     Names derive from ``params.project`` (``<project>_contract``, ``<project>_validate``...),
-    so re-running updates the same definitions instead of adding new ones.
+    so re-running updates the same definitions instead of adding new ones. Without
+    ``labelled`` they are those of partitions lacking the target column
+    (``<project>_contract_unlabelled``...).
     """
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
-    n = _names(params.project)
+    n = _names(params.project, labelled)
     try:
         ds = ctx.data_sources.get(n["datasource"])
     except KeyError:
@@ -103,7 +108,8 @@ def ensure_checkpoint(ctx: Any, params: Params) -> Any:
     except KeyError:
         batch = asset.add_batch_definition_whole_dataframe(n["batch"])
 
-    suite = _keep_ids(ctx, build_suite(params.contract, params.validate_cfg, name=n["suite"]))
+    built = build_suite(params.contract, params.validate_cfg, name=n["suite"], labelled=labelled)
+    suite = _keep_ids(ctx, built)
     suite = ctx.suites.add_or_update(suite)
     vd = ctx.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=n["validation"], data=batch, suite=suite)
@@ -121,6 +127,44 @@ def ensure_checkpoint(ctx: Any, params: Params) -> Any:
             result_format="BASIC",
         )
     )
+
+
+def store_result(checkpoint: Any, vr: Any, validator: Any, name: str) -> Any:
+    """Keep a run (of one partition or many) in GX's result store, without its row lists.
+
+    Stored as ``checkpoint``'s own runs are, so Data Docs show it under its suite.
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    for r in vr.results:
+        for k in ("unexpected_list", "unexpected_index_list", "unexpected_index_query"):
+            (r.result or {}).pop(k, None)
+    vd = checkpoint.validation_definitions[0]
+    suite_id = ExpectationSuiteIdentifier(name=vd.suite.name)
+    run_id = RunIdentifier(run_name=name, run_time=datetime.now(UTC))
+    # The meta GX's own ValidationDefinition.run records.
+    vr.meta.update(
+        validation_id=vd.id,
+        checkpoint_id=checkpoint.id,
+        run_id=run_id,
+        validation_time=run_id.run_time,
+        batch_parameters={"dataframe": "<DATAFRAME>"},
+    )
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=suite_id,
+        run_id=run_id,
+        batch_identifier=validator.active_batch_id,
+    )
+    vd._validation_results_store.store_validation_results(
+        suite_validation_result=vr,
+        suite_validation_result_identifier=key,
+        expectation_suite_identifier=suite_id,
+    )
+    return key
 
 
 def prune_validations(gx_root: Path, keep: int = KEEP_VALIDATIONS) -> int:

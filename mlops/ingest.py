@@ -5,6 +5,10 @@ contract's columns, is tracked with ``dvc add`` and pushed to the DVC remote. Th
 hash DVC recorded is kept in ``<data_root>/state/ingest.json`` for lineage, beside every
 earlier version of the partition (``provenance.updated``): a re-ingest of corrected data
 makes the downstream files stale, and the stages after it refuse them until re-run.
+
+In a replay of historical data (``labels.withhold``) the partitions after
+``train.partitions`` are written without the target column, as production rows arrive
+before their outcome; ``mlops label`` joins the outcomes later.
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, 
     parts = split_partitions(
         df, params.contract, params.source.timestamp_column, params.ingest.partition, pids
     )
+    withheld = [pid for pid in parts if params.withholds_target(pid)]
+    for pid in withheld:
+        parts[pid] = parts[pid].drop(columns=[params.contract.target], errors="ignore")
     paths = []
     for pid, part in parts.items():
         paths.append(io.write_parquet(partitions.file(st.raw_dir, pid), part))
@@ -107,8 +114,14 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, 
         io.write_json(provenance.manifest_path(st), manifest)
     rows = sum(len(p) for p in parts.values())
     pushed = ", pushed" if params.ingest.push else ""
+    held = (
+        f"; target {params.contract.target!r} withheld from {', '.join(withheld)} "
+        "(labels.withhold: its outcomes arrive through `mlops label`)"
+        if withheld
+        else ""
+    )
     print(
         f"ingest: {len(parts)} partition(s), {rows:,} rows -> {st.raw_dir} "
-        f"(dvc tracked{pushed}) in {time.perf_counter() - t0:.1f}s"
+        f"(dvc tracked{pushed}){held} in {time.perf_counter() - t0:.1f}s"
     )
     return result

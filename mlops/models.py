@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from mlops.config import Candidate
@@ -75,6 +76,21 @@ class CandidateError(ValueError):
         """Keep the message and the column at fault."""
         super().__init__(message)
         self.column = column
+
+
+@dataclass
+class Failed:
+    """One candidate that could not be fitted or scored, and why (see :func:`explain`)."""
+
+    candidate: Candidate
+    reason: str
+    column: str | None = None
+    detail: str = ""
+
+    def describe(self) -> str:
+        """``name (kind, column 'c'): reason``, for people."""
+        col = f", column {self.column!r}" if self.column else ""
+        return f"{self.candidate.name} ({self.candidate.kind}{col}): {self.reason}"
 
 
 def is_capped(categories: list[str]) -> bool:
@@ -287,6 +303,15 @@ def build(candidate: Candidate, contract: Contract, seed: int) -> Any:
     raise ValueError(f"unknown model kind {kind!r}")
 
 
+def requirements(kind: str) -> list[str]:
+    """The pinned packages a logged model of ``kind`` loads with (inferring them is slow)."""
+    import importlib.metadata
+
+    pkgs = ["mlflow", "scikit-learn", "pandas", "numpy", "scipy"]
+    pkgs += ["xgboost"] if kind == "xgboost" else ["skops"]
+    return [f"{p}=={importlib.metadata.version(p)}" for p in pkgs]
+
+
 def fit_input(x: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Sklearn encoders take plain objects; XGBoost takes the ``category`` dtype."""
     if kind == "xgboost":
@@ -307,8 +332,14 @@ def predict(model: Any, x: pd.DataFrame, task: str) -> np.ndarray:
     return np.asarray(model.predict(x), dtype=np.float64)
 
 
-def metrics(y: np.ndarray, pred: np.ndarray, task: str) -> dict[str, float]:
-    """Holdout metrics; ``pred`` is a probability (classification) or a value."""
+def metrics(
+    y: np.ndarray, pred: np.ndarray, task: str, threshold: float | None = None
+) -> dict[str, float]:
+    """Holdout metrics; ``pred`` is a probability (classification) or a value.
+
+    With a ``threshold`` (classification) they add it, and the precision, recall and F1 of
+    ``pred >= threshold``; accuracy stays at 0.5, comparable across versions.
+    """
     import numpy as np
     from sklearn import metrics as m
 
@@ -322,6 +353,11 @@ def metrics(y: np.ndarray, pred: np.ndarray, task: str) -> dict[str, float]:
         if len(np.unique(y)) > 1:
             out["roc_auc"] = float(m.roc_auc_score(y, pred))
             out["average_precision"] = float(m.average_precision_score(y, pred))
+        if threshold is not None:
+            p, r, f, _ = m.precision_recall_fscore_support(
+                y, pred >= threshold, average="binary", zero_division=0
+            )
+            out.update(threshold=float(threshold), precision=float(p), recall=float(r), f1=float(f))
         return out
     return {
         "rmse": float(np.sqrt(m.mean_squared_error(y, pred))),

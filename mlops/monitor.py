@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-from mlops import faults, features, io, partitions, provenance, runs, tags
+from mlops import faults, features, io, outcomes, partitions, provenance, runs, tags
 from mlops.config import Monitor, Params, Settings
 from mlops.contract import Contract
+from mlops.training_data import known_targets
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,10 +95,12 @@ def _frames(
         pred = None
     keep = [*features, *([target] if target else []), *([pred] if pred else [])]
     ref, cur = reference[keep], current[keep]
-    if target and contract.task == "classification" and ref[target].dtype == bool:
-        # Evidently reads a single probability column only against an integer 0/1 target.
-        ref = ref.assign(**{target: ref[target].astype("int64")})
-        cur = cur.assign(**{target: cur[target].astype("int64")})
+    if target and contract.task == "classification":
+        # Evidently reads a single probability column only against an integer 0/1 target;
+        # one with outcomes not known yet stays float, its nulls left out of its drift.
+        whole = ref[target].notna().all() and cur[target].notna().all()
+        kind = "int64" if whole else "float64"
+        ref, cur = (df.assign(**{target: df[target].astype(kind)}) for df in (ref, cur))
     return ref, cur, target, pred
 
 
@@ -140,8 +143,9 @@ def drift_report(
 ) -> tuple[Drift, str]:
     """Compare ``current`` with ``reference``: feature, prediction and target drift, performance.
 
-    Target drift and performance are included when the target is in both frames, prediction
-    drift when ``prediction_col`` is (a probability for classification, a value for
+    Target drift is included when the target is in both frames (its nulls, outcomes not
+    known yet, left out), performance when it is known on every row, prediction drift
+    when ``prediction_col`` is (a probability for classification, a value for
     regression). Frames above ``cfg.max_rows`` are sampled with a fixed seed.
     ``current_rows`` is the size of the data ``current`` was already sampled from, if it was.
 
@@ -190,7 +194,7 @@ def drift_report(
 
     perf_metrics: dict[str, Any] = {}
     task = None
-    if target and pred:
+    if target and pred and ref[target].notna().all() and cur[target].notna().all():
         perf_metrics, task = _performance_metrics(contract, ref, cur, target, pred)
 
     # Every column list is given, so Evidently infers nothing: the target and the prediction
@@ -340,7 +344,8 @@ def current_sample(
     """A seeded sample of scored rows, and the partition's row count.
 
     At most ``monitor.max_rows`` rows, in file order, with their features, prediction,
-    model name and version, and target when validated with one.
+    model name and version, and the target when any is known: the validated partition's,
+    else the label store's (``known_targets``); none for a partition scored without it.
 
     Only the sampled rows are kept: predictions are read by position, features and
     target by key, both in batches, so memory does not grow with the partition.
@@ -368,10 +373,13 @@ def current_sample(
         features.restore_dtypes(feats.to_pandas(), c), on=keys, how="inner", validate="1:1"
     )
     validated = partitions.file(st.validated_dir, partition)
-    if validated.is_file() and c.target in pq.read_schema(validated).names:
-        labels = io.matching_rows(validated, wanted, [*keys, c.target], batch)
+    own = [c.target] if c.target in pq.read_schema(validated).names else []
+    if own or outcomes.path(st, partition).is_file():
+        labels = io.matching_rows(validated, wanted, [*keys, *own], batch)
         io.one_to_one(labels, keys, f"{where} validated partition {validated}", redo)
-        current = current.merge(labels.to_pandas(), on=keys, how="left", validate="1:1")
+        known = known_targets(st, c, partition, labels.to_pandas(), "monitor")
+        if known[c.target].notna().any():
+            current = current.merge(known, on=keys, how="left", validate="1:1")
     return current, total
 
 

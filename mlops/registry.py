@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from mlops import io, models
+from mlops import io, models, tags, thresholds
 from mlops.config import Settings
 from mlops.contract import Contract
 
@@ -195,7 +195,12 @@ class Registry:
         raise RegistryError(f"model {model!r} has no version {v} ({have}){hint}")
 
     def load(self, model: str, version: str | int) -> Loaded:
-        """Load one exact version through its native flavour."""
+        """Load one exact version through its native flavour, with its decision threshold.
+
+        A classifier's threshold is its version's ``mlops.threshold`` tag; a version
+        trained before thresholds were chosen has none and uses 0.5
+        (``thresholds.DEFAULT_THRESHOLD``), as scoring did then. Regression has none.
+        """
         import mlflow
 
         mv = self.get_version(model, version)
@@ -209,9 +214,34 @@ class Registry:
             m = mlflow.sklearn.load_model(uri)
         local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="features.json")
         meta = json.loads(Path(local).read_text())
-        return Loaded(
-            m, model, str(mv.version), mv.run_id, flavor, meta["categories"], meta["features"]
+        cut = (
+            version_threshold(mv.tags, model, str(mv.version))
+            if meta["task"] == "classification"
+            else None
         )
+        return Loaded(
+            m, model, str(mv.version), mv.run_id, flavor, meta["categories"], meta["features"], cut
+        )
+
+
+def version_threshold(version_tags: dict[str, str], model: str, version: str) -> float:
+    """A classifier version's decision threshold, from its ``mlops.threshold`` tag.
+
+    A version trained before thresholds were chosen has no tag: 0.5, what scoring used.
+    """
+    raw = version_tags.get(tags.THRESHOLD)
+    if raw is None:
+        return thresholds.DEFAULT_THRESHOLD
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise RegistryError(
+            f"{model} v{version}: tag {tags.THRESHOLD}={raw!r} is not a decision threshold "
+            f"in [0, 1]; set it to one in MLflow, or delete it to use 0.5"
+        )
+    return value
 
 
 def connect(st: Settings | Registry) -> Registry:
@@ -253,6 +283,8 @@ class Loaded:
     flavor: str
     categories: dict[str, list[str]]
     features: list[str]
+    threshold: float | None = None
+    """Classification: a row is positive when its probability is at least this."""
 
     def predict(self, df: pd.DataFrame, contract: Contract) -> np.ndarray:
         """Probability of the positive class (classification) or value for ``df``'s rows."""

@@ -182,7 +182,7 @@ def training_inputs(
 
 def training_fingerprint(params: Params, st: Settings, raw_md5: Mapping[str, str]) -> str | None:
     """The fingerprint of training ``params`` on the current files with this code, or None."""
-    from mlops import features, partitions
+    from mlops import features, outcomes, partitions
 
     data: dict[str, dict[str, str | None]] = {}
     for pid in params.train.partitions:
@@ -192,5 +192,8 @@ def training_fingerprint(params: Params, st: Settings, raw_md5: Mapping[str, str
         }
         data[pid] = {"raw": raw_md5.get(pid)}
         data[pid].update({k: io.md5(f) if f.is_file() else None for k, f in files.items()})
+        labels = outcomes.path(st, pid)
+        if labels.is_file():  # outcomes joined later change the training set
+            data[pid]["labels"] = io.md5(labels)
     inputs = training_inputs(params, data, code_identity())
     return None if inputs is None else fingerprint(inputs)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from mlops import faults, features, io, partitions, provenance
+from mlops import faults, features, io, partitions, provenance, thresholds
 from mlops.config import Params, Settings
 from mlops.registry import CHAMPION, Loaded, RegistryError, connect
 
@@ -34,7 +34,11 @@ if TYPE_CHECKING:
 
 
 def predict_frame(part: pd.DataFrame, loaded: Loaded, params: Params) -> pd.DataFrame:
-    """Pure core: keys, timestamp, prediction (and label), model name and version."""
+    """Pure core: keys, timestamp, prediction (and label), model name and version.
+
+    A classifier's label is ``prediction >= threshold``, the threshold the version was
+    trained with (:func:`threshold`).
+    """
     import pandas as pd
 
     c = params.contract
@@ -42,10 +46,15 @@ def predict_frame(part: pd.DataFrame, loaded: Loaded, params: Params) -> pd.Data
     out = part[[*c.entity_keys, c.timestamp]].reset_index(drop=True)
     out["prediction"] = pred
     if c.task == "classification":
-        out["predicted_label"] = (pred >= 0.5).astype("int8")
+        out["predicted_label"] = (pred >= threshold(loaded)).astype("int8")
     out["model_name"] = pd.Series([loaded.name] * len(out), dtype="string")
     out["model_version"] = pd.Series([loaded.version] * len(out), dtype="string")
     return out
+
+
+def threshold(loaded: Loaded) -> float:
+    """The version's decision threshold; 0.5 for one loaded without it."""
+    return thresholds.DEFAULT_THRESHOLD if loaded.threshold is None else loaded.threshold
 
 
 def predict_batches(
@@ -120,6 +129,7 @@ class Scored(TypedDict):
     input_md5: str | None
     md5: str
     archived: str
+    threshold: float | None
 
 
 def run(params: Params, st: Settings, partition: str) -> Scored:
@@ -157,6 +167,7 @@ def _run(params: Params, st: Settings, partition: str, target: Path) -> Scored:
         input_md5=made,
         md5="",
         archived=str(archived),
+        threshold=threshold(loaded) if params.contract.task == "classification" else None,
     )
 
     def archive(complete: Path, rows: int) -> None:
@@ -168,8 +179,9 @@ def _run(params: Params, st: Settings, partition: str, target: Path) -> Scored:
     batches = features.batches(params, path, params.score.chunk_rows)
     rows = write_predictions(target, predict_batches(batches, loaded, params), archive)
     io.write_json(target.with_suffix(".json"), meta)
+    at = f" at threshold {meta['threshold']:.4f}" if meta["threshold"] is not None else ""
     print(
-        f"score: {partition} {rows:,} rows with {loaded.name} v{loaded.version} -> {target} "
+        f"score: {partition} {rows:,} rows with {loaded.name} v{loaded.version}{at} -> {target} "
         f"in {time.perf_counter() - t0:.1f}s"
     )
     return meta

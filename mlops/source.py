@@ -8,10 +8,14 @@ must have one row per join key; paths may not leave the project root unless
 from __future__ import annotations
 
 import hashlib
+import io as _io
 import logging
+import re
+import tokenize
+from collections.abc import Iterable
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops import io
 from mlops.config import ENV_ALLOW_OUTSIDE, Derived, Join, Source
@@ -251,10 +255,44 @@ def _derive(df: pd.DataFrame, d: Derived, row_columns: list[str]) -> pd.Series:
         for c in d.concat[1:]:
             out = out + d.sep + df[c].astype(str)
         return out
+    expr = str(d.expr)  # the one left: Derived holds exactly one of the three
     try:
-        return df.eval(d.expr)
+        out = df.eval(expr)
     except Exception as exc:
-        raise SourceError(f"source.derive {d.name!r}: cannot evaluate {d.expr!r}: {exc}") from exc
+        raise SourceError(f"source.derive {d.name!r}: cannot evaluate {expr!r}: {exc}") from exc
+    return keep_missing(df, out, named_columns(expr, df.columns))
+
+
+def named_columns(expr: str, columns: Iterable[object]) -> list[str]:
+    """The columns a ``pandas.eval`` expression names: plain or `backquoted`, not in strings."""
+    quoted = re.findall(r"`([^`]+)`", expr)
+    plain = re.sub(r"`[^`]+`", " 0 ", expr)
+    try:
+        tokens = tokenize.generate_tokens(_io.StringIO(plain).readline)
+        names = [t.string for t in tokens if t.type == tokenize.NAME]
+    except (tokenize.TokenError, SyntaxError):
+        names = re.findall(r"[A-Za-z_]\w*", plain)
+    known = {str(c) for c in columns}
+    return [n for n in dict.fromkeys([*quoted, *names]) if n in known]
+
+
+def keep_missing(df: pd.DataFrame, out: Any, names: list[str]) -> Any:
+    """``out`` with a null wherever a column in ``names`` is null on that row.
+
+    A missing outcome must stay missing: ``arr_delay > 15`` is False for a missing
+    ``arr_delay`` otherwise. A flag that gains nulls becomes pandas' nullable boolean;
+    values computed without nulls keep their dtype.
+    """
+    import pandas as pd
+
+    if not names or not isinstance(out, pd.Series):
+        return out
+    missing = df[names].isna().any(axis=1)
+    if not missing.any():
+        return out
+    if out.dtype == bool:
+        out = out.astype("boolean")
+    return out.mask(missing)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -334,9 +372,10 @@ def _dropna(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def load(src: Source, root: Path, allow_outside: bool = False) -> pd.DataFrame:
     """Read the source with its joins and derived columns; timestamps in UTC.
 
-    ``source.dropna`` drops rows before the derived columns are computed, so a derived
-    flag never turns a missing value into False; columns only derive creates are
-    checked after it. ``allow_outside`` is ``Settings.allow_outside``.
+    ``source.dropna`` drops rows before the derived columns are computed; columns only
+    derive creates are checked after it. A derived ``expr`` is null on rows where a
+    column it names is null (``keep_missing``): a missing outcome is never a False.
+    ``allow_outside`` is ``Settings.allow_outside``.
     """
     path = resolve(src.path, root, allow_outside)
     df = read_table(path, src.format)

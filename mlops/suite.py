@@ -1,8 +1,9 @@
 """The expectation suite of the data contract, built from the contract alone.
 
 ``build_suite`` turns the contract (and ``validate``'s settings) into a Great
-Expectations suite; one stored suite serves every partition, its per-partition bounds
-given as suite parameters (``suite_parameters``).
+Expectations suite; one stored suite serves every partition of a schema (with the target
+column, or without it: rows to score whose outcome is not known yet), its per-partition
+bounds given as suite parameters (``suite_parameters``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def build_suite(
     interval: tuple[pd.Timestamp, pd.Timestamp] | None = None,
     name: str = "contract",
     batch_column: str | None = None,
+    labelled: bool = True,
 ) -> gx.ExpectationSuite:
     """Derive the expectation suite from the data contract alone.
 
@@ -68,6 +70,10 @@ def build_suite(
             partition (with the partition as part of the key, and no ``mostly``: every
             duplicated row is listed); the other expectations are the same, in the same
             order, and their per-partition results are derived from the rows they list.
+        labelled: Whether the partitions have the target column. Without it the suite
+            expects every contract column but the target and checks no target; with it
+            the target's type and set or range are checked on its values, and nulls (rows
+            whose outcome is not known yet) are allowed.
 
     Returns:
         An ExpectationSuite not yet attached to any Data Context.
@@ -79,9 +85,10 @@ def build_suite(
     import great_expectations.expectations as gxe
 
     ts, target = contract.timestamp, contract.target
+    columns = [c for c in contract.columns if labelled or c != target]
     exps: list[Any] = [
         gxe.ExpectTableColumnsToMatchSet(
-            column_set=[*contract.columns, *([batch_column] if batch_column else [])],
+            column_set=[*columns, *([batch_column] if batch_column else [])],
             exact_match=True,
         ),
         gxe.ExpectTableRowCountToBeBetween(
@@ -137,25 +144,35 @@ def build_suite(
                 )
             )
 
-    exps.append(gxe.ExpectColumnValuesToNotBeNull(column=target))
-    if contract.task == "classification":
-        exps += [
-            gxe.ExpectColumnValuesToBeInTypeList(column=target, type_list=[*_BOOLS, *_INTS]),
-            gxe.ExpectColumnValuesToBeInSet(column=target, value_set=[0, 1, True, False]),
-        ]
-    else:
-        exps.append(
-            gxe.ExpectColumnValuesToBeInTypeList(column=target, type_list=[*_FLOATS, *_INTS])
-        )
-        if contract.target_min is not None or contract.target_max is not None:
-            exps.append(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=target, min_value=contract.target_min, max_value=contract.target_max
-                )
-            )
-
+    if labelled:
+        exps += _target(contract)
     exps += [_extra(i, spec) for i, spec in enumerate(cfg.extra_expectations)]
     return gx.ExpectationSuite(name=name, expectations=exps)
+
+
+def _target(contract: Contract) -> list[Any]:
+    """The target's expectations; GX skips nulls in them, so unknown outcomes pass."""
+    import great_expectations.expectations as gxe
+
+    target = contract.target
+    if contract.task == "classification":
+        # A 0/1 column holding nulls is stored as float; the set check keeps it to 0/1.
+        return [
+            gxe.ExpectColumnValuesToBeInTypeList(
+                column=target, type_list=[*_BOOLS, *_INTS, *_FLOATS]
+            ),
+            gxe.ExpectColumnValuesToBeInSet(column=target, value_set=[0, 1, True, False]),
+        ]
+    exps: list[Any] = [
+        gxe.ExpectColumnValuesToBeInTypeList(column=target, type_list=[*_FLOATS, *_INTS])
+    ]
+    if contract.target_min is not None or contract.target_max is not None:
+        exps.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=target, min_value=contract.target_min, max_value=contract.target_max
+            )
+        )
+    return exps
 
 
 def _extra(i: int, spec: dict[str, Any]) -> Any:

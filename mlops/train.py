@@ -12,7 +12,6 @@ with the same data, params and code gives that version back instead of registeri
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import logging
 import tempfile
@@ -24,6 +23,8 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from mlops import faults, features, io, models, partitions, plots, provenance, runs, tags
 from mlops.config import Candidate, Params, Settings
+from mlops.thresholds import Choice, describe_threshold, holdout_metrics, logged_params
+from mlops.training_data import training_set
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,13 +38,14 @@ REFERENCE_ROWS = 50_000
 
 @dataclass
 class Fitted:
-    """One fitted candidate and its holdout result."""
+    """One fitted candidate and its holdout result (a classifier's at its ``threshold``)."""
 
     candidate: Candidate
     model: Any
     metrics: dict[str, float]
     holdout_pred: np.ndarray
     fit_seconds: float
+    threshold: Choice | None = None  # classification: chosen on the holdout
 
 
 def split(df: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -61,26 +63,11 @@ def split(df: pd.DataFrame, params: Params) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 @dataclass
-class Failed:
-    """One candidate that could not be fitted or scored, and why."""
-
-    candidate: Candidate
-    reason: str
-    column: str | None = None
-    detail: str = ""
-
-    def describe(self) -> str:
-        """``name (kind, column 'c'): reason``, for people."""
-        col = f", column {self.column!r}" if self.column else ""
-        return f"{self.candidate.name} ({self.candidate.kind}{col}): {self.reason}"
-
-
-@dataclass
 class Fits:
     """What :func:`fit_candidates` produced: the fitted, the failed, the category sets."""
 
     fitted: list[Fitted]
-    failed: list[Failed]
+    failed: list[models.Failed]
     categories: dict[str, list[str]]
     capped: dict[str, models.CategoryCap]
 
@@ -113,10 +100,15 @@ def fit_candidates(train_df: pd.DataFrame, hold_df: pd.DataFrame, params: Params
             est.fit(models.fit_input(x_tr, cand.kind), y_tr)
             secs = time.perf_counter() - t0
             pred = models.predict(est, models.fit_input(x_ho, cand.kind), c.task)
-            out.append(Fitted(cand, est, models.metrics(y_ho, pred, c.task), pred, secs))
+            metrics, chosen = holdout_metrics(y_ho, pred, c.task, params.train.threshold)
+            out.append(Fitted(cand, est, metrics, pred, secs, chosen))
+            if chosen is not None and chosen.note:
+                log.warning("train: candidate %s: %s", cand.name, chosen.note)
         except Exception as exc:  # noqa: BLE001 - reported per candidate (require_some)
             reason, column = models.explain(exc, models.input_columns(cand.kind, c))
-            failed.append(Failed(cand, reason, column, "".join(traceback.format_exception(exc))))
+            failed.append(
+                models.Failed(cand, reason, column, "".join(traceback.format_exception(exc)))
+            )
             log.warning("train: candidate %s failed: %s", cand.name, failed[-1].describe())
     return Fits(out, failed, cats, capped)
 
@@ -145,12 +137,6 @@ def best(fitted: list[Fitted], metric: str) -> Fitted:
 
 
 # --------------------------------------------------------------------------- logging
-def _requirements(kind: str) -> list[str]:
-    pkgs = ["mlflow", "scikit-learn", "pandas", "numpy", "scipy"]
-    pkgs += ["xgboost"] if kind == "xgboost" else ["skops"]
-    return [f"{p}=={importlib.metadata.version(p)}" for p in pkgs]
-
-
 def evaluation_artifacts(
     f: Fitted,
     params: Params,
@@ -228,7 +214,7 @@ def log_candidate(
         common = {
             "name": "model",
             "model_id": pending.model_id,
-            "pip_requirements": _requirements(f.candidate.kind),
+            "pip_requirements": models.requirements(f.candidate.kind),
             "signature": sig,
             "input_example": example,
         }
@@ -253,7 +239,7 @@ def log_candidate(
 
 
 def run_params(cand: Candidate, params: Params) -> dict[str, Any]:
-    """A candidate run's params: kind, hyper-parameters, the fitted and held-out windows."""
+    """A candidate run's params: kind, hyper-parameters, windows, the threshold's rule."""
     hold = params.train.holdout
     return {
         "kind": cand.kind,
@@ -261,11 +247,12 @@ def run_params(cand: Candidate, params: Params) -> dict[str, Any]:
         "train_partitions": ",".join(params.train.partitions),
         "holdout_partitions": ",".join(hold),
         "max_categories": params.train.max_categories,
+        **logged_params(params.train.threshold, params.contract.task),
     }
 
 
 def log_failure(
-    f: Failed, params: Params, reg: Registry, exp_id: str, run_tags: dict[str, str]
+    f: models.Failed, params: Params, reg: Registry, exp_id: str, run_tags: dict[str, str]
 ) -> str:
     """Record a failed candidate as a FAILED MLflow run whose note says why; its id."""
     from mlflow.entities import Param
@@ -319,6 +306,7 @@ class Trained(TypedDict):
     rows: dict[str, int]
     failed: dict[str, str]
     capped_categories: dict[str, models.CategoryCap]
+    threshold: float | None
 
 
 SUMMARY = "train.json"
@@ -365,7 +353,8 @@ def _run(params: Params, st: Settings) -> Trained:
     again = None if fp is None else _again(params, st, reg, fp, t0)
     if again is not None:
         return again
-    df = features.training_frame(params, st, params.train.partitions)
+    data = training_set(params, st, params.train.partitions)
+    df = data.frame
     train_df, hold_df = split(df, params)
     fits = fit_candidates(train_df, hold_df, params)
     caps = models.describe_caps(fits.capped, params.train.max_categories)
@@ -406,9 +395,10 @@ def _run(params: Params, st: Settings) -> Trained:
         candidate=top.candidate.name,
         metric=metric,
         holdout={f.candidate.name: f.metrics for f in fitted},
-        rows={"train": len(train_df), "holdout": len(hold_df)},
+        rows={"train": len(train_df), "holdout": len(hold_df), "unlabelled": data.left_out},
         failed={f.candidate.name: f.describe() for f in fits.failed},
         capped_categories=fits.capped,
+        threshold=None if top.threshold is None else top.threshold.threshold,
     )
     summary = {k: v for k, v in result.items() if k != "version"}
 
@@ -423,6 +413,7 @@ def _run(params: Params, st: Settings) -> Trained:
         tags.holdout(metric): f"{top.metrics[metric]:.6f}",
         **run_tags,
         **({tags.FINGERPRINT: fp} if fp else {}),
+        **({} if top.threshold is None else {tags.THRESHOLD: repr(top.threshold.threshold)}),
     }
     # Tags go in with the version (one request, one transaction): a version is never
     # seen without its lineage or fingerprint, even if this process dies right after.
@@ -437,10 +428,11 @@ def _run(params: Params, st: Settings) -> Trained:
     capped = "; categories capped: " + ", ".join(
         f"{n} {cap['cardinality']}->{cap['kept']}+{models.OTHER}" for n, cap in fits.capped.items()
     )
+    at = describe_threshold(top.threshold, top.metrics, params.train.threshold.rule)
     print(
         f"train: {len(train_df):,} rows, holdout {len(hold_df):,}; {metric}: {scores}"
         f"{failed}{capped if fits.capped else ''}; "
-        f"registered {params.model_name} v{mv.version} ({top.candidate.name}) "
+        f"registered {params.model_name} v{mv.version} ({top.candidate.name}{at}) "
         f"in {time.perf_counter() - t0:.1f}s"
     )
     return result

@@ -9,6 +9,11 @@ be the one ``ingest`` recorded (``provenance``), and its summary written to
 ``<data_root>/quarantine/<partition>/`` beside a ``validation.json`` and
 ``ValidationFailed`` is raised naming the file, column and rule.
 
+The target is not required: a partition without the target column (rows to score whose
+outcome is not known yet) is checked against the suite without it,
+``<project>_contract_unlabelled``, and a target column may hold nulls; the summary counts
+``labelled_rows`` and ``unlabelled_rows`` of the validated copy.
+
 Many partitions are checked in one GX run over their rows (``_check_many``), each
 partition's result derived from the rows GX lists; a partition that fails is then checked
 again on its own, so its quarantine report holds GX's own result for it. Data Docs are
@@ -134,7 +139,7 @@ def _check(
     vr = validator.validate_expectation_suite(
         vd.suite, suite_parameters(pid, len(df), params.validate_cfg)
     )
-    key = _store(checkpoint, vr, validator, pid)
+    key = gx_context.store_result(checkpoint, vr, validator, pid)
     summary["rows"] = len(df)
     summary.update(summarize(vr, list(df.columns), [e.id for e in vd.suite.expectations]))
     _docs(summary, params, st, key)
@@ -168,7 +173,10 @@ def _check_many(
     pids = list(group)
     vd = checkpoint.validation_definitions[0]
     suite = vd.suite
-    batch_suite = build_suite(c, cfg, name=suite.name, batch_column=PARTITION_COLUMN)
+    labelled = c.target in next(iter(group.values())).column_names
+    batch_suite = build_suite(
+        c, cfg, name=suite.name, batch_column=PARTITION_COLUMN, labelled=labelled
+    )
     for e, be in zip(suite.expectations, batch_suite.expectations, strict=True):
         be.id = e.id
     import pyarrow as pa
@@ -211,7 +219,9 @@ def _check_many(
     )
     if split is None:
         return None
-    key = _store(checkpoint, vr, validator, f"{len(pids)}_partitions_{pids[0]}_to_{pids[-1]}")
+    key = gx_context.store_result(
+        checkpoint, vr, validator, f"{len(pids)}_partitions_{pids[0]}_to_{pids[-1]}"
+    )
     each = round((time.perf_counter() - t0) / len(pids), 3)
     order = [e.id for e in suite.expectations]
     out = {}
@@ -225,53 +235,20 @@ def _check_many(
     return out
 
 
-def _store(checkpoint: Any, vr: Any, validator: Any, name: str) -> Any:
-    """Keep the run over many partitions in GX's result store, without its row lists."""
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
-    for r in vr.results:
-        for k in ("unexpected_list", "unexpected_index_list", "unexpected_index_query"):
-            (r.result or {}).pop(k, None)
-    vd = checkpoint.validation_definitions[0]
-    suite_id = ExpectationSuiteIdentifier(name=vd.suite.name)
-    run_id = RunIdentifier(run_name=name, run_time=datetime.now(UTC))
-    # The meta GX's own ValidationDefinition.run records.
-    vr.meta.update(
-        validation_id=vd.id,
-        checkpoint_id=checkpoint.id,
-        run_id=run_id,
-        validation_time=run_id.run_time,
-        batch_parameters={"dataframe": "<DATAFRAME>"},
-    )
-    key = ValidationResultIdentifier(
-        expectation_suite_identifier=suite_id,
-        run_id=run_id,
-        batch_identifier=validator.active_batch_id,
-    )
-    vd._validation_results_store.store_validation_results(
-        suite_validation_result=vr,
-        suite_validation_result_identifier=key,
-        expectation_suite_identifier=suite_id,
-    )
-    return key
-
-
 def _validate_all(
     checkpoint: Any, params: Params, st: Settings, paths: dict[str, Path]
 ) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
     """Every partition's summary (and GX's own result where it failed), in order.
 
     Partitions sharing a schema are checked in one GX run; one failing there is checked
-    again alone, so what is quarantined with it is GX's own result for it.
+    again alone, so what is quarantined with it is GX's own result for it. ``paths`` all
+    have the target column or all lack it, as ``checkpoint``'s suite expects.
     """
     import pyarrow.parquet as pq
 
     out: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
     groups: dict[str, dict[str, pa.Table]] = {}
+    target = params.contract.target
     cols = set(params.contract.columns)
     for pid, path in paths.items():
         try:
@@ -282,7 +259,7 @@ def _validate_all(
         if (
             not params.validate_cfg.extra_expectations  # may be table-level: one by one
             and len(set(names)) == len(names)
-            and set(names) == cols
+            and set(names) == (cols if target in names else cols - {target})
             and PARTITION_COLUMN not in cols
         ):
             groups.setdefault(_schema(table), {})[pid] = table
@@ -331,15 +308,19 @@ def _publish(params: Params, st: Settings, pid: str, src: Path, summary: dict[st
     unique = next((x for x in summary["expectations"] if x["expectation"] in UNIQUE), None)
     if unique is not None and unique["unexpected_count"]:
         table = table.filter(_drop_duplicates(params, summary, pd.read_parquet(src)))
+    summary["labelled_rows"] = _labelled(table, params.contract.target)
+    summary["unlabelled_rows"] = table.num_rows - summary["labelled_rows"]
     with io.atomic_path(dst) as tmp:
         pq.write_table(provenance.stamp(table, summary["md5"]), tmp, compression="zstd")
     summary["validated_md5"] = io.md5(dst)
     io.write_json(st.state_dir / "validation" / f"{pid}.json", summary)
     stats = summary["statistics"]
     warned = f" ({stats['warned']} warned)" if stats["warned"] else ""
+    unknown = summary["unlabelled_rows"]
     print(
         f"validate: {pid} passed {stats['evaluated']} expectations{warned} on "
-        f"{summary['rows']:,} rows in {summary['duration_s']:.1f}s"
+        f"{summary['rows']:,} rows{f' ({unknown:,} without a target)' if unknown else ''} "
+        f"in {summary['duration_s']:.1f}s"
     )
     dropped = summary.get("dropped_duplicates")
     if dropped:
@@ -352,6 +333,30 @@ def _publish(params: Params, st: Settings, pid: str, src: Path, summary: dict[st
         )
     for w in summary["warnings"]:
         log.warning("%s: column %r: %s: %s", summary["file"], w["column"], w["rule"], w["observed"])
+
+
+def _labelled(table: pa.Table, target: str) -> int:
+    """Rows whose target is known (not null, not NaN); none without the target column."""
+    import pyarrow.compute as pc
+
+    if target not in table.column_names:
+        return 0
+    missing = pc.is_null(table.column(target), nan_is_null=True)
+    return table.num_rows - int(pc.sum(missing.cast("int64")).as_py() or 0)
+
+
+def _by_target(params: Params, paths: dict[str, Path]) -> dict[bool, dict[str, Path]]:
+    """The partitions with the target column (True) and those without it (False)."""
+    import pyarrow.parquet as pq
+
+    out: dict[bool, dict[str, Path]] = {}
+    for pid, path in paths.items():
+        try:
+            labelled = params.contract.target in pq.read_schema(path).names
+        except Exception:  # noqa: BLE001 - the full suite's check then names the reader's error
+            labelled = True
+        out.setdefault(labelled, {})[pid] = path
+    return out
 
 
 def _raw_versions(st: Settings, paths: dict[str, Path]) -> dict[str, str]:
@@ -406,12 +411,14 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, An
     messages: list[str] = []
     with io.exclusive(st.state_dir / "locks", "validate", pids), gx_context.locked(st.gx_root):
         ctx = gx_context.get_context(st.gx_root)
-        checkpoint = gx_context.ensure_checkpoint(ctx, params)
-        results = _validate_all(checkpoint, params, st, paths)
+        results = {}
+        for labelled, group in _by_target(params, paths).items():
+            checkpoint = gx_context.ensure_checkpoint(ctx, params, labelled)
+            results.update(_validate_all(checkpoint, params, st, group))
         if params.validate_cfg.build_data_docs:
             ctx.build_data_docs()
-        for pid, (summary, gx_result) in results.items():
-            path = paths[pid]
+        for pid, path in paths.items():
+            summary, gx_result = results[pid]
             summary.setdefault("md5", md5s[pid])
             if summary["success"]:
                 _publish(params, st, pid, path, summary)

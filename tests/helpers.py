@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlops import features, io, partitions, provenance
+from mlops import features, io, partitions, provenance, training_data
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -22,7 +22,7 @@ def scoring_frame(params: Params, st: Settings, pids: list[str]) -> pd.DataFrame
     (each one must have been materialised) joined through the feature service.
     """
     c = params.contract
-    labels = features.read_labels(st, c, pids)
+    labels = training_data.read_labels(st, c, pids)
     target = [c.target] if c.target in labels.columns else []
     for pid in pids:
         features.feature_file(params, st, pid)

@@ -164,18 +164,18 @@ BAD_INPUTS = [
         lambda d: d.assign(event_ts=d["event_ts"].dt.tz_localize(None)),
     ),
     Bad(
-        "target_absent",
-        "The target column absent from a labelled partition",
+        "target_outside_set",
+        "A target value outside the contract's set (`is_delayed` 2)",
         "is_delayed",
-        "expect_table_columns_to_match_set",
-        lambda d: d.drop(columns=["is_delayed"]),
+        "expect_column_values_to_be_in_set",
+        lambda d: d.assign(is_delayed=d["is_delayed"].astype("Int64").mask(d.index < 10, 2)),
     ),
     Bad(
-        "target_null",
-        "Target values missing in a labelled partition",
+        "target_as_text",
+        "The target stored as text",
         "is_delayed",
-        "expect_column_values_to_not_be_null",
-        lambda d: _set(d, slice(0, 10), "is_delayed", None),
+        "expect_column_values_to_be_in_type_list",
+        lambda d: d.assign(is_delayed=d["is_delayed"].astype(str)),
     ),
 ]
 

@@ -103,3 +103,23 @@ def test_manifest_keeps_every_version_of_a_partition() -> None:
     ]
     assert provenance.current(None, "2013-01", entries) == "b" * 32  # type: ignore[arg-type]
     assert provenance.find(entries, "a" * 32) == [("2013-01", versions[0])]
+
+
+def test_a_replay_withholds_the_target_of_partitions_after_the_training_window(
+    project, capsys
+) -> None:
+    # given a replay that withholds outcomes after the training weeks (W02-W04)
+    params_path = project(overrides={**FLIGHTS_SMALL, "labels": {"withhold": True}})
+    params, st = load_params(params_path), settings(params_path)
+
+    # when the last training week and the week after it are ingested
+    ingest.run(params, st, ["2013-W04", "2013-W05"])
+
+    # then the training week keeps its target and the later one is written without it
+    c = params.contract
+    trained = pd.read_parquet(partitions.file(st.raw_dir, "2013-W04"))
+    withheld = pd.read_parquet(partitions.file(st.raw_dir, "2013-W05"))
+    assert list(trained.columns) == c.columns
+    assert list(withheld.columns) == [col for col in c.columns if col != c.target]
+    assert len(withheld) > 1000 and withheld[c.feature_names].notna().any().all()
+    assert "target 'is_delayed' withheld from 2013-W05" in capsys.readouterr().out

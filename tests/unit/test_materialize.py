@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlops import features, io, partitions, provenance
+from mlops import features, io, partitions, provenance, training_data
 from mlops import materialize as m
 from mlops.config import settings
 from tests.conftest import REPO
@@ -43,8 +43,8 @@ def test_rematerialising_a_partition_replaces_its_rows(tmp_project, months):
     assert result["rows"] == ROWS
     assert len(source) == ROWS
     assert source["flight_id"].is_unique
-    frame = features.training_frame(params, st, ["2013-01"])
-    assert len(frame) == ROWS
+    frame = training_data.training_frame(params, st, ["2013-01"])
+    assert len(frame) == jan["is_delayed"].notna().sum()
     assert frame.loc[frame["flight_id"] == jan.loc[3, "flight_id"], "temp"].tolist() == [-5.0]
 
 
@@ -90,6 +90,26 @@ def test_many_partitions_in_one_call_write_the_files_of_one_call_each(
     assert together["rows"] == 2 * ROWS
     for pid, data in files.items():
         assert partitions.file(m.source_dir(params, st), pid).read_bytes() == data
+
+
+def test_partitions_without_their_outcomes_publish_the_same_features(tmp_project, months):
+    # given January materialised as validated with its target
+    params, st = tmp_project
+    m.run(params, st, ["2013-01"])
+    path = partitions.file(m.source_dir(params, st), "2013-01")
+    labelled = pd.read_parquet(path)
+    jan = months["2013-01"]
+    target = params.contract.target
+
+    for variant in (jan.drop(columns=[target]), jan.assign(**{target: None})):
+        # when January is validated without its outcomes (no column, or all null)
+        io.write_parquet(partitions.file(st.validated_dir, "2013-01"), variant)
+        result = m.run(params, st, ["2013-01"])
+
+        # then every row is published with the same features, and no target column
+        assert result["rows"] == ROWS
+        pd.testing.assert_frame_equal(pd.read_parquet(path), labelled)
+        assert target not in labelled.columns
 
 
 def test_a_validated_partition_with_a_duplicated_key_is_refused(tmp_project, months):
@@ -152,7 +172,8 @@ def test_features_carry_the_raw_version_and_stale_ones_are_refused(tmp_project, 
     # then the feature file says it was made from version A, and training may read it
     feature_file = partitions.file(m.source_dir(params, st), "2013-01")
     assert provenance.made_from(feature_file) == old
-    assert len(features.training_frame(params, st, ["2013-01"])) == ROWS
+    labelled = months["2013-01"]["is_delayed"].notna().sum()
+    assert len(training_data.training_frame(params, st, ["2013-01"])) == labelled
 
     # when January is re-ingested as version B
     entry = {**entry, "md5": new, "at": "t1"}
@@ -161,7 +182,7 @@ def test_features_carry_the_raw_version_and_stale_ones_are_refused(tmp_project, 
 
     # then training refuses the features of version A, naming the file and what to re-run
     with pytest.raises(provenance.Stale) as err:
-        features.training_frame(params, st, ["2013-01"])
+        training_data.training_frame(params, st, ["2013-01"])
     msg = str(err.value)
     assert msg.startswith(f"train 2013-01: {feature_file} was made from version {old}")
     assert f"current version is {new}" in msg

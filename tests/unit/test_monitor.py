@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mlops import features, io, monitor, partitions, score
+from mlops import features, io, monitor, outcomes, partitions, score
 from mlops import materialize as m
 from mlops.config import Monitor, Params, Settings, load_params, settings
 from tests.helpers import copy_key_in_feature_file, scoring_frame
@@ -45,9 +45,10 @@ def frames(seasons: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
     p = load_params(REPO / "params.yaml")
     numeric = [f.name for f in p.contract.features if f.dtype in ("float", "int")]
-    jan = seasons["2013-01"].sample(n=2 * ROWS, random_state=0)
+    labelled = {pid: df[df[p.contract.target].notna()] for pid, df in seasons.items()}
+    jan = labelled["2013-01"].sample(n=2 * ROWS, random_state=0)
     reference, january = jan.iloc[:ROWS], jan.iloc[ROWS:]
-    july = seasons["2013-07"].sample(n=ROWS, random_state=0)
+    july = labelled["2013-07"].sample(n=ROWS, random_state=0)
     model = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression())
     model.fit(reference[numeric], reference[p.contract.target])
 
@@ -256,10 +257,14 @@ def test_monitor_reads_only_a_seeded_sample_equal_to_sampling_the_full_join(tmp_
     assert io.matching_rows(feature_file, wanted, keys, 100).num_rows == 300
     current[keys] = current[keys].astype(object)
     expected[keys] = expected[keys].astype(object)
+    known = expected[c.target].notna().all()
+    expected[c.target] = expected[c.target].to_numpy(dtype="float64", na_value=float("nan"))
     pd.testing.assert_frame_equal(current, expected[current.columns], check_dtype=False)
     assert sorted(current.columns) == sorted(expected.columns)
-    for col in [*c.feature_names, c.target, "prediction"]:
+    for col in [*c.feature_names, "prediction"]:
         assert current[col].dtype == expected[col].dtype, col
+    # the target as training reads it: 0/1, float where an outcome is not known
+    assert current[c.target].dtype == ("int8" if known else "float64")
 
 
 def scored(params: Params, st: Settings, pid: str, frame: pd.DataFrame) -> Path:
@@ -297,3 +302,55 @@ def test_rows_sharing_a_key_are_named_instead_of_a_bare_merge_error(tmp_project,
     # when the predictions have the flight once, then the feature file holding it twice is
     with pytest.raises(io.DuplicateKeys, match=r"^monitor 2013-02: feature file .*2013-02"):
         monitor.current_sample(every_row, st, "2013-02", scored(params, st, "2013-02", feb.drop(4)))
+
+
+# --------------------------------------------------------------------------- without labels
+def test_a_partition_scored_without_labels_gets_drift_and_later_its_target(
+    tmp_project, months, frames
+):
+    # given February validated and materialised without its target, and scored
+    params, st = tmp_project
+    c = params.contract
+    feb = months["2013-02"]
+    io.write_parquet(partitions.file(st.validated_dir, "2013-02"), feb.drop(columns=[c.target]))
+    m.run(params, st, ["2013-02"])
+    feb = feb[feb[c.target].notna()]  # the rows whose outcome will be known
+    preds = scored(params, st, "2013-02", feb)
+
+    # when it is monitored before any outcome arrived
+    current, total = monitor.current_sample(params, st, "2013-02", preds)
+    out = monitor.run(params, st, "2013-02", frames["reference"], current, total)
+
+    # then features and predictions are compared, and no target or performance is claimed
+    assert c.target not in current.columns and total == len(feb)
+    assert out["n_features"] == len(c.features) and out["prediction_drift"] is not None
+    assert out["target_drift"] is None and out["performance"] is None
+    assert io.read_json(st.reports_dir / "2013-02" / "drift.json")["target_drift"] is None
+
+    # when the outcomes of half the rows arrive in its label store
+    def arrive(rows: pd.DataFrame) -> pd.DataFrame:
+        store = pd.DataFrame({"flight_id": rows["flight_id"], c.target: rows[c.target]})
+        store[c.target] = store[c.target].astype("int8")
+        io.write_parquet(outcomes.path(st, "2013-02"), store)
+        return store
+
+    store = arrive(feb.iloc[::2])
+    current, total = monitor.current_sample(params, st, "2013-02", preds)
+    out = monitor.run(params, st, "2013-02", frames["reference"], current, total)
+
+    # then the current side carries them (the rest unknown) and the target's drift is
+    # reported; performance waits until every outcome is known
+    by_key = current.set_index("flight_id")[c.target]
+    want = store.set_index("flight_id")[c.target]
+    assert by_key.notna().sum() == len(store)
+    assert (by_key[want.index] == want).all()
+    assert out["target_drift"]["column"] == c.target
+    assert out["target_drift"]["value"] is not None
+    assert out["performance"] is None
+
+    # when every outcome has arrived, then the realised performance is reported too
+    arrive(feb)
+    current, total = monitor.current_sample(params, st, "2013-02", preds)
+    out = monitor.run(params, st, "2013-02", frames["reference"], current, total)
+    assert current[c.target].dtype == "int8"
+    assert out["performance"]["roc_auc"]["current"] == pytest.approx(0.5)

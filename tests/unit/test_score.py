@@ -21,6 +21,7 @@ class Stub:
 
     name: str = "flights"
     version: str = "7"
+    threshold: float | None = None
 
     def predict(self, df: pd.DataFrame, contract) -> np.ndarray:
         return np.linspace(0.0, 1.0, len(df)) if len(df) > 1 else np.full(len(df), 0.9)
@@ -53,6 +54,24 @@ def test_prediction_frames_carry_keys_label_and_the_exact_model_version(months) 
     assert first["predicted_label"].dtype == "int8"
     assert set(pd.concat(out)["model_version"]) == {"7"}
     assert pd.concat(out)["model_name"].dtype == "string"
+
+
+@pytest.mark.parametrize(
+    ("threshold", "labels"),
+    [(0.3, [0, 0, 1, 1, 1, 1, 1]), (0.9, [0, 0, 0, 0, 0, 0, 1]), (None, [0, 0, 0, 1, 1, 1, 1])],
+)
+def test_labels_are_the_probability_at_the_versions_threshold(
+    months, threshold: float | None, labels: list[int]
+) -> None:
+    # given seven rows whose probabilities are 0, 1/6, ..., 1 and a version's threshold
+    params = load_params(FLIGHTS)
+    rows = months["2013-01"].head(7)
+    # when predicted
+    out = score.predict_frame(rows, Stub(threshold=threshold), params)
+    # then a row is positive when its probability reaches the threshold (0.5 without one),
+    # and the probability is kept as it was
+    assert out["predicted_label"].tolist() == labels
+    assert out["prediction"].tolist() == pytest.approx([i / 6 for i in range(7)])
 
 
 def test_predictions_are_written_whole_or_not_at_all(tmp_path, months) -> None:

@@ -225,6 +225,52 @@ def test_dropna_applies_before_derive_so_a_missing_value_never_becomes_false(tmp
         load(source(dropna=["nope"]), tmp_path)
 
 
+def test_a_derived_expression_keeps_missing_values_missing(tmp_path) -> None:
+    # given flights, one without an arrival delay, and flags derived from it
+    frame = pd.DataFrame(
+        {
+            "ts": ["2013-01-01"] * 3,
+            "arr_delay": [20.0, None, 3.0],
+            "dep delay": [1.0, 2.0, None],
+            "carrier": ["UA", "AA", None],
+            "distance": [200, 50, 300],
+        }
+    )
+    write(tmp_path, frame)
+    derive = [
+        {"name": "late", "expr": "arr_delay > 15"},
+        {"name": "both", "expr": "arr_delay + `dep delay`"},
+        {"name": "named_in_text", "expr": "carrier == 'arr_delay'"},
+        {"name": "long", "expr": "distance > 40"},
+    ]
+
+    # when loaded
+    df = load(source(derive=derive), tmp_path)
+
+    # then a flag over a missing value is missing, not False, and arithmetic stays NaN
+    assert df["late"].dtype == "boolean"
+    assert df["late"].tolist()[0] is True and df["late"].isna().tolist() == [False, True, False]
+    assert df["both"].isna().tolist() == [False, True, True]
+    # and a column named inside a string literal is not one the expression reads
+    assert df["named_in_text"].isna().tolist() == [False, False, True]
+    # and a flag over columns without nulls keeps its plain bool dtype
+    assert df["long"].dtype == bool and df["long"].all()
+
+
+@pytest.mark.parametrize("example", ["palmer_penguins", "seattle_weather"])
+def test_the_examples_load_with_a_known_target_on_every_row(example) -> None:
+    # given an example's params (their targets are derived or read from the file)
+    params = load_params(REPO / "examples" / example / "params.yaml")
+
+    # when its source is loaded
+    df = load(params.source, REPO)
+
+    # then every row keeps its target, with the dtype it always had
+    target = df[params.contract.target]
+    assert len(df) > 300 and target.notna().all()
+    assert target.dtype == (bool if params.contract.task == "classification" else "float64")
+
+
 # --------------------------------------------------------------------------- joins
 def test_a_lookup_with_repeated_keys_is_refused_naming_file_keys_and_examples(tmp_path):
     # given a lookup where shop 'a' has two rows (which one would a row get?)
@@ -254,8 +300,11 @@ def test_the_demo_lookups_have_one_row_per_key_and_still_join(tmp_path) -> None:
     # when loaded through the demo's joins
     df = load(src, tmp_path)
 
-    # then every flight is kept once and almost all get weather and a plane's data
-    assert len(df) == flights["arr_delay"].notna().sum()
+    # then every flight is kept once (cancelled ones when dropna keeps them, their
+    # outcome unknown) and almost all get weather and a plane's data
+    kept = flights["arr_delay"].notna() if "arr_delay" in demo.dropna else flights.index >= 0
+    assert len(df) == kept.sum()
+    assert df["is_delayed"].isna().sum() == df["arr_delay"].isna().sum()
     assert df["flight_id"].is_unique
     assert df["temp"].notna().mean() > 0.95
     assert df["seats"].notna().mean() > 0.5

@@ -107,3 +107,55 @@ def test_suite_over_many_partitions_keeps_the_order_and_keys_each_partition(proj
     assert unique.column_list == ["flight_id", suite.PARTITION_COLUMN] and unique.mostly == 1
     assert suite.PARTITION_COLUMN in many.expectations[0].column_set
     assert suite.PARTITION_COLUMN not in one.expectations[0].column_set
+
+
+def _target_rules(built, target: str) -> list[str]:
+    return [e.expectation_type for e in built.expectations if getattr(e, "column", None) == target]
+
+
+def test_the_target_is_checked_on_its_values_and_may_hold_nulls(project):
+    # given the demo contract (classification) and a regression variant with a range
+    params, _ = project
+    regression = params.contract.model_copy(
+        update={"task": "regression", "target_min": -100.0, "target_max": 1000.0}
+    )
+
+    # when the suites of partitions with the target column are built
+    cls = suite.build_suite(params.contract, params.validate_cfg)
+    reg = suite.build_suite(regression, params.validate_cfg)
+
+    # then the target's type and set (or range) are checked, and no rule refuses its nulls
+    assert _target_rules(cls, "is_delayed") == [
+        "expect_column_values_to_be_in_type_list",
+        "expect_column_values_to_be_in_set",
+    ]
+    types = next(e for e in cls.expectations if getattr(e, "column", None) == "is_delayed")
+    assert {"bool", "BooleanDtype", "int8", "float64"} <= set(types.type_list)
+    assert _target_rules(reg, "is_delayed") == [
+        "expect_column_values_to_be_in_type_list",
+        "expect_column_values_to_be_between",
+    ]
+    assert "is_delayed" in cls.expectations[0].column_set
+
+
+def test_a_partition_without_the_target_column_gets_no_target_expectations(project):
+    # given the demo contract
+    params, _ = project
+
+    # when the suites of partitions without the target column are built, alone and batched
+    with_target = suite.build_suite(params.contract, params.validate_cfg)
+    without = suite.build_suite(params.contract, params.validate_cfg, labelled=False)
+    batched = suite.build_suite(
+        params.contract, params.validate_cfg, batch_column=suite.PARTITION_COLUMN, labelled=False
+    )
+
+    # then they expect every other contract column, check the rest alike, and no target
+    others = [c for c in params.contract.columns if c != "is_delayed"]
+    assert sorted(without.expectations[0].column_set) == sorted(others)
+    assert sorted(batched.expectations[0].column_set) == sorted([*others, suite.PARTITION_COLUMN])
+    assert _target_rules(without, "is_delayed") == [] == _target_rules(batched, "is_delayed")
+    n = len(_target_rules(with_target, "is_delayed"))
+    assert [e.expectation_type for e in without.expectations] == [
+        e.expectation_type for e in with_target.expectations
+    ][:-n]
+    assert len(batched.expectations) == len(without.expectations)

@@ -188,3 +188,54 @@ def test_a_failed_candidate_is_a_failed_mlflow_run_that_says_why(
     assert run.data.params["max_bins"] == "100"
     error = Path(mlflow.artifacts.download_artifacts(run_id=rid, artifact_path="error.txt"))
     assert "CandidateError" in error.read_text()
+
+
+# --------------------------------------------------------------------------- threshold
+def test_train_records_the_threshold_it_chose_on_the_holdout(
+    tmp_project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given January's and February's first rows materialised, February held out, and the
+    # rule "the highest threshold whose recall reaches 0.6"
+    from mlops import io
+    from mlops import materialize as m
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _, st = tmp_project
+    raw = yaml.safe_load(st.params_path.read_text())
+    raw["train"].update(
+        partitions=["2013-01", "2013-02"],
+        candidates=[HGB, XGB],
+        threshold={"rule": "recall", "value": 0.6},
+    )
+    st.params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    params, st = load_params(st.params_path), settings(st.params_path)
+    m.run(params, st, ["2013-01", "2013-02"])
+
+    # when trained
+    result = train.run(params, st)
+
+    # then every candidate's holdout metrics are at its own threshold, which meets the rule
+    for name, metrics in result["holdout"].items():
+        assert 0 < metrics["threshold"] < 1, name
+        assert metrics["recall"] >= 0.6 and {"precision", "f1", "roc_auc"} <= set(metrics)
+    chosen = result["holdout"][result["candidate"]]["threshold"]
+    assert result["threshold"] == chosen
+    assert io.read_json(st.state_dir / "train.json")["threshold"] == chosen
+    # and the version carries it as a tag that reads back exactly, and the run its rule
+    reg = registry.connect(st)
+    mv = reg.get_version(params.model_name, result["version"])
+    assert float(mv.tags[tags.THRESHOLD]) == chosen
+    run = reg.client.get_run(result["run_id"])
+    assert run.data.params["threshold_rule"] == "recall"
+    assert run.data.params["threshold_value"] == "0.6"
+    assert run.data.metrics["holdout_threshold"] == pytest.approx(chosen)
+    assert run.data.metrics["holdout_recall"] >= 0.6
+    # and the summary line says it
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("train: "))
+    assert f"threshold {chosen:.4f} (recall): holdout precision " in line
+
+    # when the version is loaded, then it brings its threshold; without the tag (a version
+    # trained before thresholds were chosen) it uses 0.5
+    assert reg.load(params.model_name, result["version"]).threshold == chosen
+    reg.client.delete_model_version_tag(params.model_name, result["version"], tags.THRESHOLD)
+    assert reg.load(params.model_name, result["version"]).threshold == 0.5

@@ -57,6 +57,7 @@ def test_same_inputs_give_the_same_fingerprint_whatever_the_order(tmp_path: Path
         {"train.max_categories": 17},
         {"train.candidates": [{"name": "x", "kind": "xgboost", "params": {"max_depth": 2}}]},
         {"materialize.project": "other_project"},
+        {"train.threshold": {"rule": "recall", "value": 0.8}},
     ],
     ids=lambda c: next(iter(c)),
 )
@@ -64,6 +65,25 @@ def test_a_param_that_changes_the_fit_changes_the_fingerprint(
     tmp_path: Path, change: dict[str, Any]
 ) -> None:
     assert _fp(_params(tmp_path, change)) != _fp(_params(tmp_path))
+
+
+def test_the_threshold_rule_and_its_value_each_name_another_version(tmp_path: Path) -> None:
+    # given the threshold's settings, which train reads with the whole train group
+    from mlops import stages
+
+    assert "train" in stages.PARAMS["train"]
+    recall = {"rule": "recall", "value": 0.8}
+    prints = {
+        _fp(_params(tmp_path, {"train.threshold": t}))
+        for t in (
+            recall,
+            {**recall, "rule": "precision"},
+            {**recall, "value": 0.7},
+            {"rule": "best_f1"},
+        )
+    }
+    # then each rule and value has its own fingerprint: a changed rule retrains
+    assert len(prints) == 4 and None not in prints
 
 
 @pytest.mark.parametrize(

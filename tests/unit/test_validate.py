@@ -211,7 +211,7 @@ def test_bad_batch_is_quarantined_with_a_message(project, january, corrupt, colu
     [
         lambda df: df.assign(event_ts=df["event_ts"].astype("datetime64[us, UTC]")),
         lambda df: df.assign(carrier=df["carrier"].astype("category")),
-        lambda df: df.assign(is_delayed=df["is_delayed"].astype("int64")),
+        lambda df: df.assign(is_delayed=df["is_delayed"].fillna(False).astype("int64")),
     ],
     ids=["ts-in-microseconds", "category-dtype", "target-as-0-1"],
 )
@@ -551,3 +551,117 @@ def test_duplicates_beyond_tolerance_fail(tmp_path, january):
     with pytest.raises(validate.ValidationFailed, match="3 rows with a duplicated key"):
         validate.run(params, st, ["2013-01"])
     assert not partitions.file(st.validated_dir, "2013-01").exists()
+
+
+# --------------------------------------------------------------------------- outcomes unknown
+TARGET = "is_delayed"
+
+
+def test_a_partition_without_the_target_passes_against_its_own_suite(project, january):
+    # given a raw partition ingested without its target column (rows to score)
+    params, st = project
+    raw = put_raw(st, "2013-01", january.drop(columns=[TARGET]))
+
+    # when validated
+    out = validate.run(params, st, ["2013-01"])
+
+    # then it passes the suite of partitions without the target, every row unlabelled
+    summary = out["2013-01"]
+    assert summary["success"] and summary["suite"] == "flights_contract_unlabelled"
+    assert summary["checkpoint"] == "flights_validate_unlabelled"
+    assert (summary["labelled_rows"], summary["unlabelled_rows"]) == (0, ROWS)
+    assert not any(x["column"] == TARGET for x in summary["expectations"])
+    assert_copy_of(partitions.file(st.validated_dir, "2013-01"), raw)
+    state = io.read_json(st.state_dir / "validation" / "2013-01.json")
+    assert state["unlabelled_rows"] == ROWS
+    assert Path(summary["data_docs_page"]).is_file()
+    suites = st.gx_root / "expectations"
+    assert [p.name for p in suites.glob("*.json")] == ["flights_contract_unlabelled.json"]
+
+    # when the same partition comes again with temperatures out of range
+    raw = put_raw(st, "2013-01", _hot(january).drop(columns=[TARGET]), pointer=True)
+    with pytest.raises(validate.ValidationFailed) as err:
+        validate.run(params, st, ["2013-01"])
+
+    # then it is quarantined as before, naming the file and the column
+    assert str(err.value).startswith("data/raw/2013-01.parquet failed validation: column 'temp'")
+    assert (st.quarantine_dir / "2013-01" / "2013-01.parquet").is_file() and not raw.exists()
+    report = io.read_json(st.quarantine_dir / "2013-01" / "validation.json")
+    assert report["gx_result"]["success"] is False
+
+
+@pytest.mark.parametrize(
+    "unknown",
+    [
+        lambda s: s.astype("boolean").mask(s.index < 300),
+        lambda s: s.astype("float64").mask(s.index < 300),
+        lambda s: s.astype(object).mask(s.index < 300, None),
+    ],
+    ids=["nullable-bool", "float-nan", "object-none"],
+)
+def test_a_target_with_unknown_outcomes_passes_and_counts_them(project, january, unknown):
+    # given a partition whose first 300 outcomes are not known yet (stored as a null)
+    params, st = project
+    df = january.assign(**{TARGET: unknown(january[TARGET])})
+    put_raw(st, "2013-01", df)
+
+    # when validated
+    summary = validate.run(params, st, ["2013-01"])["2013-01"]
+
+    # then it passes, and the summary counts the rows with and without an outcome
+    known = int(df[TARGET].notna().sum())
+    assert summary["success"] and summary["suite"] == "flights_contract"
+    assert known <= ROWS - 300
+    assert (summary["labelled_rows"], summary["unlabelled_rows"]) == (known, ROWS - known)
+
+
+def test_an_outcome_outside_the_set_still_fails_among_unknown_ones(project, january):
+    # given a partition with unknown outcomes and one outcome of 2
+    params, st = project
+    target = january[TARGET].astype("float64").mask(january.index < 300)
+    target.iloc[400] = 2.0
+    put_raw(st, "2013-01", january.assign(**{TARGET: target}))
+
+    # when validated, then the target's set is named with what was seen
+    with pytest.raises(validate.ValidationFailed) as err:
+        validate.run(params, st, ["2013-01"])
+    line = next(p for p in str(err.value).split("; ") if f"column {TARGET!r}" in p)
+    assert "expect_column_values_to_be_in_set" in line and "1 unexpected values" in line
+
+
+@pytest.mark.parametrize("withheld", [2, 1], ids=["two-without", "two-with-unknowns"])
+def test_partitions_with_and_without_the_target_in_one_run_match_one_by_one(
+    tmp_path, january, withheld
+):
+    # given three day partitions: the first ones without the target, the others with
+    # unknown outcomes (a schema shared by two is checked in one GX run)
+    days = _days(january)
+    pids = list(days)
+    for pid in pids[:withheld]:
+        days[pid] = days[pid].drop(columns=[TARGET])
+    for pid in pids[withheld:]:
+        known = days[pid][TARGET].astype("boolean")
+        days[pid] = days[pid].assign(**{TARGET: known.mask(known.index < 5)})
+    (tmp_path / "together").mkdir()
+    (tmp_path / "alone").mkdir()
+    together = make_project(tmp_path / "together", _daily)
+    alone = make_project(tmp_path / "alone", _daily)
+    for _, st in (together, alone):
+        for pid, df in days.items():
+            put_raw(st, pid, df)
+
+    # when one project validates them in one call and the other one partition per call
+    many = validate.run(*together, list(days))
+    one = {pid: validate.run(*alone, [pid])[pid] for pid in days}
+
+    # then each schema was checked against its own suite, the two sharing one in one run
+    pair = pids[:2] if withheld == 2 else pids[1:]
+    assert many[pair[0]]["data_docs_page"] == many[pair[1]]["data_docs_page"]
+    assert [many[d]["suite"] for d in pids] == [
+        "flights_contract_unlabelled" if i < withheld else "flights_contract" for i in range(3)
+    ]
+    for pid in pids[withheld:]:
+        assert many[pid]["unlabelled_rows"] == int(days[pid][TARGET].isna().sum()) >= 5
+    # and every summary is the one a call of its own gives
+    for pid in days:
+        assert _stable(many[pid]) == _stable(one[pid]), pid
