@@ -2,7 +2,8 @@
 
 The card says what the model is for, what it was trained on (window, partitions and
 their DVC hashes), which features it reads, how it does on its holdout overall and by
-slice, what the promotion gate decided, who approved it, and its known limitations.
+slice, how it really did on each labelled partition (its ``label`` runs in MLflow), what
+the promotion gate decided, who approved it, and its known limitations.
 Holdout metrics are recomputed from the version's own holdout partitions through Feast,
 so they must match the metrics recorded at training; a difference is reported.
 
@@ -20,7 +21,16 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlops import card_render, features, io, models, partitions, provenance, tags
+from mlops import (
+    card_render,
+    io,
+    models,
+    partitions,
+    performance_report,
+    provenance,
+    tags,
+    training_data,
+)
 from mlops.config import Params, Settings
 from mlops.contract import Contract
 from mlops.registry import Registry, RegistryError, connect
@@ -54,6 +64,7 @@ def slice_metrics(
     columns: list[str],
     task: str,
     min_rows: int = MIN_SLICE_ROWS,
+    threshold: float | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Metrics per value of each slice column, largest slice first.
 
@@ -82,7 +93,7 @@ def slice_metrics(
                 "mean_prediction": float(np.mean(pred[mask])),
             }
             if k >= min_rows:
-                entry["metrics"] = models.metrics(y[mask], pred[mask], task)
+                entry["metrics"] = models.metrics(y[mask], pred[mask], task, threshold)
             else:
                 entry["metrics"] = {}
                 entry["note"] = f"fewer than {min_rows} rows"
@@ -171,6 +182,10 @@ def limitations(card: dict[str, Any], gap: float = GAP) -> list[str]:
                 f"Drift breach when scoring {m['partition']} "
                 f"(drift share {m.get('drift_share', float('nan')):.0%})."
             )
+    for r in card.get("realised", []):
+        if r.get("breach"):
+            why = "; ".join(r.get("reasons") or []) or "see its report"
+            out.append(f"Performance breach on {r['partition']}: {why}.")
     if card["approval"].get("override"):
         out.append(f"Promoted despite the gate: {card['approval']['override']}.")
     if card["gate"].get("decision") != "passed":
@@ -271,7 +286,7 @@ def build(
     manifest = provenance.manifest(st)
 
     loaded = reg.load(model, version)
-    df = features.training_frame(params, st, hold, stage="card")
+    df = training_data.training_frame(params, st, hold, stage="card")
     pred = loaded.predict(df, con)
     y = models.target(df, con)
     columns = slices if slices is not None else slice_columns(con)
@@ -353,17 +368,18 @@ def build(
         "holdout": {
             "partitions": hold,
             "rows": len(df),
-            "metrics": models.metrics(y, pred, con.task),
+            "metrics": models.metrics(y, pred, con.task, loaded.threshold),
             "recorded": {
                 k[len("holdout_") :]: v
                 for k, v in run.data.metrics.items()
                 if k.startswith("holdout_")
             },
         },
-        "slices": slice_metrics(df, y, pred, columns, con.task),
+        "slices": slice_metrics(df, y, pred, columns, con.task, threshold=loaded.threshold),
         "min_slice_rows": MIN_SLICE_ROWS,
         "unseen_categories": unseen,
         "monitoring": monitoring,
+        "realised": performance_report.history(reg, model, version),
         "gate": {"decision": vt.get(tags.GATE), "reasons": vt.get(tags.GATE_REASONS)},
         "approval": {
             "status": vt.get(tags.APPROVAL),
@@ -407,9 +423,11 @@ def run(
         )
     m = card["metric"]
     sizes = ", ".join(f"{k} {len(v)}" for k, v in card["slices"].items()) or "none"
+    breaches = sum(1 for r in card["realised"] if r.get("breach"))
     print(
         f"card: {model} v{version} {m} {card['holdout']['metrics'].get(m, float('nan')):.4f} "
-        f"on {card['holdout']['rows']:,} holdout rows; slices: {sizes}; "
+        f"on {card['holdout']['rows']:,} holdout rows; slices: {sizes}; realised on "
+        f"{len(card['realised'])} labelled partitions ({breaches} breaches); "
         f"{len(card['limitations'])} limitations -> {html_path}"
         f"{', logged to run ' + card['run_id'] if log else ''} "
         f"in {time.perf_counter() - t0:.1f}s"

@@ -164,7 +164,73 @@ def blocks(card: dict[str, Any]) -> list[Block]:
                 ],
             ),
         ]
+    out += _realised(c)
     out += [("h2", "Known limitations"), ("ul", c["limitations"])]
+    return out
+
+
+COMPANIONS = {
+    "classification": ["roc_auc", "average_precision", "precision", "recall", "f1", "log_loss"],
+    "regression": ["rmse", "mae", "r2"],
+}
+
+
+def _realised(c: dict[str, Any]) -> list[Block]:
+    """Pure: the realised-performance section: per labelled partition, then by slice."""
+    fmt, metric, found = _fmt, c["metric"], c.get("realised") or []
+    out: list[Block] = [("h2", "Realised performance")]
+    if not found:
+        return [
+            *out,
+            ("p", "No labelled partition yet: `mlops label PARTITION` measures one."),
+        ]
+    others = [m for m in COMPANIONS.get(c["task"], []) if m != metric]
+    out.append(
+        (
+            "p",
+            f"How v{c['version']} did on each labelled partition (its label runs in MLflow), "
+            f"against its holdout {metric}. A breach: worse than the holdout by more than "
+            "monitor.max_performance_drop, or past promote.floor.",
+        )
+    )
+    rows, reasons = [], []
+    for r in found:
+        overall = r.get("overall") or {}
+        value, holdout = r.get("value", overall.get(metric)), r.get("holdout")
+        change = None if value is None or holdout is None else value - holdout
+        rows.append(
+            [
+                r["partition"],
+                fmt(overall.get("rows")),
+                fmt(value),
+                fmt(holdout),
+                "-" if change is None else f"{change:+.4f}",
+                *(fmt(overall.get(m)) for m in others),
+                "yes" if r.get("breach") else "no",
+            ]
+        )
+        reasons += [f"{r['partition']}: {why}" for why in r.get("reasons") or []]
+    head = ["Partition", "Labelled rows", metric, "Holdout", "Change", *others, "Breach"]
+    out.append(("table", head, rows))
+    if reasons:
+        out.append(("ul", reasons))
+    columns = sorted({col for r in found for col in r.get("slices") or {}})
+    for col in columns:
+        values: dict[str, dict[str, str]] = {}
+        for r in found:
+            for s in (r.get("slices") or {}).get(col, []):
+                v = (s.get("metrics") or {}).get(metric)
+                cell = f"{fmt(v)} ({s['rows']:,})" if v is not None else f"- ({s['rows']:,})"
+                values.setdefault(s["value"], {})[r["partition"]] = cell
+        pids = [r["partition"] for r in found]
+        out += [
+            ("h3", f"Realised {metric} by {col} (rows)"),
+            (
+                "table",
+                [col, *pids],
+                [[v, *(cells.get(p, "-") for p in pids)] for v, cells in values.items()],
+            ),
+        ]
     return out
 
 

@@ -33,6 +33,7 @@ def do_approve(_p: Params, st: Settings, a: argparse.Namespace) -> object:
 
 
 KEY_METRICS = ("roc_auc", "average_precision", "log_loss", "rmse", "mae", "r2")
+REALISED_SHOWN = 3  # the latest labelled partitions `status` prints per version
 
 
 def _metric_text(d: dict[str, Any], metric: str) -> str:
@@ -75,6 +76,20 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
             print(
                 f"      metrics   {_metric_text(d, metric)} (holdout at training: {holdout or '-'})"
             )
+            realised = d.get("realised") or {}
+            if realised:
+                base = metrics.get(metric)
+                latest = list(realised.items())[-REALISED_SHOWN:]
+                shown = ", ".join(
+                    f"{pid} {v:.4f}" + ("" if base is None else f" ({v - base:+.4f})")
+                    for pid, v in latest
+                )
+                earlier = len(realised) - len(latest)
+                print(
+                    f"      realised  {metric} {shown}"
+                    f"{f' (and {earlier} earlier)' if earlier else ''}; holdout "
+                    f"{'-' if base is None else f'{base:.4f}'}"
+                )
             print(f"      gate      {d['gate'] or '-'}; approval {approval}")
             print(
                 f"      data      {', '.join(d['partitions']) or '-'}"

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mlops import approval, audit, io, tags
+from mlops import approval, audit, io, partitions, tags
 from mlops.approval import Refused, Status
 from mlops.config import Settings
 from mlops.registry import CHALLENGER, CHAMPION, Registry, RegistryError, connect
@@ -232,7 +232,26 @@ def _describe(reg: Registry, mv: Any, alias: str, events: Sequence[audit.Event])
         "partitions": [p for p in vt.get(tags.DATA_PARTITIONS, "").split(",") if p],
         "data_md5": md5,
         "code_revision": vt.get(tags.CODE_REVISION),
+        "realised": realised(vt),
     }
+
+
+def realised(version_tags: dict[str, str]) -> dict[str, float]:
+    """Pure: a version's realised gate metric per labelled partition, oldest partition first.
+
+    Read from the ``mlops.realised.<partition>`` tags ``label`` sets; a tag that is not
+    a number or not on a partition id is left out.
+    """
+    found = {}
+    for key, value in version_tags.items():
+        pid = key[len(tags.REALISED_PREFIX) :]
+        if not key.startswith(tags.REALISED_PREFIX) or not partitions.is_id(pid):
+            continue
+        try:
+            found[pid] = float(value)
+        except ValueError:
+            continue
+    return {pid: found[pid] for pid in sorted(found, key=partitions.sort_key)}
 
 
 def missing_artifacts(reg: Registry, model: str, mv: Any) -> str | None:
@@ -253,7 +272,8 @@ def status(st: Settings | Registry, model: str | None = None) -> list[dict[str, 
     """Champion and challenger of ``model`` (default: every registered model).
 
     Each entry: the model, its aliases described (version, since when, holdout and
-    evaluation metrics, gate, approval, training data), any disagreement between the
+    evaluation metrics, gate, approval, training data, the realised gate metric of each
+    labelled partition), any disagreement between the
     history and the champion alias (``history_problems``) and every problem found
     (``problems``: those, and a champion whose model files are gone). Interrupted and
     outside moves are settled first, as by every governance command.

@@ -186,7 +186,7 @@ def label(pids: list[str], as_of: Any = None, outlet_events: Any = None) -> list
     """
     from mlops import label as stage
 
-    def run(p: Params, st: Settings) -> list[dict[str, Any]]:
+    def run(p: Params, st: Settings) -> list[Any]:
         done = []
         for pid in pids:
             if not partitions.file(st.predictions_dir, pid).is_file():
@@ -207,7 +207,7 @@ def label(pids: list[str], as_of: Any = None, outlet_events: Any = None) -> list
             "labelled": int(r["labelled"]),
             "breach": bool(perf.get("breach")),
             "reasons": [str(x) for x in perf.get("reasons", [])],
-            "report": str(perf.get("html_path", "")),
+            "report": str(perf.get("html_path") or perf.get("json_path") or ""),
             "model_version": str(r["model_version"]),
         }
         out.append(summary)

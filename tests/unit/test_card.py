@@ -176,3 +176,44 @@ def test_data_hash_depends_on_every_partition_hash_but_not_on_order() -> None:
     a = card.data_hash({"x": "1", "y": "2"})
     assert a == card.data_hash({"y": "2", "x": "1"})
     assert a != card.data_hash({"x": "1", "y": "3"})
+
+
+def realised_runs() -> list[dict]:
+    """Two labelled partitions as ``performance_report.history`` returns them."""
+
+    def slices(aa: float | None) -> dict:
+        return {
+            "carrier": [
+                {"value": "AA", "rows": 500, "metrics": {} if aa is None else {"roc_auc": aa}},
+                {"value": "HA", "rows": 12, "metrics": {}, "note": "fewer than 100 rows"},
+            ]
+        }
+
+    return [
+        {
+            "partition": "2013-07",
+            "value": 0.69,
+            "holdout": 0.70,
+            "breach": False,
+            "reasons": [],
+            "overall": {"rows": 5000, "roc_auc": 0.69, "recall": 0.41},
+            "slices": slices(0.71),
+        },
+        {
+            "partition": "2013-08",
+            "value": 0.61,
+            "holdout": 0.70,
+            "breach": True,
+            "reasons": ["realised roc_auc 0.610 is 0.090 below the holdout 0.700"],
+            "overall": {"rows": 4000, "roc_auc": 0.61, "recall": 0.30},
+            "slices": slices(None),
+        },
+    ]
+
+
+def test_a_performance_breach_is_a_known_limitation_with_its_reason() -> None:
+    text = "\n".join(card.limitations(_card(realised=realised_runs())))
+    assert (
+        "Performance breach on 2013-08: realised roc_auc 0.610 is 0.090 below the holdout 0.700."
+    ) in text
+    assert "2013-07" not in text

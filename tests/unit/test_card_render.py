@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlops import card, card_render
-from tests.unit.test_card import _card
+from tests.unit.test_card import _card, realised_runs
 
 
 def test_card_renders_the_same_facts_in_markdown_and_escaped_html() -> None:
@@ -39,3 +39,28 @@ def test_the_card_shows_fitted_and_held_out_partitions_apart() -> None:
     assert f"| 2013-W02 | training | {'a' * 32} | 10 |" in md
     assert f"| 2013-W03 | holdout | {'b' * 32} | - |" in md
     assert "| carrier | category | 16 | 0.5000 |" in md
+
+
+def test_realised_performance_per_partition_against_the_holdout_and_by_slice() -> None:
+    # given a version measured on two labelled partitions, the second a breach
+    c = _card(realised=realised_runs())
+    c["limitations"] = card.limitations(c)
+
+    # when rendered
+    bs = card_render.blocks(c)
+    md, page = card_render.to_markdown(bs), card_render.to_html(bs, "Model card: m v3")
+
+    # then each partition shows its gate metric, the holdout, the change and the decision
+    assert "## Realised performance" in md and ">Realised performance</h2>" in page
+    assert "| 2013-07 | 5,000 | 0.6900 | 0.7000 | -0.0100 | - | - | 0.4100 | - | - | no |" in md
+    assert "| 2013-08 | 4,000 | 0.6100 | 0.7000 | -0.0900 |" in md and "| yes |" in md
+    assert "- 2013-08: realised roc_auc 0.610 is 0.090 below the holdout 0.700" in md
+    # and by slice, one column per partition, with the rows each value had
+    assert "### Realised roc_auc by carrier (rows)" in md
+    assert "| AA | 0.7100 (500) | - (500) |" in md
+    assert "| HA | - (12) | - (12) |" in md
+
+
+def test_a_version_never_labelled_says_how_to_measure_it() -> None:
+    md = card_render.to_markdown(card_render.blocks({**_card(), "limitations": []}))
+    assert "## Realised performance" in md and "mlops label PARTITION" in md
