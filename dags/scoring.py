@@ -4,7 +4,7 @@
 Scores each data interval with the `champion` model, monitors it for drift, and joins
 the outcomes that have arrived since to an earlier interval's predictions.
 
-`ingest → validate → materialize → score[partition] → monitor[partition] → label`
+`ingest → validate → materialize → score[partition] → label → monitor[partition]`
 
 * **One run per data interval, with catchup.** The calendar is the `schedule` group of
   the project's `params.yaml` (`MLOPS_PARAMS` names it): the cadence is
@@ -24,14 +24,15 @@ the outcomes that have arrived since to an earlier interval's predictions.
   logged to MLflow). Only when the drift policy (`monitor` in params.yaml) says the
   partition breached does it update the `drift_breach` asset, which starts `training`;
   the event carries the partition and the reasons. No breach, no event.
-* **`label`** joins the outcomes known by the end of the data interval to the
-  predictions of the partitions `labels.delay` intervals back (default one: July's run
-  labels June's scores, August's labels July's), writes `data/labels/<partition>.parquet`
-  and the realised-performance report `data/performance/<partition>/performance.html`
-  (also logged to MLflow, on the model version too). When the realised gate metric
-  falls more than `monitor.max_performance_drop` below the version's holdout score, or
-  below `promote.floor`, it updates the same `drift_breach` asset with kind
-  `performance`, which starts `training`. Nothing scored that far back: skipped.
+* **`label`**, after `score` and before `monitor` (a performance breach is announced
+  before the new interval's drift), joins the outcomes known by the end of the data
+  interval to the predictions of the partitions `labels.delay` intervals back (default
+  one: August's run labels July's scores), writes `data/labels/<partition>.parquet` and
+  the realised-performance report `data/performance/<partition>/performance.html` (also
+  logged to MLflow, and on the model version). When the realised gate metric falls more
+  than `monitor.max_performance_drop` below the version's holdout score, or below
+  `promote.floor`, it updates the same `drift_breach` asset with kind `performance`,
+  which starts `training`. Nothing scored that far back: skipped, and `monitor` runs.
 * `max_active_runs=1`: runs share DVC's repository and the online store. `ingest` uses
   the `mlops_dvc` pool, shared with `training`.
 """
@@ -91,7 +92,8 @@ def scoring():
     def score(partition):
         return tasks.score(partition)
 
-    @task(task_id="monitor", outlets=[AssetAlias(DRIFT_BREACH_ALIAS)])
+    # Runs when label found nothing to label (skipped) too; a refused outcome batch stops it.
+    @task(task_id="monitor", outlets=[AssetAlias(DRIFT_BREACH_ALIAS)], trigger_rule="none_failed")
     def monitor(partition, outlet_events=None):
         return tasks.monitor(partition, outlet_events)
 
@@ -100,8 +102,9 @@ def scoring():
         return tasks.label(tasks.to_label(partitions), data_interval_end, outlet_events)
 
     partitions = materialize(validate(ingest()))
-    monitored = monitor.expand(partition=score.expand(partition=partitions))
-    monitored >> label(partitions)
+    scored = score.expand(partition=partitions)
+    labelled = label(partitions)
+    scored >> labelled >> monitor.expand(partition=scored)
 
 
 scoring()

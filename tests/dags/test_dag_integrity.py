@@ -40,7 +40,7 @@ ORDER = {
         "approval",
         "apply_approval",
     ],
-    "scoring": ["ingest", "validate", "materialize", "score", "monitor", "label"],
+    "scoring": ["ingest", "validate", "materialize", "score", "label", "monitor"],
 }
 HEAVY = [
     "mlflow",
@@ -133,7 +133,10 @@ def test_breach_asset_connects_monitor_to_training(bag) -> None:
     for tid in ("monitor", "label"):
         task = bag.dags["scoring"].get_task(tid)
         assert task.outlets == [AssetAlias(defaults.DRIFT_BREACH_ALIAS)], tid
-    assert bag.dags["scoring"].get_task("label").upstream_task_ids == {"materialize", "monitor"}
+    scoring = bag.dags["scoring"]
+    assert scoring.get_task("label").upstream_task_ids == {"materialize", "score"}
+    assert scoring.get_task("monitor").upstream_task_ids == {"score", "label"}
+    assert scoring.get_task("monitor").trigger_rule == "none_failed"
     training = bag.dags["training"]
     assert list(training.timetable.asset_condition.objects) == [breach]
     assert training.get_task("plan").inlets == [breach]
