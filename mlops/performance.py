@@ -316,7 +316,7 @@ def run(
     )
     if len(scored):
         page = performance_report.html(scored, c, threshold, params.monitor.max_rows)
-        io.write_text(html_path, page)
+        io.write_text(html_path, performance_report.with_summary(page, result))
     # The JSON goes last: when it exists, the HTML it describes does too.
     io.write_json(json_path, {k: v for k, v in result.items() if not k.endswith(("_path", "_id"))})
     result["run_id"] = performance_report.log(reg, params, result, mv)

@@ -349,3 +349,61 @@ def history(reg: Registry, model: str, version: str, limit: int = 24) -> list[di
             summary = {"overall": overall, "breach": r.data.tags.get(tags.BREACH) == "True"}
         out.append({"partition": pid, "run_id": r.info.run_id, **summary})
     return sorted(out, key=lambda s: partitions.sort_key(s["partition"]))
+
+
+def summary_html(result: Mapping[str, Any]) -> str:
+    """The verdict above the Evidently report: realised against holdout, reasons, slices."""
+    from html import escape
+
+    def num(x: Any) -> str:
+        return "-" if x is None else f"{float(x):.4f}"
+
+    metric, overall = str(result["metric"]), result["overall"]
+    verdict = "BREACH" if result["breach"] else "no breach"
+    colour = "#b00020" if result["breach"] else "#1b5e20"
+    change = "-" if result["drop"] is None else f"{-float(result['drop']):+.4f}"
+    counts = result["counts"]
+    rows = [
+        f"<tr><td><b>{escape(metric)}</b> (gate)</td><td>{num(result['value'])}</td>"
+        f"<td>{num(result['holdout'])}</td><td>{change}</td></tr>"
+    ]
+    for name in ("average_precision", "precision", "recall", "f1", "brier", "rmse", "mae", "r2"):
+        if name != metric and overall.get(name) is not None:
+            rows.append(f"<tr><td>{name}</td><td>{num(overall[name])}</td><td></td><td></td></tr>")
+    slices = []
+    for column, entries in result["slices"].items():
+        cells = "".join(
+            f"<tr><td>{escape(str(e['value']))}</td><td>{e['rows']:,}</td>"
+            f"<td>{num((e.get('metrics') or {}).get(metric))}</td></tr>"
+            for e in entries[:12]
+        )
+        slices.append(
+            f"<table><tr><th>{escape(column)}</th><th>rows</th><th>{escape(metric)}</th></tr>"
+            f"{cells}</table>"
+        )
+    reasons = "".join(f"<li>{escape(str(r))}</li>" for r in result["reasons"] + result["notes"])
+    threshold = result.get("threshold")
+    at = "" if threshold is None else f", labels at the version's threshold {threshold:.4f}"
+    return (
+        '<section style="font-family:sans-serif;margin:16px 32px;padding:12px 16px;'
+        f'border:2px solid {colour};border-radius:6px">'
+        f'<h2 style="margin:0 0 8px">Realised performance of {escape(result["model_name"])} '
+        f"v{escape(result['model_version'])} on {escape(result['partition'])}: "
+        f'<span style="color:{colour}">{verdict}</span></h2>'
+        f"<p>{counts.get('labelled', 0):,} of {counts.get('predictions', 0):,} predictions "
+        f"labelled{at}. The holdout is the version's score when it was trained.</p>"
+        "<table><tr><th>metric</th><th>realised</th><th>holdout</th><th>change</th></tr>"
+        f"{''.join(rows)}</table>"
+        f"{'<ul>' + reasons + '</ul>' if reasons else ''}"
+        f'<div style="display:flex;gap:32px;align-items:flex-start">{"".join(slices)}</div>'
+        "</section>"
+    )
+
+
+def with_summary(page: str, result: Mapping[str, Any]) -> str:
+    """``page`` (an Evidently report) with :func:`summary_html` at the top of its body."""
+    head, sep, rest = page.partition("<body")
+    if not sep:
+        return summary_html(result) + page
+    tag, close, body = rest.partition(">")
+    return f"{head}{sep}{tag}{close}{summary_html(result)}{body}"

@@ -309,3 +309,35 @@ def test_status_reads_the_realised_score_of_each_labelled_partition_in_time_orde
     }
     # when read, then the months come oldest first, as numbers, and nothing else does
     assert governance.realised(version_tags) == {"2013-08": 0.652, "2013-09": 0.612}
+
+
+def test_the_report_opens_with_the_verdict_against_the_holdout() -> None:
+    from mlops import performance_report
+
+    # given a breached partition's summary and an Evidently page
+    result = {
+        "partition": "2013-07",
+        "model_name": "flight_delay",
+        "model_version": "3",
+        "metric": "roc_auc",
+        "value": 0.7136,
+        "holdout": 0.7463,
+        "drop": 0.0327,
+        "threshold": 0.25,
+        "breach": True,
+        "reasons": ["realised roc_auc 0.714 is 0.033 below the holdout 0.746"],
+        "notes": [],
+        "overall": {"precision": 0.48, "recall": 0.65},
+        "slices": {"origin": [{"value": "EWR", "rows": 10126, "metrics": {"roc_auc": 0.72}}]},
+        "counts": {"labelled": 28280, "predictions": 29428},
+    }
+    page = '<html><head></head><body class="x"><div id="evidently"></div></body></html>'
+    # when the summary is put into the page
+    out = performance_report.with_summary(page, result)
+    # then the verdict, realised and holdout values, the change, reasons and slices come
+    # first in the body, and the Evidently report follows unchanged
+    body = out.split('<body class="x">', 1)[1]
+    assert body.index("BREACH") < body.index('<div id="evidently">')
+    for text in ("0.7136", "0.7463", "-0.0327", "28,280 of 29,428", "below the holdout", "EWR"):
+        assert text in body, text
+    assert out.endswith('<div id="evidently"></div></body></html>')
