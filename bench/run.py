@@ -3,17 +3,19 @@
     python -m bench.run                       # 1M rows, every stage, the demo, the DAGs
     python -m bench.run --sizes 100k,1M,5M
     python -m bench.run --sizes 5M --stages score,monitor
+    python -m bench.run --sizes 1M,5M --stages label
     python -m bench.run --sizes 1M --stages train --repeat 3
     python -m bench.run --quick               # 100k rows, no demo or DAG run: a smoke test
     python -m bench.run --quick --sizes 20k --out /tmp/bench-results
 
 Stages: validate, materialize (training-set retrieval, online write), train, score,
-monitor (per size); e2e (``mlops run`` on the demo against ``bench/bare_pipeline.py``),
-dags (parse time per DAG file), airflow (one scoring DAG run against its stages' own
-times; needs e2e first), celery (one scoring run over six months on the production
-profile's CeleryExecutor, one worker against two; ``bench/celery.py``), partitions (one
-source through ingest, validate and materialize cut into days, then into years: the same
-rows; ``bench/partitions.py``).
+monitor, label (outcomes joined to the scored month and its realised performance) per
+size; e2e (``mlops run`` on the demo against ``bench/bare_pipeline.py``), dags (parse time
+per DAG file), airflow (one scoring DAG run against its stages' own times; needs e2e
+first), celery (one scoring run over six months on the production profile's
+CeleryExecutor, one worker against two; ``bench/celery.py``), partitions (one source
+through ingest, validate and materialize cut into days, then into years: the same rows;
+``bench/partitions.py``).
 
 Each size gets a project under ``--work`` (default ``/tmp/mlops-bench``) whose training
 window (January-June) and scored month (July) are the real 2013 partitions scaled to that
@@ -52,7 +54,7 @@ from bench import ENV as CASE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-SIZE_STAGES = ["validate", "materialize", "train", "score", "monitor"]
+SIZE_STAGES = ["validate", "materialize", "train", "score", "monitor", "label"]
 STAGES = [*SIZE_STAGES, "e2e", "dags", "airflow", "celery", "partitions"]
 ENV = {**CASE_ENV, "PYTHONWARNINGS": "ignore"}
 MAX_RSS_MB = 9 * 1024  # a case above this is stopped and reported (set by --max-rss-gb)
@@ -296,6 +298,18 @@ def _sampled(r: list[Res]) -> Row:
     return "sampled drift decisions == full-data decisions", agree, bool(a) and not diff, note, ()
 
 
+def _label(r: list[Res]) -> Row:
+    fw, bare = _sec(r[0]), _sec(r[1])
+    a, b = (_out(x) for x in r)
+    note = (
+        f"label.run (join, store, realised performance, report, MLflow) {_t(fw)} vs pandas "
+        f"merge + sklearn metrics {_t(bare)}; labelled {a.get('labelled')} / "
+        f"{b.get('labelled')}, ROC AUC {a.get('roc_auc')} / {b.get('roc_auc')}"
+    )
+    q = _ratio(fw, bare)
+    return "label + performance <= 2x pandas merge + sklearn metrics", q, _within(q, 2), note, r
+
+
 KINDS = ("xgboost", "sklearn_hist_gradient_boosting")
 COMPARE = [
     Compare("validate", ("validate.framework", "validate.gx", "validate.pandas"), (_validate,)),
@@ -305,8 +319,15 @@ COMPARE = [
     Compare("score", ("score.framework", "score.bare"), (_score,)),
     Compare("monitor", ("monitor.framework", "monitor.bare"), (_monitor, _sampled)),
     Compare("monitor", ("monitor.stage",)),  # for the peak memory across sizes
+    Compare("label", ("label.prepare",)),  # the inputs, untimed, in a process of their own
+    Compare("label", ("label.framework", "label.bare"), (_label,)),
 ]
-SCALING = (("score.framework", "score"), ("monitor.stage", "monitor"))  # peak memory, 5M vs 1M
+# peak memory, 5M vs 1M
+SCALING = (
+    ("score.framework", "score"),
+    ("monitor.stage", "monitor"),
+    ("label.framework", "label + performance"),
+)
 
 
 def plan(stages: list[str], use_redis: bool) -> list[tuple[str, str, str]]:

@@ -14,6 +14,8 @@ Points: ``io.before_rename`` (a temporary file is complete, not yet renamed into
 yet uploaded; carries the candidate name),
 ``score.chunk_written`` (a chunk of predictions written to the temporary file),
 ``monitor.run_started`` (a monitor run started, nothing logged yet; carries the partition),
+``label.before_store`` (the new label store complete in its temporary file, not yet
+renamed; carries the store file name),
 ``audit.after_intent`` (an alias move recorded as pending, the alias not yet moved) and
 ``audit.after_alias`` (the alias moved, its record still pending); both carry the alias,
 so ``audit.after_alias:champion`` kills only at a champion move;

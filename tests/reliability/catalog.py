@@ -39,6 +39,7 @@ MODULES = [
     "test_registry",
     "test_runs",
     "test_ownership",
+    "test_labels",
 ]
 
 
