@@ -38,7 +38,7 @@ STAGES = [
 ]
 # The params.yaml keys each stage reads, the CLI's choice of partitions included.
 PARAMS: dict[str, list[str]] = {
-    "ingest": ["contract", "source", "ingest", "train.partitions", "score.partitions"],
+    "ingest": ["contract", "source", "ingest", "labels", "train.partitions", "score.partitions"],
     "validate": ["project", "contract", "validate", "train.partitions", "score.partitions"],
     "materialize": ["contract", "materialize", "train.partitions", "score.partitions"],
     "train": ["model_name", "contract", "ingest.partition", "materialize", "train"],
@@ -75,6 +75,7 @@ PARAMS: dict[str, list[str]] = {
         "train.metric",
         "promote.floor",
         "score.partitions",
+        "score.chunk_rows",
         "monitor.max_rows",
         "monitor.max_performance_drop",
     ],
@@ -165,9 +166,12 @@ def imports(name: str, body: list[ast.stmt]) -> set[str]:
     return {m for m in with_parents if m.split(".")[0] == "mlops" and module_file(m)}
 
 
-def cli_body(verb: str) -> list[ast.stmt]:
-    """``mlops/cli.py`` as it runs for ``verb``: all of it but the other ``do_*`` functions."""
-    tree = ast.parse((PACKAGE / "cli.py").read_text())
+COMMAND_MODULES = {"mlops.cli": "cli.py", "mlops.commands": "commands.py"}
+
+
+def cli_body(verb: str, file: str = "cli.py") -> list[ast.stmt]:
+    """A CLI module as it runs for ``verb``: all of it but the other ``do_*`` functions."""
+    tree = ast.parse((PACKAGE / file).read_text())
     return [
         s
         for s in tree.body
@@ -190,7 +194,10 @@ def stage_modules(verb: str) -> list[str]:
         path = module_file(name)
         if path is None:
             raise ValueError(f"{name} is imported by `python -m mlops {verb}` but has no file")
-        body = cli_body(verb) if name == "mlops.cli" else ast.parse(path.read_text()).body
+        if name in COMMAND_MODULES:
+            body = cli_body(verb, COMMAND_MODULES[name])
+        else:
+            body = ast.parse(path.read_text()).body
         todo.extend(imports(name, body) - seen)
         files.add(path.relative_to(PACKAGE.parent).as_posix())
     return sorted(files)

@@ -257,7 +257,7 @@ def plan(inlet_events: Any, run_id: str, triggering: Any = None) -> list[str]:
     )
     decision = _call(lambda p, st: _plan(p, st, inlet_events, run_id, bool(triggering), since))
     if not decision.run:
-        if decision.skipped:
+        if decision.skipped or decision.handled:  # a breach that started no retrain
             log.warning("retrain skipped: %s", decision.reason)
         _skip(decision.reason)
     log.info("retrain planned: %s", decision.reason)

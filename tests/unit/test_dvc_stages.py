@@ -21,6 +21,7 @@ nothing, is ``test_dvc_repro_runs_the_stages_then_does_nothing`` in
 from __future__ import annotations
 
 import ast
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -133,9 +134,11 @@ def _groups() -> tuple[dict[str, str], dict[type[BaseModel], str]]:
     keys = {name: f.alias or name for name, f in Params.model_fields.items()}
     groups: dict[type[BaseModel], str] = {}
     for name, f in Params.model_fields.items():
-        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
-            assert f.annotation not in groups, f"{f.annotation} is two groups; record by instance"
-            groups[f.annotation] = keys[name]
+        # an optional group (``labels: Labels | None``) is recorded as its model class
+        for cls in (f.annotation, *typing.get_args(f.annotation)):
+            if isinstance(cls, type) and issubclass(cls, BaseModel):
+                assert cls not in groups, f"{cls} is two groups; record by instance"
+                groups[cls] = keys[name]
     return keys, groups
 
 
@@ -244,7 +247,8 @@ def test_the_recorder_sees_fields_properties_and_whole_groups() -> None:
 def stage_reads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     """The params keys each stage read, over two pipeline runs on a small real project.
 
-    The second run finds a champion, so the gate also compares against it.
+    The second run finds a champion, so the gate also compares against it, and has a
+    ``labels`` group.
     """
     from tests.conftest import FLIGHTS, FLIGHTS_SMALL, make_project
 
@@ -260,6 +264,8 @@ def stage_reads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]
                 # back the champion), so the gate compares it against the champion
                 raw = yaml.safe_load(params_path.read_text())
                 raw["train"]["seed"] += 1
+                # and the optional labels group, which ingest and label then read
+                raw["labels"] = {"delay": 1, "withhold": False}
                 params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
             for verb in STAGES:
                 # as `python -m mlops <verb>` (cli.main): parse, load, then dispatch
