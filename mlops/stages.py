@@ -80,9 +80,8 @@ PARAMS: dict[str, list[str]] = {
         "monitor.max_performance_drop",
     ],
 }
-# Groups a params.yaml may leave out; a stage lists them only where the file has them
-# (DVC refuses a params key the file does not hold).
-OPTIONAL = {"labels"}
+# A stage lists a key only where the project's params.yaml holds it: DVC refuses a params
+# key the file does not have (an optional group such as `labels`, a key left to its default).
 # What each stage reads of the data (besides params) and writes, relative to the project.
 DATA_DEPS: dict[str, list[str]] = {
     "ingest": [],
@@ -224,7 +223,7 @@ def code_prefix(project: Path) -> str | None:
 def dvc_yaml(project: Path) -> dict[str, Any]:
     """The ``dvc.yaml`` mapping of the project in folder ``project``."""
     prefix = code_prefix(project)
-    present = _groups(project)
+    raw = _raw_params(project)
     stages: dict[str, Any] = {}
     for verb in STAGES:
         code = []
@@ -233,7 +232,7 @@ def dvc_yaml(project: Path) -> dict[str, Any]:
         stages[verb] = {
             "cmd": f"python -m mlops {verb}",
             "deps": [*code, *DATA_DEPS[verb]],
-            "params": [k for k in PARAMS[verb] if k.split(".")[0] not in OPTIONAL - present],
+            "params": [k for k in PARAMS[verb] if _holds(raw, k)],
             "outs": OUTS[verb],
         }
         if not stages[verb]["deps"]:
@@ -241,11 +240,23 @@ def dvc_yaml(project: Path) -> dict[str, Any]:
     return {"stages": stages}
 
 
-def _groups(project: Path) -> set[str]:
-    """The top-level groups of the project's ``params.yaml`` (none when it has none)."""
+def _raw_params(project: Path) -> dict[str, Any] | None:
+    """The project's ``params.yaml`` as written, or None when it has none."""
     path = project / "params.yaml"
     raw = yaml.safe_load(path.read_text()) if path.is_file() else None
-    return set(raw) if isinstance(raw, dict) else set()
+    return raw if isinstance(raw, dict) else None
+
+
+def _holds(raw: dict[str, Any] | None, key: str) -> bool:
+    """Whether ``raw`` holds the dotted ``key`` (every key, without a params.yaml)."""
+    if raw is None:
+        return True
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 class _Indented(yaml.SafeDumper):
