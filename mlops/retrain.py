@@ -68,9 +68,10 @@ def plan_retrain(
     realised metric on labelled outcomes fell); each event says which (``kind``, drift
     when absent). A model can only learn from partitions whose outcomes have arrived:
     with ``labelled`` the window ends at the newest labelled partition at or before that
-    end, and when that leaves ``last_window`` (the window of the last breach-driven
-    retrain) unchanged, the run does nothing (no new outcomes to learn from) and the
-    breaches are handled without starting the cooldown.
+    end, and when the breached partition's outcomes are missing and that leaves
+    ``last_window`` (the window of the last breach-driven retrain) unchanged, the run does
+    nothing (no new outcomes to learn from) and the breaches are handled without starting
+    the cooldown.
     """
     if not breaches:
         if triggered:
@@ -108,7 +109,7 @@ def plan_retrain(
         if end != newest:
             waiting = f" (outcomes have arrived up to {end}, not for {newest})"
     win = partitions.previous(end, len(default_window), freq)
-    if labelled is not None and last_window and sorted(last_window) == win:
+    if waiting and last_window and sorted(last_window) == win:
         return Plan(
             False,
             [],

@@ -192,3 +192,14 @@ def test_a_lost_state_without_events_rebuilds_nothing() -> None:
     # the first breach ever triggered this run: nothing was handled, no cooldown applies
     (one,) = _history(NOW)[:1]
     assert retrain.rebuild_state([one], pending_since=one["timestamp"]) == {"decisions": {}}
+
+
+def test_breach_inside_the_labelled_window_still_retrains_on_it() -> None:
+    # given a drift breach on a week of the configured window, whose outcomes are known
+    labelled = set(WINDOW).__contains__
+    # when the plan is made with the configured window as the last one
+    p = retrain.plan_retrain(
+        [breach("2013-05")], None, NOW, DAY, WINDOW, "month", labelled=labelled, last_window=WINDOW
+    )
+    # then it retrains on that window (nothing is missing to wait for)
+    assert p.run and p.partitions == WINDOW and p.handled == ["2013-05"]
