@@ -73,7 +73,9 @@ def test_many_categories_train_score_and_trace_from_a_sub_folder(
 
     # then train capped the tail number, named the failed candidate and its column,
     # and registered the best of the two that trained
-    train_line = next(line for line in out.splitlines() if line.startswith("train: "))
+    train_line = next(
+        line for line in out.splitlines() if line.startswith("train: ") and "registered" in line
+    )
     assert "FAILED narrow (sklearn_hist_gradient_boosting, column 'tailnum')" in train_line
     assert "categories capped: tailnum " in train_line and "->250+other" in train_line
     trained = json.loads((st.state_dir / "train.json").read_text())
