@@ -40,7 +40,7 @@ from mlops.airflow import local  # noqa: E402
 pytestmark = pytest.mark.integration
 
 RECIPIENTS = ["ops@example.org", "ml@example.org"]
-SECRET = "hunter2-db-pw"
+SECRET = "s3cr3t-pw-db"
 JINJA = "{{ conn.mlops_smtp.host }}"
 BREACH = {
     "partition": "2013-08",

@@ -45,7 +45,7 @@ from tests.reliability.conftest import SCORED, TRAIN, Project
 pytestmark = pytest.mark.integration
 AREA = "Killed at a random moment"
 PARAMS = "params_random_kill.yaml"
-VERBS = ["train", "promote", "score", "monitor", "label"]
+VERBS = ["train", "promote", "score", "monitor"]
 ENV_SEEDS = "MLOPS_RANDOM_KILL_SEEDS"
 ENV_SELF_CHECK = "MLOPS_RANDOM_KILL_SELF_CHECK"
 
@@ -88,13 +88,6 @@ KILLS = [
         "monitor",
         "`monitor` killed (SIGKILL) at a random moment, several seeds",
         f"{SAME}; one monitor run for the partition",
-    ),
-    Kill(
-        "label",
-        "`label` (outcomes joined, realised performance) killed (SIGKILL) at a random moment, "
-        "several seeds",
-        f"{SAME}; the label store is byte-identical and there is one label run for the "
-        "partition and version",
     ),
 ]
 
@@ -337,7 +330,7 @@ def references(
     proj: Project, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Reference]]:
     """Each stage's starting folder, duration and end state uninterrupted, in pipeline order
-    (train, evaluate, promote, score, monitor, label); the project is put back afterwards."""
+    (train, evaluate, promote, score, monitor); the project is put back afterwards."""
     keep = tmp_path_factory.mktemp("random_kill")
     original = _save(proj.root, keep / "original")
     _freeze_code(keep / "code")

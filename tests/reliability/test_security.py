@@ -427,7 +427,7 @@ def test_failed_candidate_run_never_records_a_credential(tmp_path: Path, monkeyp
     Behaviour: the FAILED run's tags, params and `error.txt` hold the message with the
     credential masked
     """
-    from mlops import train
+    from mlops import models, train
     from mlops.config import load_params, settings
     from mlops.registry import connect
 
@@ -438,7 +438,7 @@ def test_failed_candidate_run_never_records_a_credential(tmp_path: Path, monkeyp
     params, st = load_params(params_path), settings(params_path)
     reg = connect(st)
     exp_id = reg.client.create_experiment("train-failures")
-    failed = train.Failed(
+    failed = models.Failed(
         params.train.candidates[0],
         f"could not reach the store with password {SECRET}-basic",
         detail=f"Traceback ...\nConnectionError: http://mlops:{SECRET}-basic@store/",

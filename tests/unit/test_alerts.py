@@ -157,18 +157,18 @@ def test_a_failed_validation_becomes_a_quarantine_alert_naming_its_report() -> N
 def test_no_credential_reaches_any_part_of_a_message(monkeypatch) -> None:
     # given secrets in the environment, in the tracking URI and in a task's error
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "tr4cking-pw")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://eve:uri-s3cret@mlflow.local:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://eve:s3cr3t-pw-uri@mlflow.local:5000")
     error = (
-        "ConnectionError: http://eve:uri-s3cret@mlflow.local:5000 refused, "
+        "ConnectionError: http://eve:s3cr3t-pw-uri@mlflow.local:5000 refused, "
         "password=inline-pw, login tr4cking-pw"
     )
     alert = alerts.task_failure(error, mlflow_run_id="r1", model_version="4", partition="2013-08")
-    alert = alert.where(tracking_uri="http://eve:uri-s3cret@mlflow.local:5000", **AIRFLOW)
+    alert = alert.where(tracking_uri="http://eve:s3cr3t-pw-uri@mlflow.local:5000", **AIRFLOW)
     # when its message is made, and a channel's own secret is hidden too
     msg = alerts.hide(alerts.message(alert), ["smtp-pw-123"])
     every = json.dumps([msg.subject, msg.text, msg.html, msg.payload])
     # then no secret is in it, while the link to the run stays usable
-    for secret in ("tr4cking-pw", "uri-s3cret", "inline-pw", "eve:"):
+    for secret in ("tr4cking-pw", "s3cr3t-pw-uri", "inline-pw", "eve:"):
         assert secret not in every, secret
     assert msg.payload["mlflow_url"] == "http://mlflow.local:5000/#/runs/r1"
     hidden = alerts.hide(

@@ -60,7 +60,7 @@ def test_a_connection_without_recipients_fails_its_channel_only(
 ) -> None:
     # given an SMTP connection whose extra has no "to", and a webhook connection that
     # does not parse
-    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": 9, "password": "smtp-pw-42"}
+    smtp = {"conn_type": "smtp", "host": "127.0.0.1", "port": 9, "password": "s3cr3t-pw-smtp"}
     monkeypatch.setenv("AIRFLOW_CONN_MLOPS_SMTP", json.dumps(smtp))
     monkeypatch.setenv("AIRFLOW_CONN_MLOPS_WEBHOOK", "{not json")
     # when an alert is sent
@@ -70,7 +70,7 @@ def test_a_connection_without_recipients_fails_its_channel_only(
     assert out == {"smtp": "failed", "webhook": "skipped"}
     errors = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     assert "has no recipients: set its extra to" in errors and '"to":' in errors
-    assert "smtp-pw-42" not in caplog.text
+    assert "s3cr3t-pw-smtp" not in caplog.text
 
 
 def test_the_callbacks_never_raise_whatever_the_context(no_channels) -> None:
