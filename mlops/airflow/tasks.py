@@ -21,10 +21,8 @@ from typing import Any
 
 from mlops import io, partitions, retrain
 from mlops.airflow.defaults import DRIFT_BREACH_ALIAS, DRIFT_BREACH_NAME, DRIFT_BREACH_URI
-from mlops.airflow.door import TaskError, _call, _fail_fast, _skip
+from mlops.airflow.door import _call, _skip
 from mlops.config import Params, Settings
-
-__all__ = ["TaskError", "_call", "_fail_fast"]  # the door, as tests and callers reach it
 
 log = logging.getLogger(__name__)
 RETRAIN_STATE = "retrain.json"

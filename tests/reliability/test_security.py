@@ -374,7 +374,7 @@ from airflow.sdk import dag, task
 def reach_mlflow():
     @task(retries=0)
     def search():
-        from mlops.airflow import tasks
+        from mlops.airflow import door
         from mlops.registry import connect
 
         def stage(params, st):
@@ -382,7 +382,7 @@ def reach_mlflow():
             reg = connect(st)
             return reg.retry(reg.client.search_registered_models, "search models")
 
-        return tasks._call(stage)
+        return door._call(stage)
 
     search()
 

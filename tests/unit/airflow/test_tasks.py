@@ -17,7 +17,7 @@ configure()
 
 from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
 
-from mlops.airflow import tasks  # noqa: E402
+from mlops.airflow import door, tasks  # noqa: E402
 from mlops.config import load_params  # noqa: E402
 from tests.configs.cases import case  # noqa: E402
 
@@ -39,8 +39,8 @@ def test_errors_a_retry_cannot_fix_fail_the_task_at_once(tmp_path, monkeypatch) 
     with pytest.raises(AirflowFailException, match="unknown key"):
         tasks.validate(["2013-07"])
     # while a service that is down is left to the retries (not an AirflowFailException)
-    retried = pytest.raises(tasks.TaskError, match="ConnectionError: mlflow server unreachable")
-    with retried, tasks._fail_fast():
+    retried = pytest.raises(door.TaskError, match="ConnectionError: mlflow server unreachable")
+    with retried, door._fail_fast():
         raise ConnectionError("mlflow server unreachable")
 
 
@@ -57,9 +57,9 @@ def test_a_failed_task_raises_no_credential_and_no_chained_cause(monkeypatch, ca
                 raise ValueError(f"bad answer from http://mlops:{secret}@tracking:5000") from cause
             raise
 
-    for permanent, kind in ((True, AirflowFailException), (False, tasks.TaskError)):
+    for permanent, kind in ((True, AirflowFailException), (False, door.TaskError)):
         # when a task fails with it, permanently or for the retries
-        with pytest.raises(kind) as err, tasks._fail_fast():
+        with pytest.raises(kind) as err, door._fail_fast():
             failing(permanent)
         # then what Airflow gets carries the masked message and nothing chained
         assert "http://***@tracking:5000" in str(err.value) and secret not in str(err.value)
