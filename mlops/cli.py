@@ -119,6 +119,14 @@ def do_label(p: Params, st: Settings, a: argparse.Namespace) -> object:
     return [label.run(p, st, pid, _moment(as_of)) for pid in (a.partitions or p.score.partitions)]
 
 
+def do_serve(p: Params, st: Settings, a: argparse.Namespace) -> object:
+    """Serve the champion online until interrupted (README, "Serving")."""
+    from mlops import serve
+
+    serve.run(p, st, a.host, a.port, a.workers)
+    return None
+
+
 def _moment(text: str | None) -> datetime | None:
     """``--as-of``: an ISO date or time (UTC when it names no zone)."""
     if text is None:
@@ -170,6 +178,7 @@ COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], object]] = 
     "score": do_score,
     "monitor": do_monitor,
     "label": do_label,
+    "serve": do_serve,
     "run": do_run,
     "approve": do_approve,
     "reject": do_approve,
@@ -191,6 +200,7 @@ HELP = {
     "score": "batch predictions for partitions with the champion",
     "monitor": "Evidently drift report and breach decision for scored partitions",
     "label": "join arrived outcomes to scored partitions; realised performance and its breach",
+    "serve": "answer prediction requests online with the champion (HTTP, v2 protocol)",
     "run": "the whole pipeline, in order",
     "approve": "approve a model version (who, when, why)",
     "reject": "reject a model version (who, when, why)",
@@ -230,6 +240,10 @@ def parser() -> argparse.ArgumentParser:
                 metavar="TIME",
                 help="join only outcomes known by then (labels.known_at; default: now)",
             )
+        if name == "serve":
+            sp.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
+            sp.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+            sp.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
         if name == "evaluate":
             sp.add_argument("--version", help="model version (default: the last trained)")
         if name in ("approve", "reject"):

@@ -47,9 +47,12 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
     """Print champion and challenger of each registered model (or ``--json``)."""
     import json
 
-    from mlops import governance
+    from mlops import governance, traffic
 
     rows = governance.status(st, a.model)
+    for r in rows:
+        if r["model"] == p.model_name:
+            r["serving"] = traffic.summary(p, st)
     if a.json:
         print(json.dumps(rows, indent=2, default=str))
         return rows
@@ -101,7 +104,30 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
             )
         for problem in r["problems"]:
             print(f"  ! {problem}")
+        if r.get("serving"):
+            _serving(r["serving"], st, p.gate_metric)
     return rows
+
+
+def _serving(served: dict[str, Any], st: Settings, metric: str) -> None:
+    """Print what ``mlops serve`` answered, per arm, from its prediction log."""
+    from mlops import traffic
+
+    if not served["arms"]:
+        return
+    print(f"  serving     {served['rows']:,} rows answered, last written {traffic.age(st)}")
+    for arm, d in served["arms"].items():
+        versions = ", ".join(f"v{v}" for v in d["versions"])
+        lat = d["latency_ms"]
+        line = f"      {arm:<11} {versions:<8} {d['rows']:>9,} rows"
+        if lat["p50"] is not None:
+            line += f"  p50 {lat['p50']:.1f} ms  p99 {lat['p99']:.1f} ms"
+        perf = d["performance"] or {}
+        if perf.get(metric) is not None:
+            line += f"  realised {metric} {perf[metric]:.4f} on {d['labelled']:,} labelled"
+        else:
+            line += f"  {d['labelled']:,} labelled"
+        print(line)
 
 
 def do_history(p: Params, st: Settings, a: argparse.Namespace) -> object:

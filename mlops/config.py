@@ -253,6 +253,25 @@ class Monitor(Strict):
     )
 
 
+class Serve(Strict):
+    """``mlops serve``: batch and body limits, alias polling, shadow and canary, the log."""
+
+    max_batch_rows: int = Field(1_000, ge=1, description="Rows one request may carry.")
+    max_body_bytes: int = Field(4_000_000, ge=1_024)
+    timeout_s: float = Field(10, gt=0, description="A request still running then gets a 504.")
+    poll_seconds: float = Field(10, gt=0, description="How often the aliases are re-read.")
+    shadow: bool = Field(False, description="Also score every request with the challenger.")
+    canary_share: float = Field(0, ge=0, le=1, description="Share of keys the challenger answers.")
+    log_flush_rows: int = Field(5_000, ge=1)
+    log_flush_seconds: float = Field(5, gt=0)
+
+    @model_validator(mode="after")
+    def _arms(self) -> Serve:
+        if self.shadow and self.canary_share > 0:
+            raise ValueError("serve: shadow and canary_share exclude each other; choose one")
+        return self
+
+
 class Schedule(Strict):
     """When the Airflow DAGs run: training's cron, the scoring cadence and its dates."""
 
@@ -298,6 +317,7 @@ class Params(Strict):
     score: Score = Score()
     monitor: Monitor = Monitor()
     labels: Labels | None = None
+    serve: Serve = Serve()
     schedule: Schedule = Schedule()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

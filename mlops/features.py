@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -351,6 +351,27 @@ def retrieve(
     return restore_dtypes(out, c)
 
 
+def online_reader(
+    params: Params, st: Settings
+) -> Callable[[list[dict[str, Any]]], dict[str, list[Any]]]:
+    """A function from entity rows to their latest online feature values, by feature name.
+
+    The store and feature service are looked up once, so each call is one online read.
+    Unknown entities come back as None. The online store applies no TTL.
+    """
+    if params.materialize.online == "off":
+        raise ConfigError("materialize.online is 'off': there is no online store to read")
+    fs = store(params, st)
+    service = fs.get_feature_service(service_name(params))
+    names = params.contract.feature_names
+
+    def read(entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        resp = fs.get_online_features(features=service, entity_rows=entity_rows).to_dict()
+        return {name: resp[name] for name in names}
+
+    return read
+
+
 def online_features(
     params: Params, st: Settings, entity_rows: list[dict[str, Any]]
 ) -> pd.DataFrame:
@@ -361,11 +382,8 @@ def online_features(
     import pandas as pd
 
     c = params.contract
-    if params.materialize.online == "off":
-        raise ConfigError("materialize.online is 'off': there is no online store to read")
-    fs = store(params, st)
-    resp = fs.get_online_features(
-        features=fs.get_feature_service(service_name(params)), entity_rows=entity_rows
-    ).to_dict()
-    out = pd.DataFrame({name: resp[name] for name in [*c.entity_keys, *c.feature_names]})
+    values = online_reader(params, st)(entity_rows)
+    out = pd.DataFrame({k: [r[k] for r in entity_rows] for k in c.entity_keys})
+    for name in c.feature_names:
+        out[name] = values[name]
     return restore_dtypes(out, c)

@@ -154,6 +154,11 @@ class Settings(Strict):
         return self.data_root / "performance"
 
     @property
+    def served_dir(self) -> Path:
+        """The prediction log of ``mlops serve``: ``<partition>/<file>.parquet``."""
+        return self.data_root / "served"
+
+    @property
     def reports_dir(self) -> Path:
         """Drift reports and model cards."""
         return self.data_root / "reports"

@@ -22,6 +22,7 @@ LONG_RUNNING = [
     "airflow-dag-processor",
     "airflow-triggerer",
     "airflow-worker",
+    "serve",
 ]
 
 
@@ -50,10 +51,25 @@ def test_services_have_health_checks_and_restart_policies(name: str) -> None:
 
 def test_only_the_uis_are_published_and_on_localhost_by_default() -> None:
     published = {n: s["ports"] for n, s in SERVICES.items() if s.get("ports")}
-    assert set(published) == {"airflow-apiserver", "mlflow"}
+    assert set(published) == {"airflow-apiserver", "mlflow", "serve"}
     for ports in published.values():
         for p in ports:
             assert p.startswith("${BIND_ADDRESS:-127.0.0.1}:")
+
+
+def test_serve_reads_features_from_redis_and_needs_an_api_key() -> None:
+    svc = SERVICES["serve"]
+    env = svc["environment"]
+    assert svc["command"][:2] == ["mlops", "serve"]
+    assert (
+        env["MLOPS_FEAST_ONLINE"] == SERVICES["airflow-worker"]["environment"]["MLOPS_FEAST_ONLINE"]
+    )
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # it binds to every interface in its container, which mlops serve refuses without a key
+    assert "0.0.0.0" in svc["command"]
+    assert env["MLOPS_SERVE_API_KEY"] == "${MLOPS_SERVE_API_KEY:?set it in .env}"
+    assert "/ready" in " ".join(svc["healthcheck"]["test"])
+    assert {"redis", "mlflow"} <= set(svc["depends_on"])
 
 
 def test_workers_scale_and_state_lives_in_volumes() -> None:

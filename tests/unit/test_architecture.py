@@ -26,6 +26,7 @@ VERBS = {
     "score",
     "monitor",
     "label",
+    "serve",
 }
 # The entry points dispatch to the verbs; nothing else may import one.
 ENTRY_POINTS = {"mlops.cli", "mlops.__main__", "mlops.airflow.tasks", "mlops.airflow.door"}

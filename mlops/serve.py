@@ -1,0 +1,429 @@
+"""serve: answer prediction requests online with the registry's champion.
+
+``mlops serve`` starts an ASGI app (FastAPI on uvicorn) around :class:`mlops.predictor.
+Predictor`: ``POST /predict`` (one row or ``{"rows": [...]}``), the Open Inference
+Protocol v2 (``/v2/...``), ``/health``, ``/ready`` and ``/metrics``. A background thread
+re-reads the aliases every ``serve.poll_seconds`` and swaps a moved version in; answered
+rows go to the prediction log (``mlops.traffic``), written off the request path.
+
+Requests are checked against the contract (422 naming the field and the rule), bodies
+above ``serve.max_body_bytes`` get 413 and requests running past ``serve.timeout_s`` 504.
+``MLOPS_SERVE_API_KEY``, when set, is required on every request but the health and
+metrics endpoints (``Authorization: Bearer <key>`` or ``X-API-Key``); binding to an
+interface other than loopback without it is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request  # the route signatures are read at runtime
+from starlette.responses import Response
+
+from mlops.config import ENV_PARAMS, ConfigError, Params, Settings, load_params, settings
+from mlops.predictor import SHADOW, Predictor
+from mlops.registry import RegistryError
+from mlops.request_schema import RequestError
+from mlops.serve_metrics import WORKERS_ENV
+
+if TYPE_CHECKING:
+    from mlops.serve_metrics import Metrics
+    from mlops.traffic import Log
+
+API_KEY_ENV = "MLOPS_SERVE_API_KEY"
+HOST_ENV = "MLOPS_SERVE_HOST"
+OPEN_PATHS = ("/health", "/ready", "/metrics", "/v2/health/live", "/v2/health/ready")
+access = logging.getLogger("mlops.serve.access")
+log = logging.getLogger(__name__)
+Scope = dict[str, Any]
+ASGI = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_key(host: str, env: dict[str, str] | None = None) -> str | None:
+    """The API key requests must carry; refuses a non-loopback bind without one."""
+    key = (env if env is not None else os.environ).get(API_KEY_ENV) or None
+    if key is None and not is_loopback(host):
+        raise ConfigError(
+            f"serve: binding to {host} needs an API key: set {API_KEY_ENV} (clients send "
+            "'Authorization: Bearer <key>'), or bind to 127.0.0.1"
+        )
+    return key
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    import orjson
+
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+class Guard:
+    """ASGI middleware: request id, API key, body limit, timeout, metrics, access log."""
+
+    def __init__(self, app: ASGI, cfg: Params, metrics: Metrics, key: str | None) -> None:
+        """Wrap ``app`` with the limits of ``cfg.serve``."""
+        self.app, self.metrics, self.key = app, metrics, key
+        self.max_body, self.timeout = cfg.serve.max_body_bytes, cfg.serve.timeout_s
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Answer one request, or refuse it before the app sees it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        path = scope["path"]
+        status = [500]
+
+        async def reply(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        refusal = self._refusal(path, headers)
+        try:
+            if refusal is not None:
+                await _asgi_json(reply, *refusal)
+            else:
+                seen = [0]
+
+                async def limited() -> Any:
+                    message = await receive()
+                    seen[0] += len(message.get("body", b""))
+                    if seen[0] > self.max_body:
+                        raise _TooLarge
+                    return message
+
+                await asyncio.wait_for(self.app(scope, limited, reply), self.timeout)
+        except _TooLarge:
+            await _asgi_json(reply, 413, self._too_large())
+        except TimeoutError:
+            await _asgi_json(reply, 504, {"detail": f"timed out after {self.timeout:g}s"})
+        finally:
+            self._done(scope, path, status[0], rid, t0)
+
+    def _refusal(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+        if self.key is not None and path not in OPEN_PATHS:
+            sent = headers.get("x-api-key") or headers.get("authorization", "").removeprefix(
+                "Bearer "
+            )
+            if not hmac.compare_digest(sent.encode(), self.key.encode()):
+                return 401, {"detail": f"missing or wrong API key ({API_KEY_ENV})"}
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return 413, self._too_large()
+        return None
+
+    def _too_large(self) -> dict[str, Any]:
+        return {"detail": f"request body over {self.max_body:,} bytes (serve.max_body_bytes)"}
+
+    def _done(self, scope: Scope, path: str, status: int, rid: str, t0: float) -> None:
+        secs = time.perf_counter() - t0
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or ("other" if status == 404 else path)
+        m = self.metrics
+        m.requests.labels(endpoint, str(status)).inc()
+        m.latency.labels(endpoint).observe(secs)
+        if status >= 400:
+            m.errors.labels(str(status)).inc()
+        if access.isEnabledFor(logging.INFO):
+            client = scope.get("client") or ("", 0)
+            access.info(
+                json.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "request_id": rid,
+                        "method": scope.get("method"),
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round(secs * 1000, 3),
+                        "rows": scope["state"].get("rows"),
+                        "client": client[0],
+                    }
+                )
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _asgi_json(send: Any, status: int, body: dict[str, Any]) -> None:
+    import orjson
+
+    raw = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(raw)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
+
+
+def build(
+    params: Params,
+    st: Settings,
+    predictor: Predictor | None = None,
+    key: str | None = None,
+) -> FastAPI:
+    """The ASGI app around ``predictor`` (loaded at startup when not loaded yet)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from mlops import traffic
+    from mlops.serve_metrics import CONTENT_TYPE, Metrics
+
+    metrics = Metrics()
+    pred = predictor or Predictor(params, st)
+    pred.on_swap.append(metrics.swapped)
+    if pred.arms is not None:
+        metrics.swapped(pred.arms, None)
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if pred.arms is None:
+            await run_in_threadpool(pred.load)
+        plog = traffic.Log(params, st, pred.schema.key_types)
+        stop = threading.Event()
+        poller = threading.Thread(target=_poll, args=(pred, stop, metrics), daemon=True)
+        poller.start()
+        state["log"] = plog
+        try:
+            yield
+        finally:
+            stop.set()
+            written = plog.close()
+            log.info("prediction log: %d rows in %s", written, st.served_dir)
+
+    app = FastAPI(title=f"mlops serve: {params.model_name}", lifespan=lifespan)
+    name = params.model_name
+
+    async def answer(request: Request, rows: list[Any], rid: str) -> Any:
+        request.scope["state"]["rows"] = len(rows)
+        t0 = time.perf_counter()
+        out = await run_in_threadpool(pred.predict, rows, rid)
+        ms = (time.perf_counter() - t0) * 1000
+        for rec in out.records:
+            rec["latency_ms"] = ms
+        plog: Log = state["log"]
+        plog.append(out.records)
+        metrics.log_rows.inc(len(out.records))
+        if out.store_reads:
+            metrics.feature_latency.observe(out.feature_seconds)
+            metrics.feature_rows.inc(out.store_reads)
+        arms: dict[tuple[str, str], int] = {}
+        for rec in out.records:
+            arms[(rec["arm"], rec["model_version"])] = (
+                arms.get((rec["arm"], rec["model_version"]), 0) + 1
+            )
+        for (arm, version), n in arms.items():
+            metrics.predictions.labels(arm, version).inc(n)
+            if arm != SHADOW:
+                metrics.arm_latency.labels(arm).observe(ms / 1000)
+        return out
+
+    async def body_of(request: Request) -> Any:
+        import orjson
+
+        raw = await request.body()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RequestError(
+                [{"loc": ["body"], "field": "body", "msg": f"not JSON: {exc}"}]
+            ) from None
+
+    def refused(exc: Exception) -> Response:
+        if isinstance(exc, RequestError):
+            return _json({"detail": exc.errors}, 422)
+        return _json({"detail": str(exc)}, 503)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        rid = request.scope["state"]["request_id"]
+        try:
+            rows = pred.schema.parse(await body_of(request))
+            out = await answer(request, rows, rid)
+        except (RequestError, RegistryError) as exc:
+            return refused(exc)
+        return _json({"request_id": rid, "predictions": out.predictions})
+
+    @app.post("/v2/models/{model}/infer")
+    async def infer(model: str, request: Request) -> Response:
+        rid = request.scope["state"]["request_id"]
+        if model != name:
+            return _json(
+                {"error": f"model {model!r} is not served; this server serves {name!r}"}, 404
+            )
+        try:
+            rows, given_id = pred.schema.v2_rows(await body_of(request))
+            out = await answer(request, rows, rid)
+        except RequestError as exc:
+            return _json({"error": str(exc), "detail": exc.errors}, 422)
+        except RegistryError as exc:
+            return _json({"error": str(exc)}, 503)
+        return _json(_v2_response(out.predictions, name, given_id or rid, params))
+
+    @app.get("/v2/models/{model}")
+    async def v2_model(model: str) -> Response:
+        arms = pred.arms
+        if model != name or arms is None:
+            return _json({"error": f"model {model!r} is not served"}, 404)
+        return _json(pred.schema.v2_metadata(name, list(arms.versions().values())))
+
+    @app.get("/v2/models/{model}/ready")
+    async def v2_model_ready(model: str) -> Response:
+        ok = model == name and pred.arms is not None
+        return _json({"name": model, "ready": ok}, 200 if ok else 503)
+
+    @app.get("/v2")
+    async def v2_server() -> Response:
+        from importlib.metadata import version
+
+        return _json({"name": "mlops", "version": version("mlops"), "extensions": []})
+
+    @app.get("/health")
+    @app.get("/v2/health/live")
+    async def health() -> Response:
+        return _json({"status": "alive"})
+
+    @app.get("/ready")
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        body, code = await run_in_threadpool(readiness, pred)
+        return _json(body, code)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        metrics.degraded.set(1 if pred.degraded else 0)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return Guard(app, params, metrics, key)  # type: ignore[return-value]
+
+
+def readiness(pred: Predictor) -> tuple[dict[str, Any], int]:
+    """``/ready``: 200 when a model is loaded and the online store answers.
+
+    A registry that cannot be read keeps the loaded versions: still 200, ``degraded``.
+    """
+    arms = pred.arms
+    body: dict[str, Any] = {
+        "model": pred.params.model_name,
+        "versions": arms.versions() if arms else {},
+        "swaps": pred.swaps,
+        "registry": pred.degraded or "ok",
+    }
+    try:
+        pred.check_store()
+        body["online_store"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which
+        body["online_store"] = f"unreachable: {type(exc).__name__}: {exc}"
+    ok = arms is not None and body["online_store"] == "ok"
+    body["status"] = ("degraded" if pred.degraded else "ready") if ok else "not ready"
+    return body, 200 if ok else 503
+
+
+def _poll(pred: Predictor, stop: threading.Event, metrics: Metrics) -> None:
+    while not stop.wait(pred.params.serve.poll_seconds):
+        pred.refresh()
+        metrics.degraded.set(1 if pred.degraded else 0)
+
+
+def _v2_response(
+    preds: list[dict[str, Any]], name: str, rid: str, params: Params
+) -> dict[str, Any]:
+    n = len(preds)
+    outputs = [
+        {
+            "name": "prediction",
+            "datatype": "FP64",
+            "shape": [n],
+            "data": [p["prediction"] for p in preds],
+        }
+    ]
+    if params.contract.task == "classification":
+        data = [p["predicted_label"] for p in preds]
+        outputs.append({"name": "predicted_label", "datatype": "INT64", "shape": [n], "data": data})
+    for col in ("model_version", "arm"):
+        outputs.append(
+            {"name": col, "datatype": "BYTES", "shape": [n], "data": [p[col] for p in preds]}
+        )
+    versions = sorted({p["model_version"] for p in preds})
+    return {"model_name": name, "model_version": ",".join(versions), "id": rid, "outputs": outputs}
+
+
+def access_log() -> None:
+    """Access log lines (one JSON object each) go to standard output."""
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+
+
+def factory() -> FastAPI:
+    """The app of one uvicorn worker, configured from the environment (``run`` sets it)."""
+    access_log()
+    st = settings()
+    host = os.environ.get(HOST_ENV, "127.0.0.1")
+    return build(load_params(st.params_path), st, key=api_key(host))
+
+
+def run(params: Params, st: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Serve until interrupted; the champion is loaded first, so a bad start fails fast."""
+    import uvicorn
+
+    key = api_key(host)
+    access_log()
+    pred = Predictor(params, st)
+    arms = pred.load()
+    versions = ", ".join(f"{a} v{v}" for a, v in arms.versions().items())
+    print(f"serve: {params.model_name} {versions} on http://{host}:{port} ({workers} worker(s))")
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": False,
+        "log_level": "warning",
+    }
+    if workers == 1:
+        uvicorn.run(build(params, st, pred, key), **options)
+        return
+    os.environ[HOST_ENV] = host
+    os.environ[ENV_PARAMS] = str(st.params_path)
+    folder = st.state_dir / "serve-metrics" / str(os.getpid())
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in folder.glob("*.db"):
+        f.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    os.environ[WORKERS_ENV] = str(workers)
+    uvicorn.run("mlops.serve:factory", factory=True, workers=workers, **options)
