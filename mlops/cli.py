@@ -105,10 +105,30 @@ def do_score(p: Params, st: Settings, a: argparse.Namespace) -> object:
 
 
 def do_monitor(p: Params, st: Settings, a: argparse.Namespace) -> object:
-    """Monitor the named scored partitions (default: ``score.partitions``)."""
+    """Monitor the named scored partitions (default: ``score.partitions``).
+
+    With ``--served``: the requests ``mlops serve`` answered in each partition (default:
+    every partition its prediction log holds), against the reference of the version that
+    answered most, reported under ``<reports_dir>/served/<partition>/``.
+    """
     from mlops import monitor
 
-    return [monitor.run_partition(p, st, pid) for pid in (a.partitions or p.score.partitions)]
+    if not getattr(a, "served", False):
+        return [monitor.run_partition(p, st, pid) for pid in (a.partitions or p.score.partitions)]
+    from mlops import traffic
+    from mlops.registry import connect
+
+    pids = a.partitions or traffic.served_partitions(st)
+    if not pids:
+        raise FileNotFoundError(f"{st.served_dir}: nothing served yet; start `mlops serve`")
+    out = []
+    for pid in pids:
+        current, total, name, version = traffic.current(p, st, pid)
+        reference = connect(st).reference(name, version)
+        described: dict[str, str | None] = {"model_version": version, "source": "served"}
+        folder = st.reports_dir / "served" / pid
+        out.append(monitor.run(p, st, pid, reference, current, total, described, folder))
+    return out
 
 
 def do_label(p: Params, st: Settings, a: argparse.Namespace) -> object:
@@ -232,6 +252,12 @@ def parser() -> argparse.ArgumentParser:
                 nargs="+",
                 metavar="ID",
                 help="partition ids such as 2013-07 (default: from params.yaml)",
+            )
+        if name == "monitor":
+            sp.add_argument(
+                "--served",
+                action="store_true",
+                help="the requests `mlops serve` answered (its prediction log), not batch scores",
             )
         if name == "label":
             sp.add_argument(

@@ -105,17 +105,15 @@ def do_status(p: Params, st: Settings, a: argparse.Namespace) -> object:
         for problem in r["problems"]:
             print(f"  ! {problem}")
         if r.get("serving"):
-            _serving(r["serving"], st, p.gate_metric)
+            _serving(r["serving"], traffic.age(st), p.gate_metric)
     return rows
 
 
-def _serving(served: dict[str, Any], st: Settings, metric: str) -> None:
+def _serving(served: dict[str, Any], age: str, metric: str) -> None:
     """Print what ``mlops serve`` answered, per arm, from its prediction log."""
-    from mlops import traffic
-
     if not served["arms"]:
         return
-    print(f"  serving     {served['rows']:,} rows answered, last written {traffic.age(st)}")
+    print(f"  serving     {served['rows']:,} rows answered, last written {age}")
     for arm, d in served["arms"].items():
         versions = ", ".join(f"v{v}" for v in d["versions"])
         lat = d["latency_ms"]

@@ -287,13 +287,15 @@ def run(
     current: pd.DataFrame,
     current_rows: int | None = None,
     described: dict[str, str | None] | None = None,
+    folder: Path | None = None,
 ) -> Monitored:
     """Report drift of ``current`` (one partition) against ``reference`` and decide on a breach.
 
     ``current_rows`` is the partition's row count when ``current`` is a sample of it;
     ``described`` what the predictions were made from (``model_version``, ``input_md5``).
-    Writes ``<reports_dir>/<partition>/drift.html`` and ``drift.json`` (summary, breach,
-    reasons, ``described``) and returns that summary with the two paths added.
+    Writes ``drift.html`` and ``drift.json`` (summary, breach, reasons, ``described``) to
+    ``folder`` (default ``<reports_dir>/<partition>``) and returns that summary with the
+    two paths added.
     """
     partitions.check(partition)  # a malformed id fails before any work
     t0 = time.perf_counter()
@@ -301,7 +303,7 @@ def run(
         reference, current, params.contract, params.monitor, current_rows=current_rows
     )
     breach, reasons = is_breach(summary, params.monitor)
-    out = st.reports_dir / partition
+    out = folder or st.reports_dir / partition
     result = Monitored(
         **summary,
         partition=partition,
@@ -401,7 +403,6 @@ def run_partition(params: Params, st: Settings, partition: str) -> Monitored:
 
 def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path) -> Monitored:
     import mlflow
-    import pandas as pd
 
     from mlops.registry import connect
 
@@ -414,11 +415,7 @@ def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path
     current, total = current_sample(params, st, partition, pred_path)
     name, version = str(current["model_name"].iloc[0]), str(current["model_version"].iloc[0])
     reg = connect(st)
-    mv = reg.get_version(name, version)
-    ref_file = mlflow.artifacts.download_artifacts(
-        run_id=mv.run_id, artifact_path="reference.parquet"
-    )
-    reference = pd.read_parquet(ref_file)
+    reference = reg.reference(name, version)
     described = {"model_version": version, "input_md5": input_md5}
     out = run(params, st, partition, reference, current, total, described)
 

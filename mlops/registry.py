@@ -223,6 +223,17 @@ class Registry:
             m, model, str(mv.version), mv.run_id, flavor, meta["categories"], meta["features"], cut
         )
 
+    def reference(self, model: str, version: str | int) -> pd.DataFrame:
+        """The drift reference a version was trained with: its run's ``reference.parquet``."""
+        import mlflow
+        import pandas as pd
+
+        mv = self.get_version(model, version)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path="reference.parquet"
+        )
+        return pd.read_parquet(path)
+
 
 def version_threshold(version_tags: dict[str, str], model: str, version: str) -> float:
     """A classifier version's decision threshold, from its ``mlops.threshold`` tag.

@@ -175,6 +175,36 @@ def read(st: Settings, partition: str | None = None) -> pd.DataFrame:
     return pa.concat_tables([pq.read_table(f) for f in found]).to_pandas()
 
 
+def current(params: Params, st: Settings, partition: str) -> tuple[pd.DataFrame, int, str, str]:
+    """A seeded sample of one partition's answered rows, for a drift report.
+
+    At most ``monitor.max_rows`` rows in log order, with their features and prediction;
+    also the number of answered rows and the model name and version that answered most.
+
+    Raises:
+        FileNotFoundError: nothing was served in ``partition``.
+    """
+    df = read(st, partition)
+    if df.empty:
+        raise FileNotFoundError(
+            f"{st.served_dir / partition}: nothing was served in {partition}; "
+            f"partitions served: {', '.join(served_partitions(st)) or 'none'}"
+        )
+    answered = df[df["arm"] != "shadow"].reset_index(drop=True)
+    total = len(answered)
+    if total > params.monitor.max_rows:
+        answered = answered.sample(n=params.monitor.max_rows, random_state=42).sort_index()
+    top = answered.groupby(["model_name", "model_version"]).size().idxmax()
+    return answered, total, str(top[0]), str(top[1])
+
+
+def served_partitions(st: Settings) -> list[str]:
+    """The partitions the log holds rows of, oldest first."""
+    root = st.served_dir
+    found = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    return sorted((p for p in found if partitions.is_id(p)), key=partitions.sort_key)
+
+
 def _outcomes(params: Params, st: Settings) -> pd.DataFrame | None:
     """Every outcome the label store holds, by key (the last stored wins)."""
     import pandas as pd
