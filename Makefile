@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export FEAST_USAGE := False
 
-.PHONY: install demo test lint airflow bench clean
+.PHONY: install demo serve test lint airflow bench clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
 demo: install
 	$(VENV)/bin/mlops run
 
+# The champion online on http://127.0.0.1:$(SERVE_PORT) (README, "Serving"); Ctrl-C stops it.
+serve: install
+	$(VENV)/bin/mlops serve --port $(SERVE_PORT) $(SERVE_ARGS)
+
 test: install
 	$(VENV)/bin/pytest
 
@@ -33,6 +37,7 @@ test: install
 # The executor and metadata DB come from Airflow's own environment variables (README,
 # "Production"); AIRFLOW_ARGS="--workers 2" sets the Celery workers.
 AIRFLOW_PORT ?= 8080
+SERVE_PORT ?= 8000
 airflow: install
 	$(VENV)/bin/python -m mlops.airflow.local --port $(AIRFLOW_PORT) $(AIRFLOW_ARGS)
 
