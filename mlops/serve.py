@@ -393,8 +393,12 @@ def access_log() -> None:
 
 def factory() -> FastAPI:
     """The app of one uvicorn worker, configured from the environment (``run`` sets it)."""
+    from mlops import logs
+
+    logs.setup()
     access_log()
     st = settings()
+    logs.to_file(st.state_dir / "logs" / "mlops.log")
     host = os.environ.get(HOST_ENV, "127.0.0.1")
     return build(load_params(st.params_path), st, key=api_key(host))
 
