@@ -219,7 +219,7 @@ def _outcomes(params: Params, st: Settings) -> pd.DataFrame | None:
 
 
 def summary(params: Params, st: Settings) -> dict[str, Any]:
-    """Per arm: rows, versions, latency percentiles, and realised performance so far.
+    """Per arm: rows, versions, request latency percentiles, and realised performance so far.
 
     An arm's realised performance is over its rows whose outcomes have reached the label
     store (``mlops label``); ``labelled`` counts them.
@@ -235,7 +235,8 @@ def summary(params: Params, st: Settings) -> dict[str, Any]:
         df = df.merge(truth, on=c.entity_keys, how="left", suffixes=("", "_known"))
     arms: dict[str, Any] = {}
     for arm, g in df.groupby("arm", sort=True):
-        lat = g["latency_ms"].dropna().to_numpy()
+        # One latency per request: a batch's rows share theirs.
+        lat = g.drop_duplicates("request_id")["latency_ms"].dropna().to_numpy()
         entry: dict[str, Any] = {
             "rows": len(g),
             "versions": {str(k): int(v) for k, v in g["model_version"].value_counts().items()},
