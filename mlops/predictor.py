@@ -301,8 +301,9 @@ class Predictor:
     def refresh(self) -> bool:
         """Re-read the aliases; load and swap in what moved. True when something changed.
 
-        A registry that cannot be reached keeps the loaded versions and marks the
-        predictor degraded (``degraded`` holds why) until a read succeeds again.
+        A registry that cannot be reached, or a version that cannot be loaded, keeps the
+        loaded versions and marks the predictor degraded (``degraded`` holds why) until a
+        refresh succeeds again.
         """
         try:
             aliases = self._aliases()
@@ -320,6 +321,10 @@ class Predictor:
         except (RegistryError, OSError, ConnectionError) as exc:
             self.degraded = f"registry unreachable, serving the loaded versions: {exc}"
             log.warning("%s", self.degraded)
+            return False
+        except Exception as exc:  # a version that fails to load must not end the polling
+            self.degraded = f"cannot load the aliased version, serving the loaded ones: {exc!r}"
+            log.exception("%s", self.degraded)
             return False
 
     def check_store(self) -> None:

@@ -20,6 +20,8 @@ from mlops.contract import Contract, Feature
 
 KeyType = Literal["string", "int"]
 V2_TYPES = {"float": "FP64", "int": "INT64", "category": "BYTES", "bool": "BOOL"}
+BODY_RULE = 'request: one row object or {"rows": [row, ...]}, as JSON'
+V2_RULE = "v2: 'inputs' is a list of {name, datatype, shape, data}, one value per row each"
 
 
 class RequestError(ValueError):
@@ -97,18 +99,33 @@ class Schema:
         if isinstance(body, dict) and "rows" in body:
             if set(body) != {"rows"}:
                 extra = sorted(set(body) - {"rows"})
-                raise RequestError([_error(["body", extra[0]], "unknown field next to rows")])
+                raise RequestError(
+                    [
+                        _error(
+                            ["body", extra[0]], "unknown field next to rows", kind="extra_forbidden"
+                        )
+                    ]
+                )
             return self.parse_rows(body["rows"], ["rows"])
         if not isinstance(body, dict):
             raise RequestError(
-                [_error(["body"], 'expected one row object or {"rows": [row, ...]}')]
+                [
+                    _error(
+                        ["body"],
+                        'expected one row object or {"rows": [row, ...]}',
+                        kind="model_type",
+                    )
+                ]
             )
         return self.parse_rows([body], [], single=True)
 
     def parse_rows(self, raw: Any, prefix: list[Any], single: bool = False) -> list[Row]:
         """Validate a list of row objects; errors are located under ``prefix``."""
         if not isinstance(raw, list) or not raw:
-            raise RequestError([_error([*prefix], "expected a non-empty list of row objects")])
+            kind = "too_short" if isinstance(raw, list) else "list_type"
+            raise RequestError(
+                [_error([*prefix], "expected a non-empty list of row objects", kind=kind)]
+            )
         if len(raw) > self.max_rows:
             raise RequestError(
                 [
@@ -116,6 +133,8 @@ class Schema:
                         [*prefix],
                         f"{len(raw):,} rows; at most {self.max_rows:,} per request "
                         "(serve.max_batch_rows)",
+                        rule=f"serve.max_batch_rows: at most {self.max_rows:,} rows",
+                        kind="too_long",
                     )
                 ]
             )
@@ -141,7 +160,7 @@ class Schema:
             if e["type"] == "missing":
                 msg = "required field missing"
             entry = _error([*prefix, *loc], msg, field)
-            entry["rule"] = self.rules.get(field or "", "not in the contract")
+            entry["rule"] = self.rules.get(field, "not in the contract") if field else BODY_RULE
             entry["type"] = e["type"]
             if e["type"] != "missing":
                 entry["input"] = _jsonable(e.get("input"))
@@ -155,20 +174,31 @@ class Schema:
         length; shapes ``[N]`` and ``[N, 1]`` are accepted.
         """
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-            raise RequestError([_error(["inputs"], "a v2 request needs an 'inputs' list")])
+            raise RequestError(
+                [_error(["inputs"], "a v2 request needs an 'inputs' list", rule=V2_RULE)]
+            )
         columns: dict[str, list[Any]] = {}
         for i, spec in enumerate(body["inputs"]):
             name = spec.get("name") if isinstance(spec, dict) else None
             data = spec.get("data") if isinstance(spec, dict) else None
             if not isinstance(name, str) or not isinstance(data, list):
                 raise RequestError(
-                    [_error(["inputs", i], "each input needs a 'name' and a 'data' list")]
+                    [
+                        _error(
+                            ["inputs", i],
+                            "each input needs a 'name' and a 'data' list",
+                            rule=V2_RULE,
+                            kind="model_type",
+                        )
+                    ]
                 )
             columns[name] = [x[0] if isinstance(x, list) and len(x) == 1 else x for x in data]
         lengths = {len(v) for v in columns.values()}
         if len(lengths) != 1:
             sizes = ", ".join(f"{k}={len(v)}" for k, v in columns.items())
-            raise RequestError([_error(["inputs"], f"inputs differ in length ({sizes})")])
+            raise RequestError(
+                [_error(["inputs"], f"inputs differ in length ({sizes})", rule=V2_RULE)]
+            )
         n = lengths.pop()
         raw = [{k: v[j] for k, v in columns.items()} for j in range(n)]
         rows = self.parse_rows(raw, ["inputs"])
@@ -204,11 +234,18 @@ class Row:
     given: set[str]
 
 
-def _error(loc: list[Any], msg: str, field: str | None = None) -> dict[str, Any]:
+def _error(
+    loc: list[Any],
+    msg: str,
+    field: str | None = None,
+    rule: str = BODY_RULE,
+    kind: str = "value_error",
+) -> dict[str, Any]:
+    """One error entry; every entry has the same keys (``input`` where one was sent)."""
     name = (
         field if field is not None else next((x for x in reversed(loc) if isinstance(x, str)), "")
     )
-    return {"loc": loc, "field": name, "msg": msg}
+    return {"loc": loc, "field": name, "msg": msg, "rule": rule, "type": kind}
 
 
 def _jsonable(value: Any) -> Any:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -85,6 +86,7 @@ class Guard:
         """Wrap ``app`` with the limits of ``cfg.serve``."""
         self.app, self.metrics, self.key = app, metrics, key
         self.max_body, self.timeout = cfg.serve.max_body_bytes, cfg.serve.timeout_s
+        self.paths = {getattr(r, "path", None) for r in getattr(app, "routes", [])}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         """Answer one request, or refuse it before the app sees it."""
@@ -104,23 +106,25 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
+        async def guarded() -> None:
+            # The body is read whole before the app runs: one over the limit is refused
+            # here, never half-read by a route that has then already answered.
+            messages = await self._body(receive)
+            if messages is None:
+                await _asgi_json(reply, 413, self._too_large())
+                return
+
+            async def replay() -> Any:
+                return messages.pop(0) if messages else await receive()
+
+            await self.app(scope, replay, reply)
+
         refusal = self._refusal(path, headers)
         try:
             if refusal is not None:
                 await _asgi_json(reply, *refusal)
             else:
-                seen = [0]
-
-                async def limited() -> Any:
-                    message = await receive()
-                    seen[0] += len(message.get("body", b""))
-                    if seen[0] > self.max_body:
-                        raise _TooLarge
-                    return message
-
-                await asyncio.wait_for(self.app(scope, limited, reply), self.timeout)
-        except _TooLarge:
-            await _asgi_json(reply, 413, self._too_large())
+                await asyncio.wait_for(guarded(), self.timeout)
         except TimeoutError:
             await _asgi_json(reply, 504, {"detail": f"timed out after {self.timeout:g}s"})
         finally:
@@ -138,13 +142,29 @@ class Guard:
             return 413, self._too_large()
         return None
 
+    async def _body(self, receive: Any) -> list[dict[str, Any]] | None:
+        """The request's body messages, or None once they pass ``serve.max_body_bytes``."""
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return None
+            if not message.get("more_body", False):
+                return messages
+
     def _too_large(self) -> dict[str, Any]:
         return {"detail": f"request body over {self.max_body:,} bytes (serve.max_body_bytes)"}
 
     def _done(self, scope: Scope, path: str, status: int, rid: str, t0: float) -> None:
         secs = time.perf_counter() - t0
         route = scope.get("route")
-        endpoint = getattr(route, "path", None) or ("other" if status == 404 else path)
+        # A path no route matched (refused before routing, or 404) is "other": a client
+        # must not be able to add a metric series per made-up path.
+        endpoint = getattr(route, "path", None) or (path if path in self.paths else "other")
         m = self.metrics
         m.requests.labels(endpoint, str(status)).inc()
         m.latency.labels(endpoint).observe(secs)
@@ -166,10 +186,6 @@ class Guard:
                     }
                 )
             )
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _asgi_json(send: Any, status: int, body: dict[str, Any]) -> None:
@@ -258,8 +274,9 @@ def build(
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
+            err = {"loc": ["body"], "field": "body", "rule": "request: a JSON body"}
             raise RequestError(
-                [{"loc": ["body"], "field": "body", "msg": f"not JSON: {exc}"}]
+                [{**err, "msg": f"not JSON: {exc}", "type": "json_invalid"}]
             ) from None
 
     def refused(exc: Exception) -> Response:
@@ -424,10 +441,8 @@ def run(params: Params, st: Settings, host: str, port: int, workers: int = 1) ->
         return
     os.environ[HOST_ENV] = host
     os.environ[ENV_PARAMS] = str(st.params_path)
-    folder = st.state_dir / "serve-metrics" / str(os.getpid())
-    folder.mkdir(parents=True, exist_ok=True)
-    for f in folder.glob("*.db"):
-        f.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-    os.environ[WORKERS_ENV] = str(workers)
-    uvicorn.run("mlops.serve:factory", factory=True, workers=workers, **options)
+    st.state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="serve-metrics-", dir=st.state_dir) as folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # the workers' metric files
+        os.environ[WORKERS_ENV] = str(workers)
+        uvicorn.run("mlops.serve:factory", factory=True, workers=workers, **options)

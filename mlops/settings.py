@@ -63,6 +63,9 @@ ENV: dict[str, tuple[str, str]] = {
     "MLOPS_ACTOR": ("MLFLOW_TRACKING_USERNAME, else the login", "who acts, in the audit"),
     "MLOPS_APPROVAL_POKE_SECONDS": ("60", "seconds between checks of a pending approval"),
     "MLOPS_WORKER_NAME": ("the host name", "name a Celery worker reports (set by the launcher)"),
+    "MLOPS_SERVE_API_KEY": ("unset", "the key `mlops serve` requires; needed off loopback"),
+    "MLOPS_SERVE_HOST": ("unset", "set by `mlops serve` for its workers"),
+    "MLOPS_SERVE_WORKERS": ("unset", "set by `mlops serve` for its workers"),
     "MLOPS_FAULT": ("unset", "tests only: a fault point where the process kills itself"),
 }
 

@@ -105,6 +105,8 @@ class Log:
                 self.flush()
             except OSError:  # a full disk: the rows stay queued and the next flush retries
                 log.exception("prediction log: write to %s failed; retrying", self.folder)
+            except Exception:  # noqa: BLE001 - rows the schema refuses: set aside, go on
+                self._set_aside()
 
     def flush(self) -> int:
         """Write what is queued, one file per partition; return the rows written."""
@@ -136,6 +138,23 @@ class Log:
             target.parent.mkdir(parents=True, exist_ok=True)
             _write_table(target, rows)
             self.files.append(target)
+
+    def _set_aside(self) -> None:
+        """Write the queued rows that cannot be made into the log's schema as JSON lines.
+
+        One bad row must not stop the log: they go to ``<served>/rejected/`` with the error.
+        """
+        import json
+
+        with self._write_lock, self._lock:
+            batch, self._buf = self._buf, []
+        if not batch:
+            return
+        log.exception("prediction log: %d rows do not fit its schema; set aside", len(batch))
+        target = self.folder / "rejected" / f"{time.time_ns()}-{os.getpid()}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps(r, default=str) + "\n" for r in batch)
+        io.write_text(target, lines)
 
     def close(self, timeout: float = 30) -> int:
         """Stop the writer and write everything still queued; return the rows written."""
