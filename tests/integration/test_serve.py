@@ -910,3 +910,56 @@ def test_features_from_a_redis_online_store_give_the_batch_prediction(
         trained.batch(k)["predicted_label"] for k in keys
     ]
     assert ready.json()["online_store"] == "ok"
+
+
+# ---------------------------------------------------------------------------------------
+# What was served, read back: drift of the served rows, and per-arm status with outcomes
+
+
+def test_served_traffic_gets_a_drift_report_and_status_shows_each_arm_with_its_outcomes(
+    trained: Trained, capsys: pytest.CaptureFixture[str]
+):
+    # given a canary server that answered 80 scored keys, stopped cleanly
+    trained.aliases(trained.v1, challenger=trained.v2)
+    params = trained.variant("arms", {"canary_share": 0.5})
+    keys = trained.keys(80)
+    with serving(params, "arms") as srv, srv.client() as http:
+        answers = [http.post("/predict", json={"flight_id": k}).json() for k in keys]
+        assert srv.stop() == 0
+    ids = {a["request_id"] for a in answers}
+    arms = {a["predictions"][0]["arm"] for a in answers}
+    assert arms == {CHAMPION, CHALLENGER}
+    st = trained.st
+    before = traffic.read(st)
+    answered = before[before["arm"] != "shadow"]
+    assert ids <= set(answered["request_id"])
+
+    # when the scored week's outcomes are joined (mlops label)
+    assert main(["--params", str(trained.params_path), "label", "--partitions", SCORED]) == 0
+    capsys.readouterr()
+    # and status is asked for, as JSON
+    assert main(["--params", str(trained.params_path), "status", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    serving_ = next(r for r in rows if r["model"] == trained.params.model_name)["serving"]
+    # then every answered row of the log is counted, per arm, with its outcomes where known
+    assert serving_["rows"] == len(answered)
+    known = set(pd.read_parquet(st.labels_dir / f"{SCORED}.parquet")["flight_id"])
+    for arm in (CHAMPION, CHALLENGER):
+        got = serving_["arms"][arm]
+        assert got["rows"] == int((answered["arm"] == arm).sum())
+        assert got["latency_ms"]["p50"] is not None and got["latency_ms"]["p99"] >= 0
+        # the rows whose keys the label store now holds are labelled (cancelled flights not)
+        mine = answered[answered["arm"] == arm]
+        assert got["labelled"] == int(mine["flight_id"].isin(known).sum()) > 0
+        assert got["performance"] is not None and 0 <= got["performance"]["roc_auc"] <= 1
+
+    # when the served partition is monitored
+    assert main(["--params", str(trained.params_path), "monitor", "--served"]) == 0
+    # then each partition the log holds has its drift report, made from the answered rows
+    pids = traffic.served_partitions(st)
+    assert pids
+    for pid in pids:
+        summary = json.loads((st.reports_dir / "served" / pid / "drift.json").read_text())
+        assert summary["partition"] == pid and summary["source"] == "served"
+        assert summary["rows"]["current"] == int((traffic.read(st, pid)["arm"] != "shadow").sum())
+        assert (st.reports_dir / "served" / pid / "drift.html").stat().st_size > 10_000
