@@ -15,7 +15,8 @@ per DAG file), airflow (one scoring DAG run against its stages' own times; needs
 first), celery (one scoring run over six months on the production profile's
 CeleryExecutor, one worker against two; ``bench/celery.py``), partitions (one source
 through ingest, validate and materialize cut into days, then into years: the same rows;
-``bench/partitions.py``).
+``bench/partitions.py``), serve (``mlops serve`` against a bare FastAPI app and ``mlflow
+models serve`` at 200 requests/s, batches, a champion swap under load; ``bench/serve.py``).
 
 Each size gets a project under ``--work`` (default ``/tmp/mlops-bench``) whose training
 window (January-June) and scored month (July) are the real 2013 partitions scaled to that
@@ -29,7 +30,8 @@ are recorded): use it on a shared machine. Results are merged into
 measured and keeps the rest) and ``results.md`` is rewritten from it.
 
 Needs about 8 GB of free memory at 5M rows. A Redis at 127.0.0.1:6379 is used when
-reachable (db 15, flushed); otherwise the Redis comparison is skipped.
+reachable (db 15, flushed; the serve stage uses db 10); otherwise the Redis comparison is
+skipped.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from bench import ENV as CASE_ENV
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SIZE_STAGES = ["validate", "materialize", "train", "score", "monitor", "label"]
-STAGES = [*SIZE_STAGES, "e2e", "dags", "airflow", "celery", "partitions"]
+STAGES = [*SIZE_STAGES, "e2e", "dags", "airflow", "celery", "partitions", "serve"]
 ENV = {**CASE_ENV, "PYTHONWARNINGS": "ignore"}
 MAX_RSS_MB = 9 * 1024  # a case above this is stopped and reported (set by --max-rss-gb)
 Res = dict[str, Any] | None
@@ -582,7 +584,20 @@ def _partitions_row(res: dict[str, Any]) -> tuple[Any, ...] | None:
     return target, sizes, worst, worst is not None and worst <= 3, "; ".join(notes)
 
 
-Report = Callable[[dict[str, Any]], "tuple[Any, ...] | None"]
+def run_serve(work: Path) -> dict[str, Any]:
+    from bench.serve import run_serve as run
+
+    return run(work)
+
+
+def _serve_rows(res: dict[str, Any]) -> list[tuple[Any, ...]]:
+    from bench.serve import rows
+
+    return rows(res)
+
+
+# A stage's target row, or several (serve)
+Report = Callable[[dict[str, Any]], "tuple[Any, ...] | list[tuple[Any, ...]] | None"]
 CELERY = "a scoring run of six months on one Celery worker, then two"
 # stage -> (what is printed, how it runs, its target row): in this order, after the sizes
 RUNS: dict[str, tuple[str, Callable[[Path], dict[str, Any]], Report]] = {
@@ -594,6 +609,11 @@ RUNS: dict[str, tuple[str, Callable[[Path], dict[str, Any]], Report]] = {
         "one source in day partitions against the same rows in year partitions",
         run_partitions,
         _partitions_row,
+    ),
+    "serve": (
+        "one row at 200 requests/s, batches and a champion swap against bare servers",
+        run_serve,
+        _serve_rows,
     ),
 }
 
@@ -628,8 +648,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(target, "1M/5M", q, _within(q, 1.5), note, small[key], big[key])
     for stage, (_, _, row) in RUNS.items():
         made = row(results.get(stage) or {})
-        if made:
-            add(*made)
+        for one in made if isinstance(made, list) else [made] if made else []:
+            add(*one)
     return rows
 
 
@@ -683,6 +703,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"(stages: {', '.join(f'{k} {v}s' for k, v in st)}); "
             f"bare script {e2e['bare']['wall_seconds']} s.",
         ]
+    from bench.serve import markdown_lines
+
+    lines += markdown_lines(results.get("serve"))
     return "\n".join(lines) + "\n"
 
 
@@ -735,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     arg = ap.add_argument
     arg("--sizes", help="comma-separated, e.g. 100k,1M,5M (default 1M, 100k with --quick)")
     arg("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
-    arg("--quick", action="store_true", help="100k rows, no demo, Airflow or Celery run")
+    arg("--quick", action="store_true", help="100k rows, no demo, Airflow, Celery or serve run")
     arg("--work", type=Path, default=Path("/tmp/mlops-bench"), help="projects and logs")
     arg("--out", "--results", dest="results", type=Path, default=REPO / "bench" / "results")
     arg("--fresh", action="store_true", help="regenerate the scaled projects")
@@ -750,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown stages {sorted(set(stages) - set(STAGES))}; choose from {STAGES}")
     sizes = [parse_size(s) for s in (a.sizes or ("100k" if a.quick else "1M")).split(",")]
     if a.quick:
-        stages = [s for s in stages if s not in ("e2e", "airflow", "celery")]
+        stages = [s for s in stages if s not in ("e2e", "airflow", "celery", "serve")]
     use_redis = redis_up() and not a.no_redis
     a.work.mkdir(parents=True, exist_ok=True)
     a.results.mkdir(parents=True, exist_ok=True)
