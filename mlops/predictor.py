@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SHADOW = "shadow"
+RECENT_VERSIONS = 4  # kept loaded, so a rollback or an alias moving back swaps at once
 Reader = Callable[[list[dict[str, Any]]], dict[str, list[Any]]]
 
 
@@ -250,6 +251,7 @@ class Predictor:
         self.swaps = 0
         self.on_swap: list[Callable[[Arms, Arms | None], None]] = []
         self._lock = threading.Lock()
+        self._recent: dict[str, Model] = {}  # loaded versions, oldest first
 
     @property
     def wants_challenger(self) -> bool:
@@ -288,11 +290,17 @@ class Predictor:
         reg = self._registry()
 
         def model(version: str, arm: str) -> Model:
-            for m in (old.champion, old.challenger) if old else ():
-                if m is not None and m.loaded.version == version:
-                    return Model(m.loaded, arm, task, m.encode)
+            known = self._recent.get(version)
+            if known is not None:  # a rollback returns to a version still in memory
+                return Model(known.loaded, arm, task, known.encode)
             loaded = reg.retry(lambda: reg.load(name, version), f"load {name} v{version}")
-            return Model.of(loaded, arm, task)
+            fresh = Model.of(loaded, arm, task)
+            # One prediction before it answers anyone: the first is several times slower.
+            fresh.predict([dict.fromkeys(self.params.contract.feature_names)], self.params)
+            self._recent[version] = fresh
+            while len(self._recent) > RECENT_VERSIONS:
+                self._recent.pop(next(iter(self._recent)))
+            return fresh
 
         chall = aliases.get(CHALLENGER)
         new = Arms(

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 
 from mlops.config import ConfigError, load_params
-from mlops.serve import API_KEY_ENV, OPEN_PATHS, Guard, api_key, is_loopback
+from mlops.serve_http import API_KEY_ENV, OPEN_PATHS, Guard, api_key, is_loopback
 from mlops.serve_metrics import Metrics
 from tests.conftest import FLIGHTS
 
