@@ -70,20 +70,19 @@ def key_text(values: dict[str, Any], keys: list[str]) -> str:
     return "\x1f".join(str(values[k]) for k in keys)
 
 
-def encoder(loaded: Loaded) -> Callable[[list[dict[str, Any]]], np.ndarray]:
-    """Rows to the float matrix an XGBoost booster predicts from, in the model's order.
+Encoder = Callable[[list[dict[str, Any]]], "np.ndarray"]
 
-    Category values become their code in the learned list (``OTHER``'s code in a capped
-    list, missing elsewhere), as :func:`mlops.models.align_categories` does for batches.
+
+def _matrix(
+    names: list[str], codes: dict[str, dict[str, float]], unseen: dict[str, float]
+) -> Encoder:
+    """Rows to a float matrix of the columns ``names``, in that order.
+
+    A category column's value becomes its code (``unseen[name]`` when it has none), a
+    missing value NaN, any other value a float.
     """
     import numpy as np
 
-    names = list(loaded.features)
-    codes = {k: {v: float(i) for i, v in enumerate(c)} for k, c in loaded.categories.items()}
-    other = {
-        k: float(len(c) - 1) if models.is_capped(c) else float("nan")
-        for k, c in loaded.categories.items()
-    }
     nan = float("nan")
 
     def encode(rows: list[dict[str, Any]]) -> np.ndarray:
@@ -92,16 +91,32 @@ def encoder(loaded: Loaded) -> Callable[[list[dict[str, Any]]], np.ndarray]:
             line = out[i]
             for j, n in enumerate(names):
                 v = r.get(n)
-                if n in codes:
-                    line[j] = nan if v is None else codes[n].get(str(v), other[n])
+                if v is None:
+                    line[j] = nan
+                elif n in codes:
+                    line[j] = codes[n].get(str(v), unseen[n])
                 else:
-                    line[j] = nan if v is None else float(v)
+                    line[j] = float(v)
         return out
 
     return encode
 
 
-def hgb_encoder(loaded: Loaded) -> Callable[[list[dict[str, Any]]], np.ndarray] | None:
+def encoder(loaded: Loaded) -> Encoder:
+    """Rows to the float matrix an XGBoost booster predicts from, in the model's order.
+
+    Category values become their code in the learned list (``OTHER``'s code in a capped
+    list, missing elsewhere), as :func:`mlops.models.align_categories` does for batches.
+    """
+    codes = {k: {v: float(i) for i, v in enumerate(c)} for k, c in loaded.categories.items()}
+    unseen = {
+        k: float(len(c) - 1) if models.is_capped(c) else float("nan")
+        for k, c in loaded.categories.items()
+    }
+    return _matrix(list(loaded.features), codes, unseen)
+
+
+def hgb_encoder(loaded: Loaded) -> Encoder | None:
     """Rows to the matrix a scikit-learn HistGradientBoosting pipeline's model predicts from.
 
     The pipeline ``models.build`` makes: an ordinal encoder over the category columns,
@@ -109,7 +124,6 @@ def hgb_encoder(loaded: Loaded) -> Callable[[list[dict[str, Any]]], np.ndarray] 
     a value it never saw is missing), after a capped column's ``OTHER`` mapping, so the
     model sees what the pipeline would give it. None for any other estimator.
     """
-    import numpy as np
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
@@ -126,34 +140,21 @@ def hgb_encoder(loaded: Loaded) -> Callable[[list[dict[str, Any]]], np.ndarray] 
     spec = [t[1] for t in getattr(pre, "transformers", [])]  # as built: fitted, it is a function
     if not isinstance(enc, OrdinalEncoder) or spec[1:2] != ["passthrough"]:
         return None
-    codes = {
-        c: {str(v): float(i) for i, v in enumerate(enc.categories_[j])} for j, c in enumerate(cats)
-    }
-    learned = loaded.categories
-    capped = {c for c in cats if c in learned and models.is_capped(learned[c])}
-    kept = {c: set(learned[c]) for c in capped}
-    names = [*cats, *nums]
     nan = float("nan")
-
-    def encode(rows: list[dict[str, Any]]) -> np.ndarray:
-        out = np.empty((len(rows), len(names)), dtype=np.float64)
-        for i, r in enumerate(rows):
-            line = out[i]
-            for j, n in enumerate(names):
-                v = r.get(n)
-                if n in codes:
-                    if v is None:
-                        line[j] = nan
-                        continue
-                    text = str(v)
-                    if n in kept and text not in kept[n]:
-                        text = models.OTHER
-                    line[j] = codes[n].get(text, nan)
-                else:
-                    line[j] = nan if v is None else float(v)
-        return out
-
-    return encode
+    codes: dict[str, dict[str, float]] = {}
+    unseen: dict[str, float] = {}
+    for j, c in enumerate(cats):
+        table = {str(v): float(i) for i, v in enumerate(enc.categories_[j])}
+        learned = loaded.categories.get(c, [])
+        if models.is_capped(learned):
+            # A value outside the learned list is OTHER; one inside it the encoder never
+            # saw is missing, as the pipeline's encoder makes it.
+            table = {**dict.fromkeys(learned, nan), **table}
+            unseen[c] = table.get(models.OTHER, nan)
+        else:
+            unseen[c] = nan
+        codes[c] = table
+    return _matrix([*cats, *nums], codes, unseen)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class Model:
     loaded: Loaded
     arm: str
     task: str
-    encode: Callable[[list[dict[str, Any]]], np.ndarray] | None = None
+    encode: Encoder | None = None
 
     @classmethod
     def of(cls, loaded: Loaded, arm: str, task: str) -> Model:
