@@ -101,18 +101,32 @@ class Alert:
     @property
     def mlflow_url(self) -> str | None:
         """The MLflow UI page of the run, when the tracking URI is a server."""
-        base = _server(self.tracking_uri)
-        if base is None or not self.mlflow_run_id:
+        if _server(self.tracking_uri) is None or not self.mlflow_run_id:
             return None
-        return f"{base}/#/runs/{quote(self.mlflow_run_id)}"
+        return run_link(str(self.tracking_uri), self.mlflow_run_id)
 
     @property
     def model_url(self) -> str | None:
         """The MLflow UI page of the model version, when the tracking URI is a server."""
-        base = _server(self.tracking_uri)
-        if base is None or not self.model_name or self.model_version is None:
+        if _server(self.tracking_uri) is None or not self.model_name or not self.model_version:
             return None
-        return f"{base}/#/models/{quote(self.model_name)}/versions/{quote(self.model_version)}"
+        return version_link(str(self.tracking_uri), self.model_name, self.model_version)
+
+
+def run_link(tracking_uri: str, run_id: str) -> str:
+    """Where a person finds an MLflow run: its UI page, else how to open the local store."""
+    base = _server(tracking_uri)
+    if base is not None:
+        return f"{base}/#/runs/{quote(run_id)}"
+    return f"run {run_id} in {_tracking(tracking_uri)} (`mlflow ui --backend-store-uri`)"
+
+
+def version_link(tracking_uri: str, model: str, version: str) -> str:
+    """Where a person finds a model version: its UI page, else its name in the local store."""
+    base = _server(tracking_uri)
+    if base is not None:
+        return f"{base}/#/models/{quote(model)}/versions/{quote(version)}"
+    return f"{model} v{version} in {_tracking(tracking_uri)}"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from mlops import faults, io, tags
+from mlops import faults, io, observe, tags
 from mlops.config import Settings
 from mlops.registry import CHALLENGER, CHAMPION, Registry, RegistryError, connect
 
@@ -381,6 +381,7 @@ def move_champion(
         reconcile(reg, model)
         prev = reg.alias_version(model, CHAMPION)
         if prev == version:
+            observe.champion(version)
             return prev
         event = {
             "action": action,
@@ -392,4 +393,5 @@ def move_champion(
         move(reg, model, CHAMPION, version, event)
         faults.point("audit.after_champion")
         _after_champion(reg, model, prev or "", version, {**event, "override": ""})
+    observe.champion(version)
     return prev

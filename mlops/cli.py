@@ -7,12 +7,13 @@ Failures print one clear message and exit non-zero: 2 for configuration, 1 other
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from mlops import logs, ownership
+from mlops import logs, observe, ownership
 from mlops.commands import (
     do_approve,
     do_card,
@@ -167,7 +168,8 @@ def do_run(p: Params, st: Settings, _a: argparse.Namespace) -> object:
     timings = {}
     for verb in STAGES:
         t = time.perf_counter()
-        COMMANDS[verb](p, st, ns)
+        with observe.stage(p, st, verb):
+            COMMANDS[verb](p, st, ns)
         timings[verb] = round(time.perf_counter() - t, 2)
     from mlops import io
 
@@ -366,7 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in (*STAGES, "run"):
             ownership.claim(params, st)
-        COMMANDS[args.command](params, st, args)
+        measured = args.command in (*STAGES, "rollback", "approve")
+        with (
+            observe.stage(params, st, args.command, getattr(args, "partitions", None))
+            if measured
+            else contextlib.nullcontext()
+        ):
+            COMMANDS[args.command](params, st, args)
     except ConfigError as exc:
         print(f"error: {_safe(exc)}", file=sys.stderr)
         return 2

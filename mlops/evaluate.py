@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import TypedDict
 
-from mlops import io, models, tags, training_data
+from mlops import io, models, observe, tags, training_data
 from mlops.config import Params, Settings
 from mlops.registry import CHAMPION, connect
 
@@ -83,6 +83,15 @@ def run(params: Params, st: Settings, version: str | None = None) -> Evaluation:
         champion_at_evaluation=None if champ_mv is None else str(champ_mv.version),
     )
     io.write_json(st.state_dir / "evaluate.json", result)
+    observe.rows(len(df))
+    observe.gauge(
+        "mlops_model_metric", cand_value, role="candidate", metric=metric, version=version
+    )
+    if champ is not None:
+        value = champ["metrics"].get(metric)
+        observe.gauge(
+            "mlops_model_metric", value, role="champion", metric=metric, version=champ["version"]
+        )
     vs = (
         f"champion v{champ['version']} {champ['metrics'].get(metric, float('nan')):.4f}"
         f"{at_threshold(champ['metrics'])}"

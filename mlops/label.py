@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
-from mlops import arrivals, card, faults, features, io, outcomes, partitions, provenance
+from mlops import arrivals, card, faults, features, io, observe, outcomes, partitions, provenance
 from mlops.config import Params, Settings
 from mlops.outcomes import LabelError
 
@@ -160,6 +160,8 @@ def _run(
     if write or changed_since or not side.is_file() or rejoined:
         io.write_json(side, {k: v for k, v in out.items() if k != "performance"})
     print(_line(out, time.perf_counter() - t0))
+    observe.rows(n_scored, len(merged), partition)
+    observe.gauge("mlops_labelled_rows", len(merged), partition, version=out["model_version"])
 
     if scored_rows is not None and len(scored_rows):
         from mlops import performance

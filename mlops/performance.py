@@ -17,7 +17,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlops import card, io, models, partitions, performance_report, tags
+from mlops import card, io, models, observe, partitions, performance_report, tags
 from mlops import performance_metrics as kernels
 from mlops.config import Params, Settings
 from mlops.contract import Contract
@@ -320,5 +320,11 @@ def run(
     # The JSON goes last: when it exists, the HTML it describes does too.
     io.write_json(json_path, {k: v for k, v in result.items() if not k.endswith(("_path", "_id"))})
     result["run_id"] = performance_report.log(reg, params, result, mv)
+    tags_ = {"partition": partition, "metric": metric, "version": str(model_version)}
+    observe.gauge("mlops_realised_metric", value, **tags_)
+    observe.gauge("mlops_holdout_metric", holdout, **tags_)
+    observe.gauge(
+        "mlops_performance_breach", observe.flag(breach), partition, version=model_version
+    )
     print(performance_report.line(result, time.perf_counter() - t0))
     return result

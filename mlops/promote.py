@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from mlops import governance, io, models
+from mlops import governance, io, models, observe
 from mlops.config import Params, Promote, Settings
 from mlops.registry import CHAMPION, connect
 
@@ -64,6 +64,21 @@ class Promotion(TypedDict):
     outcome: str
 
 
+def _observe(ev: dict[str, Any], decision: Decision, version: str, held: Any, how: str) -> None:
+    """The gate's metrics and decision, and the champion it leaves."""
+    metric = ev["metric"]
+    for role, side in (("candidate", ev["candidate"]), ("champion", ev["champion"])):
+        if side:
+            value = side["metrics"].get(metric)
+            observe.gauge(
+                "mlops_model_metric", value, role=role, metric=metric, version=side["version"]
+            )
+    gate = decision.promote or held == version
+    observe.gauge("mlops_promotion_gate_passed", observe.flag(gate), version=version)
+    observe.gauge("mlops_promotion_decision", observe.flag(decision.promote), version=version)
+    observe.champion(version if decision.promote and how == "auto" else held)
+
+
 def run(params: Params, st: Settings) -> Promotion:
     """Apply the gate to the last evaluation and move aliases as the decision allows."""
     t0 = time.perf_counter()
@@ -100,6 +115,7 @@ def run(params: Params, st: Settings) -> Promotion:
         outcome=outcome,
     )
     io.write_json(st.state_dir / "promote.json", result)
+    _observe(ev, decision, version, held, params.promote.approval)
     verdict = "PASSED" if decision.promote else "FAILED" if was != version else "not re-run"
     print(
         f"promote: {name} v{version} gate {verdict} "

@@ -66,6 +66,7 @@ ENV: dict[str, tuple[str, str]] = {
     "MLOPS_SERVE_API_KEY": ("unset", "the key `mlops serve` requires; needed off loopback"),
     "MLOPS_SERVE_HOST": ("unset", "set by `mlops serve` for its workers"),
     "MLOPS_SERVE_WORKERS": ("unset", "set by `mlops serve` for its workers"),
+    "MLOPS_PUSHGATEWAY_URL": ("unset", "Prometheus Pushgateway for pipeline metrics; unset: none"),
     "MLOPS_FAULT": ("unset", "tests only: a fault point where the process kills itself"),
 }
 

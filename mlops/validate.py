@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import gx_context, io, partitions, provenance
+from mlops import gx_context, io, observe, partitions, provenance
 from mlops.config import Params, Settings
 from mlops.gx_context import DOCS_INDEX, KEEP_VALIDATIONS
 from mlops.gx_results import UNIQUE, describe_failure, split_batch, summarize
@@ -420,6 +420,10 @@ def run(params: Params, st: Settings, pids: list[str]) -> dict[str, dict[str, An
         for pid, path in paths.items():
             summary, gx_result = results[pid]
             summary.setdefault("md5", md5s[pid])
+            failed_n = (summary.get("statistics") or {}).get("failed", 1)
+            observe.gauge("mlops_validation_failed_expectations", failed_n, partition=pid)
+            observe.gauge("mlops_validation_quarantined", observe.flag(not summary["success"]), pid)
+            observe.rows(summary.get("rows"), summary.get("rows") if summary["success"] else 0, pid)
             if summary["success"]:
                 _publish(params, st, pid, path, summary)
                 passed[pid] = summary

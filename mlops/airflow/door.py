@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from mlops import io, logs, ownership
+from mlops import io, logs, observe, ownership
 from mlops.config import ConfigError, Params, Settings, load_params, params_path, settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,15 @@ def _fail_fast() -> Iterator[None]:
         raise TaskError(f"{type(exc).__name__}: {message}") from None
 
 
-def _call(fn: Callable[[Params, Settings], T]) -> T:
-    """The one door of every task: load params and settings, run ``fn``, fail fast."""
+def _call(
+    fn: Callable[[Params, Settings], T],
+    stage: str | None = None,
+    partitions: Iterable[str] | None = None,
+) -> T:
+    """The one door of every task: load params and settings, run ``fn``, fail fast.
+
+    With ``stage``, the run is measured and its metrics pushed (``mlops.observe``).
+    """
     logs.mask_handlers()
     with _fail_fast(), warnings.catch_warnings():
         # Loading a scikit-learn model, skops looks up each of its functions in every
@@ -73,7 +80,10 @@ def _call(fn: Callable[[Params, Settings], T]) -> T:
         path = params_path()
         params, st = load_params(path), settings(path)
         ownership.claim(params, st)
-        return fn(params, st)
+        if stage is None:
+            return fn(params, st)
+        with observe.stage(params, st, stage, partitions):
+            return fn(params, st)
 
 
 def _skip(reason: str) -> None:

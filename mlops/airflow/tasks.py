@@ -63,21 +63,21 @@ def ingest(pids: list[str]) -> list[str]:
     """Ingest ``pids``; return them for the next task."""
     from mlops import ingest as stage
 
-    return sorted(_call(lambda p, st: stage.run(p, st, pids)))
+    return sorted(_call(lambda p, st: stage.run(p, st, pids), "ingest", pids))
 
 
 def validate(pids: list[str]) -> list[str]:
     """Validate ``pids``; return those that passed (a failure fails the task)."""
     from mlops import validate as stage
 
-    return sorted(_call(lambda p, st: stage.run(p, st, pids)))
+    return sorted(_call(lambda p, st: stage.run(p, st, pids), "validate", pids))
 
 
 def materialize(pids: list[str]) -> list[str]:
     """Materialise ``pids``; return them for the next task."""
     from mlops import materialize as stage
 
-    _call(lambda p, st: stage.run(p, st, pids))
+    _call(lambda p, st: stage.run(p, st, pids), "materialize", pids)
     return sorted(pids)
 
 
@@ -85,14 +85,14 @@ def train(pids: list[str]) -> str:
     """Train on ``pids``; return the registered version."""
     from mlops import train as stage
 
-    return _call(lambda p, st: stage.run(window(p, pids), st))["version"]
+    return _call(lambda p, st: stage.run(window(p, pids), st), "train")["version"]
 
 
 def evaluate(pids: list[str], version: str) -> dict[str, Any]:
     """Candidate against champion on the window's holdout; small summary for XCom."""
     from mlops import evaluate as stage
 
-    out = _call(lambda p, st: stage.run(window(p, pids), st, version))
+    out = _call(lambda p, st: stage.run(window(p, pids), st, version), "evaluate")
     champ = out["champion"]
     return {
         "version": str(version),
@@ -121,7 +121,7 @@ def promote(pids: list[str], evaluation: dict[str, Any]) -> dict[str, Any]:
             )
         return stage.run(window(p, pids), st)
 
-    out = _call(run)
+    out = _call(run, "promote")
     decision = {
         **{k: out[k] for k in ("model_name", "version", "promote", "approval", "outcome")},
         "at": datetime.now(UTC).isoformat(),
@@ -140,7 +140,7 @@ def score(partition: str) -> str:
     """Score one partition (one mapped task per partition); return the partition id."""
     from mlops import score as stage
 
-    out = _call(lambda p, st: stage.run(p, st, partition))
+    out = _call(lambda p, st: stage.run(p, st, partition), "score", [partition])
     log.info("scored %s: %s", partition, out["path"])
     return partition
 
@@ -149,7 +149,7 @@ def monitor(partition: str, outlet_events: Any = None) -> dict[str, Any]:
     """Drift report for one partition; on a breach only, add a drift-breach asset event."""
     from mlops import monitor as stage
 
-    out = _call(lambda p, st: stage.run_partition(p, st, partition))
+    out = _call(lambda p, st: stage.run_partition(p, st, partition), "monitor", [partition])
     summary: dict[str, Any] = {
         "partition": partition,
         "breach": bool(out["breach"]),
@@ -193,7 +193,7 @@ def label(pids: list[str], as_of: Any = None, outlet_events: Any = None) -> list
             done.append(stage.run(p, st, pid, as_of))
         return done
 
-    results = _call(run)
+    results = _call(run, "label", pids)
     if not results:
         _skip(f"nothing to label: {', '.join(pids)} not scored")
     out = []
@@ -400,6 +400,6 @@ def apply_approval(decision: dict[str, Any], outcome: str) -> str:
         hours = p.promote.approval_timeout_hours
         return policy.expire(st, name, version, f"no decision within {hours:g} h")
 
-    out = _call(act)
+    out = _call(act, "approval")
     log.info("%s v%s: %s", name, version, out)
     return out

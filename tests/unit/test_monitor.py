@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mlops import features, io, monitor, outcomes, partitions, score
+from mlops import drift, features, io, monitor, outcomes, partitions, score
 from mlops import materialize as m
 from mlops.config import Monitor, Params, Settings, load_params, settings
 from tests.helpers import copy_key_in_feature_file, scoring_frame
@@ -122,7 +122,7 @@ def test_same_month_is_no_breach(frames):
     params = load_params(REPO / "params.yaml")
 
     # when compared
-    summary, html = monitor.drift_report(
+    summary, html = drift.drift_report(
         frames["reference"], frames["january"], params.contract, params.monitor
     )
     breach, reasons = monitor.is_breach(summary, params.monitor)
@@ -151,8 +151,8 @@ def test_config_sets_method_and_sampling_is_seeded(frames):
     )
 
     # when the report is built twice
-    a, _ = monitor.drift_report(frames["reference"], frames["july"], params.contract, cfg, None)
-    b, _ = monitor.drift_report(frames["reference"], frames["july"], params.contract, cfg, None)
+    a, _ = drift.drift_report(frames["reference"], frames["july"], params.contract, cfg, None)
+    b, _ = drift.drift_report(frames["reference"], frames["july"], params.contract, cfg, None)
 
     # then every column uses the configured test (p-values: drift below the threshold),
     # both sides were sampled, and the same seed gives the same answer
@@ -169,9 +169,9 @@ def test_missing_feature_is_named(frames):
     params = load_params(REPO / "params.yaml")
     current = frames["july"].drop(columns=["dewp"])
     with pytest.raises(ValueError, match=r"current data lacks .*'dewp'"):
-        monitor.drift_report(frames["reference"], current, params.contract, params.monitor)
+        drift.drift_report(frames["reference"], current, params.contract, params.monitor)
     with pytest.raises(ValueError, match="reference data has no rows"):
-        monitor.drift_report(frames["reference"].iloc[:0], current, params.contract, params.monitor)
+        drift.drift_report(frames["reference"].iloc[:0], current, params.contract, params.monitor)
 
 
 # --------------------------------------------------------------------------- is_breach
@@ -247,7 +247,7 @@ def test_monitor_reads_only_a_seeded_sample_equal_to_sampling_the_full_join(tmp_
     expected = (
         preds.drop(columns=[c.timestamp])
         .merge(full.drop(columns=[c.timestamp]), on=keys, how="inner", validate="1:1")
-        .sample(n=300, random_state=monitor.SAMPLE_SEED)
+        .sample(n=300, random_state=drift.SAMPLE_SEED)
         .sort_index()
         .reset_index(drop=True)
     )
