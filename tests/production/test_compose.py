@@ -23,6 +23,10 @@ LONG_RUNNING = [
     "airflow-triggerer",
     "airflow-worker",
     "serve",
+    "pushgateway",
+    "statsd-exporter",
+    "prometheus",
+    "grafana",
 ]
 
 
@@ -51,7 +55,8 @@ def test_services_have_health_checks_and_restart_policies(name: str) -> None:
 
 def test_only_the_uis_are_published_and_on_localhost_by_default() -> None:
     published = {n: s["ports"] for n, s in SERVICES.items() if s.get("ports")}
-    assert set(published) == {"airflow-apiserver", "mlflow", "serve"}
+    # Prometheus, the Pushgateway and statsd-exporter have no login: reachable in the network only
+    assert set(published) == {"airflow-apiserver", "mlflow", "serve", "grafana"}
     for ports in published.values():
         for p in ports:
             assert p.startswith("${BIND_ADDRESS:-127.0.0.1}:")
@@ -72,6 +77,75 @@ def test_serve_reads_features_from_redis_and_needs_an_api_key() -> None:
     assert {"redis", "mlflow"} <= set(svc["depends_on"])
 
 
+def _mounts(name: str) -> dict[str, str]:
+    """A service's bind mounts: container path -> repository path."""
+    out = {}
+    for v in SERVICES[name].get("volumes", []):
+        src, dst, *_ = v.split(":")
+        if src.startswith("./"):
+            out[dst] = src
+    return out
+
+
+def test_every_stage_pushes_and_airflow_sends_statsd() -> None:
+    env = COMPOSE["x-airflow-env"]
+    for name in SERVICES:
+        if name.startswith("airflow-"):
+            assert SERVICES[name]["environment"]["MLOPS_PUSHGATEWAY_URL"] == (
+                "http://pushgateway:9091"
+            ), name
+    assert env["AIRFLOW__METRICS__STATSD_ON"] == "True"
+    assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter"
+    assert env["AIRFLOW__METRICS__STATSD_PREFIX"] == "airflow"
+    statsd = SERVICES["statsd-exporter"]
+    assert f"--statsd.listen-udp=:{env['AIRFLOW__METRICS__STATSD_PORT']}" in statsd["command"]
+    config = next(a for a in statsd["command"] if a.startswith("--statsd.mapping-config="))
+    assert _mounts("statsd-exporter")[config.split("=", 1)[1]] == "./deploy/statsd/mapping.yml"
+
+
+def test_prometheus_scrapes_the_services_of_this_file_with_the_rules() -> None:
+    svc = SERVICES["prometheus"]
+    mounts = _mounts("prometheus")
+    config = next(a for a in svc["command"] if a.startswith("--config.file="))
+    path = config.split("=", 1)[1]
+    folder = path.rsplit("/", 1)[0]
+    assert mounts[folder] == "./deploy/prometheus"
+    prom = yaml.safe_load((REPO / "deploy/prometheus" / path.rsplit("/", 1)[1]).read_text())
+    assert prom["rule_files"] == ["rules.yml"]
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    for job, service in (("pushgateway", "pushgateway"), ("serve", "serve")):
+        (target,) = jobs[job]["static_configs"][0]["targets"]
+        assert target.split(":")[0] == service
+    (target,) = jobs["airflow"]["static_configs"][0]["targets"]
+    assert target == "statsd-exporter:9102"
+    assert "--web.listen-address=:9102" in SERVICES["statsd-exporter"]["command"]
+    # the pushed job, project, stage and partition labels are kept, not the scrape's own
+    assert jobs["pushgateway"]["honor_labels"] is True
+    assert any(v.startswith("promdata:") for v in svc["volumes"])
+    assert any(v.startswith("pushdata:") for v in SERVICES["pushgateway"]["volumes"])
+
+
+def test_grafana_provisions_the_data_source_and_dashboards_it_mounts() -> None:
+    svc = SERVICES["grafana"]
+    mounts = _mounts("grafana")
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provision = REPO / "deploy/grafana/provisioning"
+    (source,) = yaml.safe_load((provision / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    assert "prometheus" in SERVICES
+    (provider,) = yaml.safe_load((provision / "dashboards/mlops.yml").read_text())["providers"]
+    assert mounts[provider["options"]["path"]] == "./deploy/grafana/dashboards"
+    home = svc["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/")
+    assert (REPO / "deploy/grafana/dashboards" / home.rsplit("/", 1)[1]).is_file()
+    assert svc["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == (
+        "${GRAFANA_ADMIN_PASSWORD:?set it in .env}"
+    )
+    assert svc["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
 def test_workers_scale_and_state_lives_in_volumes() -> None:
     assert "container_name" not in SERVICES["airflow-worker"]
     assert {"pgdata", "redisdata", "shared"} <= set(COMPOSE["volumes"])
@@ -88,6 +162,7 @@ def test_no_secret_has_a_value_in_the_repository() -> None:
         "AIRFLOW__API__SECRET_KEY",
         "MLFLOW_ADMIN_PASSWORD",
         "MLFLOW_TRACKING_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
     ):
         assert re.search(rf"\$\{{{var}(:\?[^}}]*)?\}}", text), var
     example = dict(
