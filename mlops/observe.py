@@ -59,6 +59,8 @@ HELP = {
     "mlops_stage_success": "1 when the stage's last run succeeded, 0 when it failed.",
     "mlops_stage_last_success_timestamp_seconds": "Unix time of the stage's last success.",
     "mlops_stage_runs_total": "Stage runs, by outcome.",
+    "mlops_stage_cpu_seconds": "CPU time of the stage's last run (user and system).",
+    "mlops_stage_max_rss_bytes": "Peak resident memory of the process by the stage's end.",
     "mlops_stage_input_rows": "Rows the stage's last run read.",
     "mlops_stage_output_rows": "Rows the stage's last run wrote.",
     "mlops_schedule_interval_seconds": "Longest gap between two scheduled scoring runs.",
@@ -188,7 +190,7 @@ def stage(
         {"model": params.model_name},
     )
     token = _current.set(run)
-    t0, ok = time.perf_counter(), False
+    t0, cpu0, ok = time.perf_counter(), time.process_time(), False
     try:
         yield run
         ok = True
@@ -196,10 +198,18 @@ def stage(
         _current.reset(token)
         try:
             run.add("mlops_stage_duration_seconds", time.perf_counter() - t0, {})
+            run.add("mlops_stage_cpu_seconds", time.process_time() - cpu0, {})
+            run.add("mlops_stage_max_rss_bytes", _max_rss_bytes(), {})
             run.add("mlops_schedule_interval_seconds", interval_seconds(params), {})
             push(url, st, params.project, run, ok)
         except Exception as exc:  # noqa: BLE001 - metrics never fail a stage
             log.warning("metrics for %s not pushed: %s", name, io.redact(str(exc)))
+
+
+def _max_rss_bytes() -> float:
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
 # --------------------------------------------------------------------------- pushing

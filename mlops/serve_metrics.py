@@ -3,7 +3,7 @@
 One registry per server. With several workers, prometheus-client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``, set by ``serve.run`` before the workers start) sums the
 workers' files, so ``/metrics`` of any worker reports the whole server (with a ``pid``
-label on the gauges).
+label on the gauges). One worker also reports its memory and CPU (``process_*``).
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ class Metrics:
             "Rows appended to the prediction log.",
             registry=r,
         )
+        if not self.multiprocess:  # a worker's own process metrics would not add up
+            from prometheus_client import ProcessCollector
+
+            ProcessCollector(registry=r)  # process_resident_memory_bytes, _cpu_seconds_total
 
     def swapped(self, new: Arms, old: Arms | None) -> None:
         """Record a swap (or the first load) and which versions are now served."""

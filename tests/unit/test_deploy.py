@@ -26,6 +26,8 @@ RULES = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())
 ALERTS = {r["alert"]: r for g in RULES["groups"] for r in g["rules"] if "alert" in r}
 # Series Prometheus and the Pushgateway add themselves, which panels and rules may use.
 BUILTIN = {"up", "push_time_seconds", "push_failure_time_seconds", "ALERTS"}
+# The process collector of prometheus-client, which `mlops serve` registers.
+BUILTIN |= {"process_resident_memory_bytes", "process_cpu_seconds_total"}
 # What the Grafana template variables become when a query is run outside Grafana.
 GRAFANA_VARS = {"__rate_interval": "1m", "__interval": "15s"}
 PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "group_left", "group_right"}

@@ -22,6 +22,7 @@ from mlops import observe
 from mlops.config import Params, Settings, load_params, settings
 
 REPO = Path(__file__).resolve().parents[2]
+PROJECT = "observe_unit_test"
 GATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
 needs_gateway = pytest.mark.skipif(
     GATEWAY is None, reason="prometheus-pushgateway is not installed (.ci/run installs it)"
@@ -61,7 +62,8 @@ def pushgateway(port: int) -> Iterator[str]:
 
 def scrape(url: str) -> list[str]:
     text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    return [line for line in text.splitlines() if line.startswith("mlops_")]
+    mine = f'project="{PROJECT}"'
+    return [line for line in text.splitlines() if line.startswith("mlops_") and mine in line]
 
 
 def series(lines: list[str], name: str, **labels: str) -> list[float]:
@@ -80,7 +82,8 @@ def series(lines: list[str], name: str, **labels: str) -> list[float]:
 def project(tmp_path: Path) -> tuple[Params, Settings]:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     path = tmp_path / "params.yaml"
-    return load_params(path), settings(path, env={})
+    # A project name of its own: only this test's pushes are read back.
+    return load_params(path).model_copy(update={"project": PROJECT}), settings(path, env={})
 
 
 def test_without_a_gateway_nothing_is_measured_or_written(project, monkeypatch):
