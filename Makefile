@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export FEAST_USAGE := False
 
-.PHONY: install demo serve test lint airflow bench clean
+.PHONY: install demo serve prometheus ui test lint airflow bench clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,25 @@ demo: install
 # The champion online on http://127.0.0.1:$(SERVE_PORT) (README, "Serving"); Ctrl-C stops it.
 serve: install
 	$(VENV)/bin/mlops serve --port $(SERVE_PORT) $(SERVE_ARGS)
+
+# Prometheus on http://127.0.0.1:9090 with the alert rules, and the Pushgateway on :9091
+# that stages push to when MLOPS_PUSHGATEWAY_URL=http://127.0.0.1:9091 (README,
+# "Observability"); Ctrl-C stops both. Debian's prometheus and prometheus-pushgateway.
+prometheus:
+	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null \
+	  || { echo "needs prometheus and prometheus-pushgateway: apt-get install prometheus prometheus-pushgateway"; exit 1; }
+	@mkdir -p data/prometheus
+	prometheus-pushgateway --web.listen-address=127.0.0.1:9091 \
+	  --persistence.file=data/prometheus/pushgateway.data & gw=$$!; \
+	trap "kill $$gw" EXIT; \
+	prometheus --config.file=deploy/prometheus/local.yml --storage.tsdb.path=data/prometheus \
+	  --web.listen-address=127.0.0.1:9090
+
+# The timeline: Evidently's UI over every drift and performance report, on
+# http://127.0.0.1:$(UI_PORT) (README, "Observability"); Ctrl-C stops it.
+UI_PORT ?= 8001
+ui: install
+	$(VENV)/bin/mlops ui --port $(UI_PORT)
 
 test: install
 	$(VENV)/bin/pytest

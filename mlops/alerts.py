@@ -39,6 +39,9 @@ MAX_DETAIL_CHARS = 500
 _FAILED_VALIDATION = re.compile(r"(?:^|[\s/])([0-9][0-9A-Za-z-]*)\.parquet failed validation")
 
 
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+
+
 @dataclass(frozen=True)
 class Alert:
     """One event worth telling people about.
@@ -114,19 +117,18 @@ class Alert:
 
 
 def run_link(tracking_uri: str, run_id: str) -> str:
-    """Where a person finds an MLflow run: its UI page, else how to open the local store."""
-    base = _server(tracking_uri)
-    if base is not None:
-        return f"{base}/#/runs/{quote(run_id)}"
-    return f"run {run_id} in {_tracking(tracking_uri)} (`mlflow ui --backend-store-uri`)"
+    """An MLflow run's page: on the tracking server, else in ``mlflow ui`` on this machine.
+
+    A local store is opened with ``mlflow ui --backend-store-uri <tracking uri>``, which
+    serves on ``LOCAL_MLFLOW_UI``; credentials never appear in the link.
+    """
+    return f"{_server(tracking_uri) or LOCAL_MLFLOW_UI}/#/runs/{quote(run_id)}"
 
 
 def version_link(tracking_uri: str, model: str, version: str) -> str:
-    """Where a person finds a model version: its UI page, else its name in the local store."""
-    base = _server(tracking_uri)
-    if base is not None:
-        return f"{base}/#/models/{quote(model)}/versions/{quote(version)}"
-    return f"{model} v{version} in {_tracking(tracking_uri)}"
+    """A model version's page, on the tracking server or in a local ``mlflow ui``."""
+    base = _server(tracking_uri) or LOCAL_MLFLOW_UI
+    return f"{base}/#/models/{quote(model)}/versions/{quote(version)}"
 
 
 @dataclass(frozen=True)

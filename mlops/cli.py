@@ -148,6 +148,13 @@ def do_serve(p: Params, st: Settings, a: argparse.Namespace) -> object:
     return None
 
 
+def do_ui(p: Params, st: Settings, a: argparse.Namespace) -> object:
+    """Serve the timeline (Evidently's UI on ``<data>/timeline``) until interrupted."""
+    from mlops import ui
+
+    return ui.run(p, st, a.host, a.port)
+
+
 def _moment(text: str | None) -> datetime | None:
     """``--as-of``: an ISO date or time (UTC when it names no zone)."""
     if text is None:
@@ -201,6 +208,7 @@ COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], object]] = 
     "monitor": do_monitor,
     "label": do_label,
     "serve": do_serve,
+    "ui": do_ui,
     "run": do_run,
     "approve": do_approve,
     "reject": do_approve,
@@ -223,6 +231,7 @@ HELP = {
     "monitor": "Evidently drift report and breach decision for scored partitions",
     "label": "join arrived outcomes to scored partitions; realised performance and its breach",
     "serve": "answer prediction requests online with the champion (HTTP, v2 protocol)",
+    "ui": "the timeline: Evidently's UI on every partition's drift and realised performance",
     "run": "the whole pipeline, in order",
     "approve": "approve a model version (who, when, why)",
     "reject": "reject a model version (who, when, why)",
@@ -272,6 +281,9 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
             sp.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
             sp.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+        if name == "ui":
+            sp.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
+            sp.add_argument("--port", type=int, default=8001, help="port (default: 8001)")
         if name == "evaluate":
             sp.add_argument("--version", help="model version (default: the last trained)")
         if name in ("approve", "reject"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from mlops import timeline
 from mlops.config import Monitor
 from mlops.contract import Contract
 
@@ -206,7 +207,10 @@ def evaluate(
         classification=[task] if task is not None and contract.task == "classification" else None,
         regression=[task] if task is not None and contract.task == "regression" else None,
     )
-    report = Report([*drift_metrics.values(), *perf_metrics.values()], include_tests=True)
+    features = contract.feature_names
+    untested = [c for c in features if c not in drift_metrics and checked[c]["drifted"]]
+    share = timeline.drift_share(features, drift_metrics, untested)
+    report = Report([*drift_metrics.values(), share, *perf_metrics.values()], include_tests=True)
     snapshot = report.run(
         Dataset.from_pandas(cur, data_definition=definition),
         Dataset.from_pandas(ref, data_definition=definition),

@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypedDict
 
-from mlops import faults, io, partitions, provenance
+from mlops import faults, io, observe, partitions, provenance
 from mlops.config import Params, Settings
 from mlops.contract import Contract
 from mlops.source import load
@@ -113,6 +113,8 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> dict[str, 
             result[pid] = entry
         io.write_json(provenance.manifest_path(st), manifest)
     rows = sum(len(p) for p in parts.values())
+    for pid, part in parts.items():
+        observe.rows(None, len(part), pid)
     pushed = ", pushed" if params.ingest.push else ""
     held = (
         f"; target {params.contract.target!r} withheld from {', '.join(withheld)} "

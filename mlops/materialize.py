@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from mlops import faults, features, io, partitions, provenance
+from mlops import faults, features, io, observe, partitions, provenance
 from mlops.config import Params, Settings
 from mlops.contract import Contract
 from mlops.features import FeatureError, KeyType, source_dir
@@ -202,6 +202,7 @@ def _run(params: Params, st: Settings, pids: list[str], t0: float) -> Materializ
         _load_online(fs, params, st, pids, latest)
         online = f"{fs.config.online_store.type} [{start:%Y-%m-%d}, {end:%Y-%m-%d})"
     secs = time.perf_counter() - t0
+    observe.rows(rows, rows)
     print(
         f"materialize: {', '.join(pids)} {rows:,} rows -> {source_dir(params, st)}, "
         f"online {online} in {secs:.1f}s"

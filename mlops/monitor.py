@@ -12,7 +12,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired
 
-from mlops import faults, features, io, observe, outcomes, partitions, provenance, runs, tags
+from mlops import (
+    alerts,
+    faults,
+    features,
+    io,
+    observe,
+    outcomes,
+    partitions,
+    provenance,
+    runs,
+    tags,
+    timeline,
+)
 from mlops.config import Monitor, Params, Settings
 from mlops.drift import PREDICTION, SAMPLE_SEED, Drift, evaluate
 from mlops.training_data import known_targets
@@ -33,6 +45,7 @@ class Monitored(Drift):
     model_version: NotRequired[str]
     input_md5: NotRequired[str | None]
     run_id: NotRequired[str]
+    links: NotRequired[dict[str, str]]
 
 
 def is_breach(summary: Drift, cfg: Monitor) -> tuple[bool, list[str]]:
@@ -103,12 +116,28 @@ def run(
     ``folder`` (default ``<reports_dir>/<partition>``) and returns that summary with the
     two paths added.
     """
+    return _report(params, st, partition, reference, current, current_rows, described, folder)[0]
+
+
+def _report(
+    params: Params,
+    st: Settings,
+    partition: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    current_rows: int | None = None,
+    described: dict[str, str | None] | None = None,
+    folder: Path | None = None,
+    mlflow_run: str | None = None,
+) -> tuple[Monitored, Any]:
+    """:func:`run`, with Evidently's snapshot of the report (which links to ``mlflow_run``)."""
     partitions.check(partition)  # a malformed id fails before any work
     t0 = time.perf_counter()
     summary, snapshot = evaluate(
         reference, current, params.contract, params.monitor, current_rows=current_rows
     )
-    html = snapshot.get_html_str(as_iframe=False)
+    links = {"Timeline": timeline.url(params), **({"MLflow run": mlflow_run} if mlflow_run else {})}
+    html = timeline.with_links(snapshot.get_html_str(as_iframe=False), links)
     breach, reasons = is_breach(summary, params.monitor)
     _observe(partition, summary, breach, described or {})
     out = folder or st.reports_dir / partition
@@ -133,7 +162,7 @@ def run(
         f"{'BREACH' if breach else 'ok'} (report: {html_path}) "
         f"in {time.perf_counter() - t0:.1f}s"
     )
-    return result
+    return result, snapshot
 
 
 def sample_positions(n: int, k: int, seed: int) -> np.ndarray:
@@ -225,7 +254,6 @@ def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path
     reg = connect(st)
     reference = reg.reference(name, version)
     described = {"model_version": version, "input_md5": input_md5}
-    out = run(params, st, partition, reference, current, total, described)
 
     exp = reg.experiment_id(params.model_name)
     runs.close_interrupted(reg, exp, "monitor", {tags.PARTITION: partition})
@@ -239,8 +267,13 @@ def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path
     # Tagged as it starts: a run killed at any point is still found as this monitor's.
     first = {"experiment_id": exp, "run_name": f"monitor {partition}", "tags": key}
     with mlflow.start_run(**({"run_id": again} if again else first)) as active:
-        out["run_id"] = active.info.run_id
         faults.point("monitor.run_started", partition)
+        # The run is opened first so that the report can link to it.
+        mlflow_run = alerts.run_link(st.tracking_uri, active.info.run_id)
+        out, snapshot = _report(
+            params, st, partition, reference, current, total, described, None, mlflow_run
+        )
+        out["run_id"] = active.info.run_id
         mlflow.set_tags({**key, tags.BREACH: str(out["breach"])})
         mlflow.log_metrics(
             {
@@ -250,4 +283,8 @@ def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path
         )
         mlflow.log_artifact(out["html_path"], artifact_path=f"drift/{partition}")
         mlflow.log_artifact(out["json_path"], artifact_path=f"drift/{partition}")
+    links = {"report": Path(out["html_path"]).resolve().as_uri(), "mlflow_run": mlflow_run}
+    sid = timeline.add(params, st, snapshot, partition, "drift", links, version)
+    out["links"] = {**links, "timeline": timeline.url(params, sid)}
+    print(f"monitor: {partition} {timeline.links_text(out['links'])}")
     return out

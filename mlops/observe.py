@@ -321,8 +321,8 @@ def push(url: str, st: Settings, project: str, run: Run, ok: bool) -> int:
             try:
                 _send(url, path, body)
                 pushed += 1
-                if kept_file is not None:
-                    kept_file.unlink(missing_ok=True)
+                # A kept copy of a group this run pushed is older: it must not follow.
+                (kept_file or pending / _kept_name(path)).unlink(missing_ok=True)
                 continue
             except (OSError, urllib.error.URLError) as exc:
                 failed = exc
@@ -341,9 +341,12 @@ def push(url: str, st: Settings, project: str, run: Run, ok: bool) -> int:
     return pushed
 
 
+def _kept_name(path: str) -> str:
+    return hashlib.sha1(path.encode()).hexdigest()[:16] + ".json"
+
+
 def _keep(pending: Path, path: str, body: str) -> None:
-    name = hashlib.sha1(path.encode()).hexdigest()[:16]
-    io.write_json(pending / f"{name}.json", {"path": path, "body": body})
+    io.write_json(pending / _kept_name(path), {"path": path, "body": body})
 
 
 def _trim(pending: Path) -> None:

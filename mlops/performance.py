@@ -17,7 +17,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlops import card, io, models, observe, partitions, performance_report, tags
+from mlops import alerts, card, io, models, observe, partitions, performance_report, tags, timeline
 from mlops import performance_metrics as kernels
 from mlops.config import Params, Settings
 from mlops.contract import Contract
@@ -314,12 +314,25 @@ def run(
         html_path=str(html_path) if len(scored) else None,
         json_path=str(json_path),
     )
+    report = page = None
+    nav = {"Timeline": timeline.url(params)}
     if len(scored):
-        page = performance_report.html(scored, c, threshold, params.monitor.max_rows)
-        io.write_text(html_path, performance_report.with_summary(page, result))
+        report = performance_report.snapshot(scored, c, threshold, params.monitor.max_rows)
+        page = performance_report.with_summary(str(report.get_html_str(as_iframe=False)), result)
+        io.write_text(html_path, timeline.with_links(page, nav))
     # The JSON goes last: when it exists, the HTML it describes does too.
     io.write_json(json_path, {k: v for k, v in result.items() if not k.endswith(("_path", "_id"))})
     result["run_id"] = performance_report.log(reg, params, result, mv)
+    if report is not None and page is not None:
+        links = {"report": html_path.resolve().as_uri()}
+        if result["run_id"]:
+            links["mlflow_run"] = alerts.run_link(st.tracking_uri, result["run_id"])
+            # The run exists only now: the page on disk gains its link (MLflow keeps its copy).
+            io.write_text(
+                html_path, timeline.with_links(page, {**nav, "MLflow run": links["mlflow_run"]})
+            )
+        sid = timeline.add(params, st, report, partition, "performance", links, str(model_version))
+        result["links"] = {**links, "timeline": timeline.url(params, sid)}
     tags_ = {"partition": partition, "metric": metric, "version": str(model_version)}
     observe.gauge("mlops_realised_metric", value, **tags_)
     observe.gauge("mlops_holdout_metric", holdout, **tags_)
@@ -327,4 +340,6 @@ def run(
         "mlops_performance_breach", observe.flag(breach), partition, version=model_version
     )
     print(performance_report.line(result, time.perf_counter() - t0))
+    if "links" in result:
+        print(f"label: {partition} {timeline.links_text(result['links'])}")
     return result

@@ -61,6 +61,7 @@ class Realised(TypedDict):
     html_path: str | None
     json_path: str
     run_id: NotRequired[str | None]
+    links: NotRequired[dict[str, str]]
 
 
 METRIC_PREFIX = "realised_"
@@ -153,7 +154,14 @@ def _cut(frame: pd.DataFrame, threshold: float | None) -> float | None:
 
 
 def html(frame: pd.DataFrame, contract: Contract, threshold: float | None, max_rows: int) -> str:
-    """Evidently's classification or regression preset of labelled predictions, as HTML.
+    """:func:`snapshot` as a self-contained HTML page."""
+    return str(snapshot(frame, contract, threshold, max_rows).get_html_str(as_iframe=False))
+
+
+def snapshot(
+    frame: pd.DataFrame, contract: Contract, threshold: float | None, max_rows: int
+) -> Any:
+    """Evidently's classification or regression preset of labelled predictions (its snapshot).
 
     Built on a seeded sample of :func:`report_rows` rows, with an explicit data definition and
     no Evidently tests: ``mlops.performance.is_breach`` decides, and a second verdict in
@@ -210,8 +218,7 @@ def html(frame: pd.DataFrame, contract: Contract, threshold: float | None, max_r
             # sklearn and numpy warn of each undefined ratio; the summary's notes say why.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-        snapshot = report.run(Dataset.from_pandas(cur, data_definition=definition), None)
-    return str(snapshot.get_html_str(as_iframe=False))
+        return report.run(Dataset.from_pandas(cur, data_definition=definition), None)
 
 
 def logged_metrics(result: Mapping[str, Any]) -> dict[str, float]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
-from mlops import governance, io, models, observe
+from mlops import alerts, governance, io, models, observe, timeline
 from mlops.config import Params, Promote, Settings
 from mlops.registry import CHAMPION, connect
 
@@ -62,6 +62,7 @@ class Promotion(TypedDict):
     reasons: list[str]
     approval: str
     outcome: str
+    links: NotRequired[dict[str, str]]
 
 
 def _observe(ev: dict[str, Any], decision: Decision, version: str, held: Any, how: str) -> None:
@@ -121,4 +122,11 @@ def run(params: Params, st: Settings) -> Promotion:
         f"promote: {name} v{version} gate {verdict} "
         f"({'; '.join(decision.reasons)}) -> {outcome} in {time.perf_counter() - t0:.1f}s"
     )
+    run_id = reg.get_version(name, version).run_id
+    result["links"] = {
+        "model_version": alerts.version_link(st.tracking_uri, name, version),
+        **({"mlflow_run": alerts.run_link(st.tracking_uri, run_id)} if run_id else {}),
+        "timeline": timeline.url(params),
+    }
+    print(f"promote: {name} v{version} {timeline.links_text(result['links'])}")
     return result

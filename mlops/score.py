@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from mlops import faults, features, io, partitions, provenance, thresholds
+from mlops import faults, features, io, observe, partitions, provenance, thresholds
 from mlops.config import Params, Settings
 from mlops.registry import CHAMPION, Loaded, RegistryError, connect
 
@@ -179,6 +179,7 @@ def _run(params: Params, st: Settings, partition: str, target: Path) -> Scored:
     batches = features.batches(params, path, params.score.chunk_rows)
     rows = write_predictions(target, predict_batches(batches, loaded, params), archive)
     io.write_json(target.with_suffix(".json"), meta)
+    observe.rows(rows, rows, partition)
     at = f" at threshold {meta['threshold']:.4f}" if meta["threshold"] is not None else ""
     print(
         f"score: {partition} {rows:,} rows with {loaded.name} v{loaded.version}{at} -> {target} "

@@ -50,9 +50,16 @@ PARAMS: dict[str, list[str]] = {
         "train.holdout_partitions",
         "train.metric",
     ],
-    "promote": ["promote.floor", "promote.min_improvement", "promote.approval"],
+    "promote": [
+        "project",
+        "model_name",
+        "promote.floor",
+        "promote.min_improvement",
+        "promote.approval",
+    ],
     "score": ["model_name", "contract", "materialize.project", "score"],
     "monitor": [
+        "project",
         "model_name",
         "contract",
         "materialize.project",
@@ -64,8 +71,10 @@ PARAMS: dict[str, list[str]] = {
         "monitor.drift_share",
         "monitor.breach_on_prediction_drift",
         "monitor.max_rows",
+        "train.metric",
     ],
     "label": [
+        "project",
         "model_name",
         "contract",
         "source",
@@ -76,8 +85,8 @@ PARAMS: dict[str, list[str]] = {
         "promote.floor",
         "score.partitions",
         "score.chunk_rows",
-        "monitor.max_rows",
-        "monitor.max_performance_drop",
+        # the timeline's dashboard names the drift methods and thresholds
+        "monitor",
     ],
 }
 # A stage lists a key only where the project's params.yaml holds it: DVC refuses a params

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from mlops import faults, features, io, models, partitions, plots, provenance, runs, tags
+from mlops import faults, features, io, models, observe, partitions, plots, provenance, runs, tags
 from mlops.config import Candidate, Params, Settings
 from mlops.thresholds import Choice, describe_threshold, holdout_metrics, logged_params
 from mlops.training_data import training_set
@@ -429,6 +429,7 @@ def _run(params: Params, st: Settings) -> Trained:
         f"{n} {cap['cardinality']}->{cap['kept']}+{models.OTHER}" for n, cap in fits.capped.items()
     )
     at = describe_threshold(top.threshold, top.metrics, params.train.threshold.rule)
+    observe.rows(len(train_df) + len(hold_df), None)
     print(
         f"train: {len(train_df):,} rows, holdout {len(hold_df):,}; {metric}: {scores}"
         f"{failed}{capped if fits.capped else ''}; "

@@ -133,6 +133,7 @@ def promote(pids: list[str], evaluation: dict[str, Any]) -> dict[str, Any]:
         senders.notify(alerts.gate_failed(out))
     elif out["promote"] and out["approval"] == "manual":
         senders.notify(alerts.approval_pending(out))
+    _links(out)
     return decision
 
 
@@ -158,10 +159,11 @@ def monitor(partition: str, outlet_events: Any = None) -> dict[str, Any]:
         "model_version": str(out["model_version"]),
         "kind": "drift",
     }
-    if not summary["breach"]:
+    if summary["breach"]:
+        _announce(summary, outlet_events)
+    else:
         log.info("no drift breach on %s: no asset event", partition)
-        return summary
-    _announce(summary, outlet_events)
+    _links(out)
     return summary
 
 
@@ -211,7 +213,15 @@ def label(pids: list[str], as_of: Any = None, outlet_events: Any = None) -> list
         out.append(summary)
         if summary["breach"]:
             _announce(summary, outlet_events)
+    for r in results:
+        _links(r.get("performance") or {})
     return out
+
+
+def _links(result: Any) -> None:
+    """End the task's log with where to look: the report, the MLflow run, the timeline."""
+    for name, href in (result.get("links") or {}).items():
+        log.info("%s: %s", name, href)
 
 
 def _announce(summary: dict[str, Any], outlet_events: Any) -> None:

@@ -217,6 +217,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                 [
                     "prometheus-pushgateway",
                     f"--web.listen-address=127.0.0.1:{ports['pushgateway']}",
+                    "--persistence.file=",  # Debian's default file is shared by every gateway
                 ],
                 env,
                 gw_log,

@@ -27,6 +27,7 @@ VERBS = {
     "monitor",
     "label",
     "serve",
+    "ui",
 }
 # The entry points dispatch to the verbs; nothing else may import one.
 ENTRY_POINTS = {"mlops.cli", "mlops.__main__", "mlops.airflow.tasks", "mlops.airflow.door"}

@@ -39,7 +39,8 @@ def free_port() -> int:
 def pushgateway(port: int) -> Iterator[str]:
     assert GATEWAY is not None
     proc = subprocess.Popen(
-        [GATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
+        # No persistence file: Debian's default is one file every gateway shares.
+        [GATEWAY, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -164,6 +165,26 @@ def test_a_gateway_that_is_down_costs_a_warning_and_the_metrics_wait(project, mo
     assert series(lines, "mlops_stage_success", stage="train", partition="all") == [1.0]
     assert series(lines, "mlops_champion_version", stage="registry") == [4.0]
     assert series(lines, "mlops_stage_success", stage="score", partition="2013-09") == [1.0]
+    assert not list((st.state_dir / "metrics" / "pending").glob("*.json"))
+
+
+@needs_gateway
+def test_a_kept_group_never_overwrites_a_newer_push_of_it(project, monkeypatch):
+    params, st = project
+    port = free_port()
+    monkeypatch.setenv(observe.ENV, f"http://127.0.0.1:{port}")
+    # Given July's monitor kept while the gateway was down
+    with observe.stage(params, st, "monitor", ["2013-07"]):
+        observe.gauge("mlops_drift_share", 0.1)
+    with pushgateway(port) as url:
+        # When July is monitored again, then another stage runs
+        with observe.stage(params, st, "monitor", ["2013-07"]):
+            observe.gauge("mlops_drift_share", 0.2)
+        with observe.stage(params, st, "score", ["2013-08"]):
+            pass
+        lines = scrape(url)
+    # Then the gateway holds the newer value and nothing waits
+    assert series(lines, "mlops_drift_share", partition="2013-07") == [0.2]
     assert not list((st.state_dir / "metrics" / "pending").glob("*.json"))
 
 
