@@ -952,6 +952,7 @@ def setup(a: Args, tm: Timer) -> dict[str, Any]:
     if reg.version_by_alias(p.model_name, registry.CHAMPION) is None:
         pc = _one_candidate(p, "xgboost")
         df = partitions.read(st.validated_dir, TRAIN_MONTHS)
+        df = df[df[p.contract.target].notna()]  # cancelled flights are never labelled
         df = df.sample(n=min(len(df), 200_000), random_state=0).sort_values(p.contract.timestamp)
         with tempfile.TemporaryDirectory() as tmp:
             fit = fit_one(pc, df, tm, Path(tmp))

@@ -16,7 +16,9 @@ first), celery (one scoring run over six months on the production profile's
 CeleryExecutor, one worker against two; ``bench/celery.py``), partitions (one source
 through ingest, validate and materialize cut into days, then into years: the same rows;
 ``bench/partitions.py``), serve (``mlops serve`` against a bare FastAPI app and ``mlflow
-models serve`` at 200 requests/s, batches, a champion swap under load; ``bench/serve.py``).
+models serve`` at 200 requests/s, batches, a champion swap under load; ``bench/serve.py``),
+observe (``mlops validate``, ``monitor`` and ``score`` with and without a Pushgateway, and
+the push itself in-process; ``bench/observe.py``).
 
 Each size gets a project under ``--work`` (default ``/tmp/mlops-bench``) whose training
 window (January-June) and scored month (July) are the real 2013 partitions scaled to that
@@ -57,7 +59,7 @@ from bench import ENV as CASE_ENV
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SIZE_STAGES = ["validate", "materialize", "train", "score", "monitor", "label"]
-STAGES = [*SIZE_STAGES, "e2e", "dags", "airflow", "celery", "partitions", "serve"]
+STAGES = [*SIZE_STAGES, "e2e", "dags", "airflow", "celery", "partitions", "serve", "observe"]
 ENV = {**CASE_ENV, "PYTHONWARNINGS": "ignore"}
 MAX_RSS_MB = 9 * 1024  # a case above this is stopped and reported (set by --max-rss-gb)
 Res = dict[str, Any] | None
@@ -596,7 +598,19 @@ def _serve_rows(res: dict[str, Any]) -> list[tuple[Any, ...]]:
     return rows(res)
 
 
-# A stage's target row, or several (serve)
+def run_observe(work: Path) -> dict[str, Any]:
+    from bench.observe import run_observe as run
+
+    return run(work)
+
+
+def _observe_rows(res: dict[str, Any]) -> list[tuple[Any, ...]]:
+    from bench.observe import rows
+
+    return rows(res)
+
+
+# A stage's target row, or several (serve, observe)
 Report = Callable[[dict[str, Any]], "tuple[Any, ...] | list[tuple[Any, ...]] | None"]
 CELERY = "a scoring run of six months on one Celery worker, then two"
 # stage -> (what is printed, how it runs, its target row): in this order, after the sizes
@@ -614,6 +628,11 @@ RUNS: dict[str, tuple[str, Callable[[Path], dict[str, Any]], Report]] = {
         "one row at 200 requests/s, batches and a champion swap against bare servers",
         run_serve,
         _serve_rows,
+    ),
+    "observe": (
+        "stage runs with and without a Pushgateway, and the push itself",
+        run_observe,
+        _observe_rows,
     ),
 }
 
@@ -706,6 +725,9 @@ def markdown(results: dict[str, Any]) -> str:
     from bench.serve import markdown_lines
 
     lines += markdown_lines(results.get("serve"))
+    from bench.observe import markdown_lines as observe_lines
+
+    lines += observe_lines(results.get("observe"))
     return "\n".join(lines) + "\n"
 
 
@@ -758,7 +780,11 @@ def main(argv: list[str] | None = None) -> int:
     arg = ap.add_argument
     arg("--sizes", help="comma-separated, e.g. 100k,1M,5M (default 1M, 100k with --quick)")
     arg("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
-    arg("--quick", action="store_true", help="100k rows, no demo, Airflow, Celery or serve run")
+    arg(
+        "--quick",
+        action="store_true",
+        help="100k rows, no demo, Airflow, Celery, serve or observe run",
+    )
     arg("--work", type=Path, default=Path("/tmp/mlops-bench"), help="projects and logs")
     arg("--out", "--results", dest="results", type=Path, default=REPO / "bench" / "results")
     arg("--fresh", action="store_true", help="regenerate the scaled projects")
@@ -773,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown stages {sorted(set(stages) - set(STAGES))}; choose from {STAGES}")
     sizes = [parse_size(s) for s in (a.sizes or ("100k" if a.quick else "1M")).split(",")]
     if a.quick:
-        stages = [s for s in stages if s not in ("e2e", "airflow", "celery", "serve")]
+        stages = [s for s in stages if s not in ("e2e", "airflow", "celery", "serve", "observe")]
     use_redis = redis_up() and not a.no_redis
     a.work.mkdir(parents=True, exist_ok=True)
     a.results.mkdir(parents=True, exist_ok=True)
