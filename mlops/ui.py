@@ -9,7 +9,6 @@ Evidently's write secret (``EVIDENTLY_SECRET``) guards those calls.
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import socket
 import threading
@@ -17,15 +16,7 @@ from typing import Any
 
 from mlops import timeline
 from mlops.config import ConfigError, Params, Settings
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from mlops.serve_http import is_loopback
 
 
 def _check_free(host: str, port: int) -> None:
@@ -49,7 +40,7 @@ def app(params: Params, st: Settings, host: str = "127.0.0.1", port: int = timel
 
     workspace = timeline.prepare(params, st)
     config = get_config(host=host, port=port, workspace=str(workspace))
-    if isinstance(config.security, NoSecurityComponent) and not _loopback(host):
+    if isinstance(config.security, NoSecurityComponent) and not is_loopback(host):
         raise ConfigError(
             f"ui: --host {host} would let anyone who reaches it delete timeline snapshots; "
             "serve on 127.0.0.1, or set EVIDENTLY_SECRET to guard writes"
