@@ -164,6 +164,12 @@ def _without_killed(obj: Any) -> Any:
     return obj
 
 
+def _renamed(text: str, ids: dict[str, str]) -> str:
+    for sid, name in ids.items():
+        text = text.replace(sid, name)
+    return text
+
+
 def _runs(client: Any) -> list[Any]:
     exps = [e.experiment_id for e in client.search_experiments()]
     return list(client.search_runs(exps, max_results=5000)) if exps else []
@@ -172,15 +178,25 @@ def _runs(client: Any) -> list[Any]:
 def _files(data_root: Path, runs: dict[str, str]) -> dict[str, Any]:
     """Every file under the data root: JSON normalised, HTML present, others by digest."""
     out: dict[str, Any] = {}
+    # Timeline snapshots are named by a fresh id each time one is written: name them by
+    # the partition and kind their index says they hold.
+    ids: dict[str, str] = {}
+    for index in data_root.glob("timeline/*/mlops-index.json"):
+        with contextlib.suppress(ValueError, AttributeError):
+            for sid, held in json.loads(index.read_text()).items():
+                if isinstance(held, list):
+                    ids[sid] = "snapshot:" + "/".join(map(str, held))
     for p in sorted(data_root.rglob("*")):
-        rel = p.relative_to(data_root)
+        rel = Path(_renamed(str(p.relative_to(data_root)), ids))
         if not p.is_file() or rel.parts[:2] in {("state", "logs"), ("state", "locks")}:
             continue
         if p.suffix == ".lock" or rel.parts[0] == ".dvc":
             continue
-        if p.suffix == ".json":
+        if rel.parts[0] == "timeline" and rel.parts[2:3] == ("snapshots",):
+            out[str(rel)] = "snapshot"  # Evidently's widgets hold random ids, as HTML does
+        elif p.suffix == ".json":
             try:
-                out[str(rel)] = _norm(json.loads(p.read_text()), runs)
+                out[str(rel)] = _norm(json.loads(_renamed(p.read_text(), ids)), runs)
             except ValueError:
                 out[str(rel)] = "damaged JSON"
         elif p.suffix == ".html":
