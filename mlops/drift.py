@@ -24,7 +24,7 @@ SAMPLE_SEED = 42
 
 
 class Drift(TypedDict):
-    """The drift summary of one comparison (``drift_report``)."""
+    """The drift summary of one comparison (:func:`evaluate`)."""
 
     columns: dict[str, dict[str, Any]]
     drifted_features: int
@@ -112,22 +112,6 @@ def _performance_metrics(
         "accuracy": Accuracy(tests=[]),
     }
     return metrics, BinaryClassification(target=target, prediction_probas=pred, pos_label=1)
-
-
-def drift_report(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    contract: Contract,
-    cfg: Monitor,
-    prediction_col: str | None = PREDICTION,
-    seed: int = SAMPLE_SEED,
-    current_rows: int | None = None,
-) -> tuple[Drift, str]:
-    """:func:`evaluate`, with the report as a self-contained HTML page."""
-    summary, snapshot = evaluate(
-        reference, current, contract, cfg, prediction_col, seed, current_rows
-    )
-    return summary, snapshot.get_html_str(as_iframe=False)
 
 
 def evaluate(

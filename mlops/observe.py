@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import io
+from mlops import io, partitions
 
 if TYPE_CHECKING:
     from mlops.config import Params, Settings
@@ -152,7 +152,7 @@ def flag(value: Any) -> float:
 def interval_seconds(params: Params) -> float:
     """The longest gap between two scoring runs of the project's cadence."""
     cron = params.scoring_cron
-    for freq, default in _default_crons().items():
+    for freq, default in partitions.CRON.items():
         if cron == default:
             return float(CADENCE_S[freq])
     from datetime import UTC, datetime
@@ -162,12 +162,6 @@ def interval_seconds(params: Params) -> float:
     it = croniter(cron, datetime(2024, 1, 1, tzinfo=UTC))
     fires = [it.get_next(float) for _ in range(30)]
     return max(b - a for a, b in zip(fires, fires[1:], strict=False))
-
-
-def _default_crons() -> dict[str, str]:
-    from mlops.partitions import CRON
-
-    return CRON
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import math
 import warnings
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
-from mlops import io, outcomes, partitions, runs, tags
+from mlops import io, outcomes, partitions, runs, tags, timeline
 from mlops.contract import Contract
 
 if TYPE_CHECKING:
@@ -409,8 +409,4 @@ def summary_html(result: Mapping[str, Any]) -> str:
 
 def with_summary(page: str, result: Mapping[str, Any]) -> str:
     """``page`` (an Evidently report) with :func:`summary_html` at the top of its body."""
-    head, sep, rest = page.partition("<body")
-    if not sep:
-        return summary_html(result) + page
-    tag, close, body = rest.partition(">")
-    return f"{head}{sep}{tag}{close}{summary_html(result)}{body}"
+    return timeline.at_top(page, summary_html(result))

@@ -409,9 +409,13 @@ def with_links(page: str, links: Mapping[str, str]) -> str:
         f'{escape(name)}: <a href="{escape(href, quote=True)}">{escape(href)}</a>'
         for name, href in links.items()
     )
-    nav = f'<nav style="font: 14px sans-serif; padding: 8px 16px">{items}</nav>'
+    return at_top(page, f'<nav style="font: 14px sans-serif; padding: 8px 16px">{items}</nav>')
+
+
+def at_top(page: str, fragment: str) -> str:
+    """``page`` with ``fragment`` first in its body (before the page when it has none)."""
     head, sep, rest = page.partition("<body")
     if not sep:
-        return nav + page
+        return fragment + page
     tag, close, body = rest.partition(">")
-    return f"{head}{sep}{tag}{close}{nav}{body}"
+    return f"{head}{sep}{tag}{close}{fragment}{body}"

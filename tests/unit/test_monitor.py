@@ -122,7 +122,7 @@ def test_same_month_is_no_breach(frames):
     params = load_params(REPO / "params.yaml")
 
     # when compared
-    summary, html = drift.drift_report(
+    summary, snapshot = drift.evaluate(
         frames["reference"], frames["january"], params.contract, params.monitor
     )
     breach, reasons = monitor.is_breach(summary, params.monitor)
@@ -134,6 +134,7 @@ def test_same_month_is_no_breach(frames):
     assert summary["prediction_drift"]["drifted"] is False
     assert (breach, reasons) == (False, [])
     json.dumps(summary, allow_nan=False)
+    html = snapshot.get_html_str(as_iframe=False)
     assert html.lstrip().lower().startswith("<!doctype html>")
 
 
@@ -151,8 +152,8 @@ def test_config_sets_method_and_sampling_is_seeded(frames):
     )
 
     # when the report is built twice
-    a, _ = drift.drift_report(frames["reference"], frames["july"], params.contract, cfg, None)
-    b, _ = drift.drift_report(frames["reference"], frames["july"], params.contract, cfg, None)
+    a, _ = drift.evaluate(frames["reference"], frames["july"], params.contract, cfg, None)
+    b, _ = drift.evaluate(frames["reference"], frames["july"], params.contract, cfg, None)
 
     # then every column uses the configured test (p-values: drift below the threshold),
     # both sides were sampled, and the same seed gives the same answer
@@ -169,9 +170,9 @@ def test_missing_feature_is_named(frames):
     params = load_params(REPO / "params.yaml")
     current = frames["july"].drop(columns=["dewp"])
     with pytest.raises(ValueError, match=r"current data lacks .*'dewp'"):
-        drift.drift_report(frames["reference"], current, params.contract, params.monitor)
+        drift.evaluate(frames["reference"], current, params.contract, params.monitor)
     with pytest.raises(ValueError, match="reference data has no rows"):
-        drift.drift_report(frames["reference"].iloc[:0], current, params.contract, params.monitor)
+        drift.evaluate(frames["reference"].iloc[:0], current, params.contract, params.monitor)
 
 
 # --------------------------------------------------------------------------- is_breach
