@@ -39,7 +39,7 @@ the outcomes that have arrived since to an earlier interval's predictions.
 
 from __future__ import annotations
 
-from airflow.sdk import AssetAlias, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import AssetAlias, Param, dag, task
 
 from mlops.airflow import tasks
 from mlops.airflow.defaults import (
@@ -49,6 +49,7 @@ from mlops.airflow.defaults import (
     DVC_POOL,
     calendar,
 )
+from mlops.airflow.timetable import ReplayTimetable
 
 # A params.yaml that does not load raises here, naming the file and the key: Airflow
 # shows it as this file's import error.
@@ -61,15 +62,18 @@ PARTITIONS_HELP = (
 
 @dag(
     dag_id="scoring",
-    schedule=CronDataIntervalTimetable(CALENDAR.scoring_cron, timezone="UTC"),
+    # schedule.end bounds the schedule, not the DAG (an end_date would drop every task
+    # of a manual run whose logical date is later, such as a re-score from the UI).
+    schedule=ReplayTimetable(CALENDAR.scoring_cron, "UTC", CALENDAR.scoring_end),
     start_date=CALENDAR.scoring_start,
-    end_date=CALENDAR.scoring_end,
     catchup=True,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     **DAG_CALLBACKS,
     params={
-        "partitions": Param([], type="array", items={"type": "string"}, description=PARTITIONS_HELP)
+        "partitions": Param(
+            None, type=["null", "array"], items={"type": "string"}, description=PARTITIONS_HELP
+        )
     },
     tags=["mlops", "scoring", "monitoring"],
     doc_md=__doc__,
@@ -88,12 +92,17 @@ def scoring():
     def materialize(partitions):
         return tasks.materialize(partitions)
 
-    @task(task_id="score")
+    @task(task_id="score", map_index_template="{{ partition }}")
     def score(partition):
         return tasks.score(partition)
 
     # Runs when label found nothing to label (skipped) too; a refused outcome batch stops it.
-    @task(task_id="monitor", outlets=[AssetAlias(DRIFT_BREACH_ALIAS)], trigger_rule="none_failed")
+    @task(
+        task_id="monitor",
+        outlets=[AssetAlias(DRIFT_BREACH_ALIAS)],
+        trigger_rule="none_failed",
+        map_index_template="{{ partition }}",
+    )
     def monitor(partition, outlet_events=None):
         return tasks.monitor(partition, outlet_events)
 

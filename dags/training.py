@@ -17,20 +17,22 @@ Trains on the configured window, and retrains when the scoring DAG reports drift
 * **`promote`** applies the gate. With `promote.approval: auto` a passing candidate
   becomes `champion` at once and the approval steps are skipped.
 * **`approval`**, with `promote.approval: manual`: the candidate waits as `challenger`
-  with `mlops.approval.status=pending` in the MLflow registry. The sensor checks in
-  reschedule mode (no worker slot held between checks) until the tag is `approved` or
-  `rejected` (`mlops approve|reject --version N`, or the MLflow UI), or until
-  `promote.approval_timeout_hours` pass; then `apply_approval` makes an approved version
-  champion, and otherwise retires the challenger and leaves the champion unchanged.
+  with `mlops.approval.status=pending` in the MLflow registry, and the request appears on
+  Airflow's **Required Actions** page with the gate's numbers and links to the model card
+  and the MLflow version. Approve or reject it there (with a note), with
+  `mlops approve|reject`, or with the tag in the MLflow UI: each ends the wait and lands in
+  the same audit record. The task is deferred while it waits (no worker slot held). No
+  decision within `promote.approval_timeout_hours`: the request expires. `apply_approval`
+  then makes an approved version champion, and otherwise retires the challenger and leaves
+  the champion unchanged.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from mlops.airflow import tasks
 from mlops.airflow.defaults import (
-    APPROVAL_BACKSTOP,
     DAG_CALLBACKS,
     DEFAULT_ARGS,
     DRIFT_BREACH_NAME,
@@ -39,7 +41,15 @@ from mlops.airflow.defaults import (
     approval_poke_interval,
     calendar,
 )
+from mlops.airflow.hitl import Approval
 
+WINDOW_HELP = (
+    'Manual runs: the training window, as ingest.partition ids (e.g. ["2013-03", '
+    '"2013-04"]); empty: the configured window, or the one a drift breach decides.'
+)
+CANDIDATES_HELP = (
+    'Manual runs: train only these of train.candidates (by name, e.g. ["xgb"]); empty: all of them.'
+)
 DRIFT_BREACH = Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI)
 # A params.yaml that does not load raises here, naming the file and the key: Airflow
 # shows it as this file's import error.
@@ -60,13 +70,25 @@ SCHEDULE = (
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     **DAG_CALLBACKS,
+    params={
+        "partitions": Param(
+            None, type=["null", "array"], items={"type": "string"}, description=WINDOW_HELP
+        ),
+        "candidates": Param(
+            None, type=["null", "array"], items={"type": "string"}, description=CANDIDATES_HELP
+        ),
+    },
     tags=["mlops", "training", "retraining"],
     doc_md=__doc__,
 )
 def training():
     @task(task_id="plan", inlets=[DRIFT_BREACH])
-    def plan(inlet_events=None, run_id=None, triggering_asset_events=None):
-        return tasks.plan(inlet_events, run_id, triggering_asset_events)
+    def plan(
+        inlet_events=None, run_id=None, triggering_asset_events=None, dag_run=None, params=None
+    ):
+        requested = (params or {}).get("partitions")
+        run_type = getattr(dag_run, "run_type", None)
+        return tasks.plan(inlet_events, run_id, triggering_asset_events, run_type, requested)
 
     @task(task_id="ingest", pool=DVC_POOL)
     def ingest(partitions):
@@ -81,8 +103,8 @@ def training():
         return tasks.materialize(partitions)
 
     @task(task_id="train")
-    def train(partitions):
-        return tasks.train(partitions)
+    def train(partitions, params=None):
+        return tasks.train(partitions, (params or {}).get("candidates"))
 
     @task(task_id="evaluate")
     def evaluate(partitions, version):
@@ -92,22 +114,16 @@ def training():
     def promote(partitions, evaluation):
         return tasks.promote(partitions, evaluation)
 
-    @task.sensor(
-        task_id="approval",
-        mode="reschedule",
-        poke_interval=approval_poke_interval(),
-        timeout=APPROVAL_BACKSTOP,
-    )
-    def approval(decision):
-        return tasks.approval(decision)
-
     @task(task_id="apply_approval")
     def apply_approval(decision, outcome):
         return tasks.apply_approval(decision, outcome)
 
     partitions = materialize(validate(ingest(plan())))
     decision = promote(partitions, evaluate(partitions, train(partitions)))
-    apply_approval(decision, approval(decision))
+    approval = Approval(
+        task_id="approval", decision=decision, poke_interval=approval_poke_interval()
+    )
+    apply_approval(decision, approval.output)
 
 
 training()

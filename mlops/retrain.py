@@ -54,6 +54,7 @@ def plan_retrain(
     triggered: bool = False,
     labelled: Callable[[str], bool] | None = None,
     last_window: list[str] | None = None,
+    run: str = "scheduled",
 ) -> Plan:
     """Pure: decide a training run from the unhandled breach events and the cooldown.
 
@@ -71,7 +72,7 @@ def plan_retrain(
     end, and when the breached partition's outcomes are missing and that leaves
     ``last_window`` (the window of the last breach-driven retrain) unchanged, the run does
     nothing (no new outcomes to learn from) and the breaches are handled without starting
-    the cooldown.
+    the cooldown. ``run`` names the run in the reason (scheduled or manual).
     """
     if not breaches:
         if triggered:
@@ -81,7 +82,7 @@ def plan_retrain(
                 "triggered by drift-breach events that an earlier run "
                 "already handled: nothing new to retrain on",
             )
-        return Plan(True, sorted(default_window), "scheduled run: configured window")
+        return Plan(True, sorted(default_window), f"{run} run: configured window")
     parts = sorted(
         {str(b["partition"]) for b in breaches if b.get("partition")}, key=partitions.start
     )

@@ -63,14 +63,11 @@ DRIFT_BREACH_NAME = "drift_breach"
 DRIFT_BREACH_URI = "mlops://drift-breach"
 DRIFT_BREACH_ALIAS = "drift-breach-alias"
 
-# The human approval of a manual promotion is polled in reschedule mode (no worker slot
-# held between polls). Its timeout is `promote.approval_timeout_hours` from params.yaml,
-# applied at run time; this is only the hard stop behind it.
-APPROVAL_BACKSTOP = timedelta(days=30)
 
-
+# While a manual promotion waits on Airflow's Required Actions page, its trigger also
+# checks the registry for a decision made with the CLI or in the MLflow UI this often.
 def approval_poke_interval() -> float:
-    """Seconds between approval checks (``MLOPS_APPROVAL_POKE_SECONDS``, default 60)."""
+    """Seconds between registry checks (``MLOPS_APPROVAL_POKE_SECONDS``, default 60)."""
     return settings().approval_poke_s
 
 

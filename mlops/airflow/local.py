@@ -108,6 +108,13 @@ def airflow_env(
             "FEAST_USAGE": "False",
         }
     )
+    if "AIRFLOW_CONN_MLOPS_AIRFLOW_API" not in env:
+        # The REST API credentials tasks write run notes with (mlops.airflow.notes).
+        password, _ = seed_password(home)
+        env["AIRFLOW_CONN_MLOPS_AIRFLOW_API"] = json.dumps(
+            {"conn_type": "http", "host": "127.0.0.1", "port": port, "login": USER}
+            | {"password": password}
+        )
     env.update(extra or {})
     return env
 

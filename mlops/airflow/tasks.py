@@ -20,7 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlops import io, partitions, retrain
-from mlops.airflow.defaults import DRIFT_BREACH_ALIAS, DRIFT_BREACH_NAME, DRIFT_BREACH_URI
+from mlops.airflow import notes
+from mlops.airflow.defaults import DRIFT_BREACH_ALIAS, DRIFT_BREACH_NAME, DRIFT_BREACH_URI, _utc
 from mlops.airflow.door import _call, _skip
 from mlops.config import Params, Settings
 
@@ -44,18 +45,52 @@ def partitions_of(start: Any, end: Any, requested: Iterable[str] | None = None) 
     def pick(p: Params, _st: Settings) -> list[str]:
         if requested:
             return partitions.named(requested, p.ingest.partition)
-        return partitions.covering(start, end, p.ingest.partition)
+        pids = partitions.covering(start, end, p.ingest.partition)
+        last = p.schedule.end
+        if last and pids and partitions.start(pids[0]).to_pydatetime() > _utc(str(last)):
+            # Only a manual run gets here (the timetable stops at schedule.end).
+            reason = (
+                f"nothing to score: the run's interval {pids[0]} is after schedule.end "
+                f"{last}; name partitions in the run's `partitions` parameter to re-score"
+            )
+            notes.add(f"skipped: {reason}")
+            _skip(reason)
+        return pids
 
     return _call(pick)
 
 
-def window(params: Params, pids: list[str] | None) -> Params:
-    """Params whose training window is ``pids`` (unchanged when None or empty)."""
-    if not pids:
+def window(
+    params: Params, pids: list[str] | None, candidates: Iterable[str] | None = None
+) -> Params:
+    """Params whose training window is ``pids`` and, with ``candidates``, only those.
+
+    Unchanged when both are empty. A candidate name that ``train.candidates`` does not
+    define raises ValueError naming it and the ones there are.
+    """
+    update: dict[str, Any] = {}
+    if pids:
+        update["partitions"] = sorted(pids)
+    wanted = list(candidates or [])
+    if wanted:
+        known = [c.name for c in params.train.candidates]
+        unknown = [c for c in wanted if c not in known]
+        if unknown:
+            raise ValueError(
+                f"candidates {unknown} are not in train.candidates of {params_file()} "
+                f"(there: {known})"
+            )
+        update["candidates"] = [c for c in params.train.candidates if c.name in wanted]
+    if not update:
         return params
-    return params.model_copy(
-        update={"train": params.train.model_copy(update={"partitions": sorted(pids)})}
-    )
+    return params.model_copy(update={"train": params.train.model_copy(update=update)})
+
+
+def params_file() -> str:
+    """The params.yaml the tasks read, for messages."""
+    from mlops.config import params_path
+
+    return str(params_path())
 
 
 # --------------------------------------------------------------------------- stages
@@ -81,11 +116,11 @@ def materialize(pids: list[str]) -> list[str]:
     return sorted(pids)
 
 
-def train(pids: list[str]) -> str:
-    """Train on ``pids``; return the registered version."""
+def train(pids: list[str], candidates: list[str] | None = None) -> str:
+    """Train on ``pids`` (only ``candidates``, when named); return the registered version."""
     from mlops import train as stage
 
-    return _call(lambda p, st: stage.run(window(p, pids), st), "train")["version"]
+    return _call(lambda p, st: stage.run(window(p, pids, candidates), st), "train")["version"]
 
 
 def evaluate(pids: list[str], version: str) -> dict[str, Any]:
@@ -125,6 +160,11 @@ def promote(pids: list[str], evaluation: dict[str, Any]) -> dict[str, Any]:
     decision = {
         **{k: out[k] for k in ("model_name", "version", "promote", "approval", "outcome")},
         "at": datetime.now(UTC).isoformat(),
+        # What the approver is shown (mlops.airflow.hitl) and the run note says.
+        "reasons": [str(r) for r in out["reasons"]],
+        **{k: evaluation.get(k) for k in ("metric", "candidate", "champion", "champion_version")},
+        "window": sorted(pids),
+        "links": dict(out.get("links") or {}),
     }
     from mlops import alerts
     from mlops.airflow import alerts as senders
@@ -133,6 +173,7 @@ def promote(pids: list[str], evaluation: dict[str, Any]) -> dict[str, Any]:
         senders.notify(alerts.gate_failed(out))
     elif out["promote"] and out["approval"] == "manual":
         senders.notify(alerts.approval_pending(out))
+    notes.add(notes.gate(decision))
     _links(out)
     return decision
 
@@ -163,6 +204,7 @@ def monitor(partition: str, outlet_events: Any = None) -> dict[str, Any]:
         _announce(summary, outlet_events)
     else:
         log.info("no drift breach on %s: no asset event", partition)
+        notes.add(f"{partition}: no drift breach (v{summary['model_version']})")
     _links(out)
     return summary
 
@@ -236,6 +278,10 @@ def _announce(summary: dict[str, Any], outlet_events: Any) -> None:
     outlet_events[AssetAlias(DRIFT_BREACH_ALIAS)].add(
         Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI), extra=retrain.breach_event(summary)
     )
+    notes.add(
+        f"{summary['partition']}: {summary.get('kind', 'drift')} breach "
+        f"({'; '.join(summary['reasons'])}): training starts"
+    )
     log.warning(
         "%s breach on %s: %s; asset %s updated",
         summary.get("kind", "drift"),
@@ -251,24 +297,41 @@ def _event(ev: Any) -> dict[str, Any]:
     return {"id": int(ev.id), "timestamp": ev.timestamp, **(ev.extra or {})}
 
 
-def plan(inlet_events: Any, run_id: str, triggering: Any = None) -> list[str]:
-    """Plan a training run: its window, or a skip whose reason is logged.
+def plan(
+    inlet_events: Any,
+    run_id: str,
+    triggering: Any = None,
+    run_type: str | None = None,
+    requested: list[str] | None = None,
+) -> list[str]:
+    """Plan a training run: its window, or a skip whose reason is logged and noted.
 
     Every breach event the scoring DAG emitted since the last plan is read through the
     Task SDK (not only this run's triggering events, ``triggering``: Airflow's
     ``triggering_asset_events``), so events that arrived while an earlier run was queued
     or while this DAG was paused are handled too, or skipped with a reason, never lost.
-    The decision is kept per run, so a retried ``plan`` repeats it.
+    The decision is kept per run, so a retried ``plan`` repeats it. A manual run with
+    ``requested`` partitions (its ``partitions`` parameter) trains on them and leaves the
+    breach events to the next run.
     """
+    if requested:
+        pids = _call(lambda p, _st: partitions.named(requested, p.ingest.partition))
+        reason = f"manual run: window {pids[0]}..{pids[-1]} (the run's partitions parameter)"
+        log.info("retrain planned: %s", reason)
+        notes.add(reason)
+        return pids
     since = min(
         (e.timestamp for events in (triggering or {}).values() for e in events), default=None
     )
-    decision = _call(lambda p, st: _plan(p, st, inlet_events, run_id, bool(triggering), since))
+    run = "manual" if str(run_type or "").lower().endswith("manual") else "scheduled"
+    decision = _call(lambda p, st: _plan(p, st, inlet_events, run_id, bool(triggering), since, run))
     if not decision.run:
         if decision.skipped or decision.handled:  # a breach that started no retrain
             log.warning("retrain skipped: %s", decision.reason)
+        notes.add(f"skipped: {decision.reason}")
         _skip(decision.reason)
     log.info("retrain planned: %s", decision.reason)
+    notes.add(f"training: {decision.reason}")
     return decision.partitions
 
 
@@ -279,6 +342,7 @@ def _plan(
     run_id: str,
     triggered: bool,
     pending_since: datetime | None,
+    run: str = "scheduled",
 ) -> retrain.Plan:
     from airflow.sdk import Asset
 
@@ -320,6 +384,7 @@ def _plan(
         triggered,
         labelled=lambda pid: _labelled(params, st, pid),
         last_window=state.get("last_window") or params.train.partitions,
+        run=run,
     )
     if new:
         mark = new[-1]["timestamp"]
@@ -355,45 +420,6 @@ def _labelled(params: Params, st: Settings, pid: str) -> bool:
 
 
 # --------------------------------------------------------------------------- approval
-def approval(decision: dict[str, Any]) -> Any:
-    """Sensor poke: done once the pending version is approved, rejected or expired.
-
-    The timeout is ``promote.approval_timeout_hours`` from params.yaml, counted from the
-    promotion decision. Skips when no approval is needed.
-    """
-    from airflow.sdk import PokeReturnValue
-
-    from mlops import approval as policy
-    from mlops import tags
-
-    def poke(p: Params, st: Settings) -> policy.Outcome | None:
-        status = None
-        if decision["promote"] and decision["approval"] == "manual":
-            status = policy.status(st, decision["model_name"], decision["version"])
-        return policy.outcome(
-            decision["promote"],
-            decision["approval"],
-            status,
-            datetime.fromisoformat(decision["at"]),
-            datetime.now(UTC),
-            timedelta(hours=p.promote.approval_timeout_hours),
-        )
-
-    outcome = _call(poke)
-    if outcome == policy.Outcome.NOT_REQUIRED:
-        _skip(f"no approval needed: {decision['outcome']}")
-    if outcome is None:
-        log.info(
-            "%s v%s waits for approval (`mlops approve` or the MLflow UI tag %s)",
-            decision["model_name"],
-            decision["version"],
-            tags.APPROVAL,
-        )
-    return PokeReturnValue(
-        is_done=outcome is not None, xcom_value=None if outcome is None else outcome.value
-    )
-
-
 def apply_approval(decision: dict[str, Any], outcome: str) -> str:
     """Act on the approval: an approved version becomes champion; otherwise it is retired.
 
@@ -412,4 +438,5 @@ def apply_approval(decision: dict[str, Any], outcome: str) -> str:
 
     out = _call(act, "approval")
     log.info("%s v%s: %s", name, version, out)
+    notes.add(f"approval of v{version} {outcome}: {out}")
     return out

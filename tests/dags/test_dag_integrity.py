@@ -156,7 +156,8 @@ def test_scoring_replays_2013_monthly_with_catchup(bag) -> None:
     assert dag.catchup
     assert dag.timetable.expression == "0 0 1 * *"
     assert dag.start_date == datetime(2013, 7, 1, tzinfo=UTC)
-    assert dag.end_date == datetime(2013, 12, 31, tzinfo=UTC)
+    # the replay's end bounds the schedule, not the DAG: a manual run after it has tasks
+    assert dag.end_date is None and dag.timetable.end == datetime(2013, 12, 31, tzinfo=UTC)
     training = bag.dags["training"]
     assert training.timetable.timetable.expression == "0 3 1 */3 *"
     assert training.start_date == datetime(2013, 1, 1, tzinfo=UTC)
@@ -206,7 +207,7 @@ def test_the_calendar_comes_from_params_alone(monkeypatch, tmp_path, overrides, 
     scoring = bag.dags["scoring"]
     assert scoring.timetable.expression == cron
     assert scoring.start_date == datetime.fromisoformat(start).replace(tzinfo=UTC)
-    assert scoring.end_date == (end and datetime.fromisoformat(end).replace(tzinfo=UTC))
+    assert scoring.timetable.end == (end and datetime.fromisoformat(end).replace(tzinfo=UTC))
     # and training runs on schedule.training from the start of its first partition
     training = bag.dags["training"]
     if training_cron is None:
@@ -249,11 +250,21 @@ def test_a_missing_params_file_names_the_path_and_the_variable(monkeypatch, tmp_
         assert "MLOPS_PARAMS" in message
 
 
-def test_approval_waits_in_reschedule_mode(bag) -> None:
-    sensor = bag.dags["training"].get_task("approval")
-    assert sensor.mode == "reschedule"
-    assert sensor.timeout == defaults.APPROVAL_BACKSTOP.total_seconds()
-    assert sensor.poke_interval == 60
+def test_approval_is_a_required_action_with_approve_and_reject(bag) -> None:
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    op = bag.dags["training"].get_task("approval")
+    # Airflow's own human-in-the-loop operator: it shows on the Required Actions page
+    assert isinstance(op, HITLOperator)
+    assert op.options == ["Approve", "Reject"] and not op.multiple and op.defaults is None
+    assert "note" in op.params and op.poke_interval == 60
+    # it waits deferred with its own timeout; the execution timeout bounds its steps only
+    assert op.execution_timeout == defaults.DEFAULT_ARGS["execution_timeout"]
+    assert op.upstream_task_ids == {"promote"}
+    assert bag.dags["training"].get_task("apply_approval").upstream_task_ids == {
+        "promote",
+        "approval",
+    }
 
 
 IMPORT_PROBE = """
@@ -305,9 +316,13 @@ def test_dag_file_parses_well_under_the_limit(dag_file, monkeypatch, record_prop
 
 def test_scoring_maps_score_and_monitor_over_the_runs_partitions(bag) -> None:
     dag = bag.dags["scoring"]
-    assert dag.params["partitions"] == []
+    # the trigger form's partitions are optional (null: the run's data interval)
+    assert dag.params["partitions"] is None
+    assert dag.params.get_param("partitions").schema["type"] == ["null", "array"]
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     for tid in ("score", "monitor"):
         assert isinstance(dag.get_task(tid), MappedOperator), tid
+        # the grid names each mapped task by its partition, not 0, 1, 2
+        assert dag.get_task(tid).map_index_template == "{{ partition }}", tid
     assert not isinstance(dag.get_task("materialize"), MappedOperator)

@@ -119,7 +119,7 @@ def test_train_score_monitor_and_retrain_on_breach(dags, monkeypatch, tmp_path) 
     # whose calendar the DAGs took from its params.yaml alone
     assert dags("scoring").timetable.expression == "0 0 * * 1"
     assert dags("scoring").start_date == pendulum.datetime(2013, 1, 7, tz="UTC")
-    assert dags("scoring").end_date is None
+    assert dags("scoring").timetable.end is None
     assert dags("training").start_date == pendulum.datetime(2013, 1, 7, tz="UTC")  # 2013-W02
 
     # when the training DAG runs on its schedule (no breach yet)

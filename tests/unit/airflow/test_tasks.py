@@ -17,7 +17,7 @@ configure()
 
 from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
 
-from mlops.airflow import door, tasks  # noqa: E402
+from mlops.airflow import door, hitl, tasks  # noqa: E402
 from mlops.config import load_params  # noqa: E402
 from tests.configs.cases import case  # noqa: E402
 
@@ -82,7 +82,7 @@ def test_every_task_loads_its_config_through_the_one_door(invalid_params) -> Non
     }
     calls = {
         "plan": lambda: tasks.plan({}, "manual__1"),
-        "approval": lambda: tasks.approval(decision),
+        "approval": lambda: hitl.request(decision),
         "apply_approval": lambda: tasks.apply_approval(decision, "approved"),
     }
     for name, call in calls.items():
