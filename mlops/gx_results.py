@@ -1,11 +1,17 @@
-"""Great Expectations results, summarised for people.
+"""Great Expectations results, summarised for people, and which stored results to keep.
 
 Per expectation: column, rule and what was observed, with a status (passed, warned,
-failed); and one line per failure.
+failed); and one line per failure. ``retained`` decides which stored results survive
+pruning: the newest few, and every one a registered model version depends on.
+``static_table`` turns a Data Docs table drawn by a script into plain HTML rows.
 """
 
 from __future__ import annotations
 
+import copy
+import html
+from collections.abc import Callable, Collection, Iterable, Mapping
+from pathlib import PurePath
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -329,3 +335,97 @@ def _nulls(
     else:
         missing = frame[kw["column"]].isna().to_numpy()
     return np.bincount(codes, weights=missing, minlength=n).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- retention
+def result_key(page: str, site: str) -> str | None:
+    """The stored result a Data Docs validation page shows, or None for another path.
+
+    ``.../<site>/validations/<suite>/<run>/<time>/<batch>.html`` gives
+    ``<suite>/<run>/<time>/<batch>``: the page's path under the site's ``validations/``,
+    which is the result's path under ``uncommitted/validations/`` (without ``.json``).
+    """
+    parts = PurePath(page).parts
+    for i in range(len(parts) - 3, -1, -1):
+        if parts[i : i + 2] == (site, "validations") and page.endswith(".html"):
+            return "/".join(parts[i + 2 :]).removesuffix(".html")
+    return None
+
+
+def needed(
+    summaries: Mapping[str, Mapping[str, Any]],
+    trained_on: Iterable[Mapping[str, str]],
+    site: str,
+) -> set[str]:
+    """The stored results that registered model versions depend on.
+
+    ``trained_on`` holds each version's training data, partition -> raw md5 (its
+    ``mlops.data.md5`` tag); ``summaries`` each partition's validation on record
+    (``state/validation/<partition>.json``: the md5 it validated and its Data Docs page).
+    A version depends on the result that passed each of its partitions, as long as the
+    record is of the data the version was trained on (the same md5).
+    """
+    out: set[str] = set()
+    for data in trained_on:
+        for pid, md5 in data.items():
+            s = summaries.get(pid) or {}
+            if md5 and s.get("success") and s.get("md5") == md5:
+                key = result_key(str(s.get("data_docs_page") or ""), site)
+                if key is not None:
+                    out.add(key)
+    return out
+
+
+def retained(stored: Mapping[str, float], needed: Collection[str], keep: int) -> set[str]:
+    """The stored results to keep: every ``needed`` one, and the newest ``keep`` others.
+
+    ``stored`` maps each stored result to when it was stored; a needed result that is no
+    longer stored is not in the answer.
+    """
+    rest = sorted(stored.keys() - set(needed), key=lambda k: (stored[k], k), reverse=True)
+    return (stored.keys() & set(needed)) | set(rest[: max(keep, 0)])
+
+
+# --------------------------------------------------------------------------- Data Docs
+def static_table(block: Mapping[str, Any], render: Callable[[Any], Any]) -> dict[str, Any]:
+    """A ``bootstrap_table`` block (drawn by the bootstrap-table script) as a plain ``table``.
+
+    Rows are sorted as the script would sort them (``sortName``, ``sortOrder``); each cell
+    is ``render``ed, and a row's link (``_table_row_link_path``) is put on every cell of
+    it that holds no link of its own.
+    """
+    columns = [dict(c) for c in block.get("table_columns") or []]
+    options = dict(block.get("table_options") or {})
+    rows = [dict(r) for r in block.get("table_data") or []]
+    by = options.get("sortName")
+    if by:
+        field = next((c.get("sortName", by) for c in columns if c.get("field") == by), by)
+        rows.sort(key=lambda r: _sortable(r.get(field)), reverse=options.get("sortOrder") == "desc")
+    table = []
+    for r in rows:
+        link, cells = r.get("_table_row_link_path"), []
+        for c in columns:
+            cell = str(render(r.get(c.get("field"), "")))
+            if link and "<a " not in cell:
+                cell = f'<a href="{html.escape(str(link))}">{cell}</a>'
+            if c.get("align") == "center":
+                cell = f'<div class="text-center">{cell}</div>'
+            cells.append(cell)
+        table.append(cells)
+    styling = copy.deepcopy(dict(block.get("styling") or {}))
+    body = styling.setdefault("body", {})
+    body["classes"] = [*body.get("classes", []), "table", "table-hover"]
+    drop = ("table_columns", "table_data", "table_options")
+    return {
+        **{k: v for k, v in block.items() if k not in drop},
+        "content_block_type": "table",
+        "styling": styling,
+        "header_row": [str(c.get("title", c.get("field", ""))) for c in columns],
+        "table": table,
+    }
+
+
+def _sortable(v: Any) -> tuple[int, float, str]:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return 0, float(v), ""
+    return 1, 0.0, "" if v is None else str(v)

@@ -24,12 +24,11 @@ the partition passes, but every row of a duplicated key is left out of its valid
 (which of them is right cannot be known) and the summary says how many and which.
 
 Severity: an expectation fails a partition only when it is unsuccessful and its GX severity
-is ``critical`` (the default). Values that break a rule but stay within its ``mostly``
-tolerance (unseen categories within ``unseen_category_tolerance``, duplicate keys within
-``validate.max_duplicate_keys``, then dropped) and unsuccessful ``warning``/``info``
-expectations (e.g. an extra expectation with ``severity: warning`` in its kwargs) are
-reported as warnings and let the partition through. Nulls within ``max_null_fraction`` are
-simply allowed.
+is ``critical`` (the default). Values within a rule's ``mostly`` tolerance (unseen
+categories, duplicate keys, then dropped) and unsuccessful ``warning``/``info`` expectations
+are reported as warnings and let the partition through; nulls within
+``max_null_fraction`` are allowed. Validation results are kept: the newest
+``KEEP_VALIDATIONS`` and every one a registered version's training data passed.
 """
 
 from __future__ import annotations
@@ -115,6 +114,11 @@ def _docs(summary: dict[str, Any], params: Params, st: Settings, key: Any) -> No
         )
 
 
+def _prune(params: Params, st: Settings) -> None:  # the newest, and those versions need
+    needed = lambda: gx_context.needed_validations(st, params.model_name)  # noqa: E731
+    gx_context.prune_validations(st.gx_root, KEEP_VALIDATIONS - 1, needed)
+
+
 def _check(
     checkpoint: Any, params: Params, st: Settings, pid: str, path: Path
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -129,7 +133,7 @@ def _check(
 
     from great_expectations.validator.v1_validator import Validator
 
-    gx_context.prune_validations(st.gx_root, KEEP_VALIDATIONS - 1)
+    _prune(params, st)
     vd = checkpoint.validation_definitions[0]
     validator = Validator(
         batch_definition=vd.batch_definition,
@@ -207,7 +211,7 @@ def _check_many(
         for e in suite.expectations
         if getattr(e, "min_value", None) == {"$PARAMETER": START_PARAM}
     )
-    gx_context.prune_validations(st.gx_root, KEEP_VALIDATIONS - 1)
+    _prune(params, st)
     validator = Validator(
         batch_definition=vd.batch_definition,
         batch_parameters={"dataframe": frame},

@@ -124,3 +124,123 @@ def test_failure_line_names_the_file_each_rule_and_missing_columns_once() -> Non
     assert gx_results.describe_failure("x.parquet", {"error": "cannot be read as Parquet"}) == (
         "x.parquet failed validation: cannot be read as Parquet"
     )
+
+
+# --------------------------------------------------------------------------- retention
+SITE = "local_site"
+
+
+def page(root, run, time="20130115T000000.000000Z"):
+    """Where validate records a result's Data Docs page (under project ``root``)."""
+    site = f"{root}/great_expectations/uncommitted/data_docs/{SITE}/validations"
+    return f"{site}/flights_contract/{run}/{time}/flights_pandas-raw_partition.html"
+
+
+def key(run, time="20130115T000000.000000Z"):
+    return f"flights_contract/{run}/{time}/flights_pandas-raw_partition"
+
+
+def test_a_page_names_its_stored_result_wherever_the_project_now_lives() -> None:
+    # given pages recorded under two project folders, and paths that are no results' pages
+    # then each page names the same result, under the site's validations folder
+    assert gx_results.result_key(page("/old/proj", "2013-W02"), SITE) == key("2013-W02")
+    assert gx_results.result_key(page("/new/place", "2013-W02"), SITE) == key("2013-W02")
+    assert gx_results.result_key(f"/p/{SITE}/index.html", SITE) is None
+    assert gx_results.result_key("/p/other_site/validations/s/r/t/b.html", SITE) is None
+    assert gx_results.result_key("", SITE) is None
+
+
+def test_versions_need_the_result_that_passed_the_data_they_were_trained_on() -> None:
+    # given the validations on record of four weeks
+    summaries = {
+        "2013-W02": {"success": True, "md5": "a" * 32, "data_docs_page": page("/p", "2013-W02")},
+        "2013-W03": {"success": True, "md5": "b" * 32, "data_docs_page": page("/p", "2013-W03")},
+        "2013-W04": {"success": True, "md5": "c" * 32, "data_docs_page": page("/p", "2013-W04")},
+        "2013-W05": {"success": True, "md5": "d" * 32},  # built without Data Docs
+    }
+    # and versions trained on W02+W03, on an earlier W04 than the one on record, on W05,
+    # and on a week never validated
+    trained_on = [
+        {"2013-W02": "a" * 32, "2013-W03": "b" * 32},
+        {"2013-W04": "0" * 32},
+        {"2013-W05": "d" * 32},
+        {"2013-W09": "e" * 32},
+    ]
+
+    # when the needed results are worked out
+    out = gx_results.needed(summaries, trained_on, SITE)
+
+    # then only the results of the very data a version was trained on are needed
+    assert out == {key("2013-W02"), key("2013-W03")}
+    # and a failed validation on record is never what a version depends on
+    failed = {"2013-W02": {**summaries["2013-W02"], "success": False}}
+    assert gx_results.needed(failed, trained_on, SITE) == set()
+
+
+def test_retention_keeps_every_needed_result_and_the_newest_others() -> None:
+    # given five stored results, oldest first, two of them (an old and a new) needed
+    stored = {f"r{i}": 1000.0 + i for i in range(5)}
+    needed = {"r0", "r3", "gone"}  # "gone" is needed but no longer stored
+
+    # when two others may stay
+    kept = gx_results.retained(stored, needed, keep=2)
+
+    # then the needed ones stay however old, plus the two newest of the rest
+    assert kept == {"r0", "r3", "r4", "r2"}
+    # and with none to keep beyond the needed, only they stay
+    assert gx_results.retained(stored, needed, keep=0) == {"r0", "r3"}
+    assert gx_results.retained(stored, set(), keep=0) == set()
+    assert gx_results.retained(stored, set(), keep=10) == set(stored)
+
+
+def test_a_script_drawn_table_becomes_plain_rows_sorted_and_linked() -> None:
+    # given GX's index table block, drawn in the browser by bootstrap-table
+    block = {
+        "content_block_type": "bootstrap_table",
+        "styling": {"body": {"classes": ["table-sm"]}},
+        "table_columns": [
+            {"field": "ok", "title": "Status", "align": "center"},
+            {"field": "run_time", "title": "Run Time", "sortName": "_t"},
+            {"field": "suite", "title": "Suite"},
+        ],
+        "table_options": {"sortName": "run_time", "sortOrder": "desc", "search": "true"},
+        "table_data": [
+            {
+                "ok": "<i>y</i>",
+                "run_time": "old",
+                "_t": 1.0,
+                "suite": '<a href="s.html">s</a>',
+                "_table_row_link_path": "validations/old.html",
+            },
+            {
+                "ok": "<i>y</i>",
+                "run_time": "new",
+                "_t": 2.0,
+                "suite": '<a href="s.html">s</a>',
+                "_table_row_link_path": "validations/new.html",
+            },
+        ],
+    }
+
+    # when turned into a plain table (each cell rendered by GX's own renderer)
+    out = gx_results.static_table(block, lambda v: v)
+
+    # then it is GX's static table: the headers, the newest row first, a link on every
+    # cell without one of its own, and the script's options gone
+    assert out["content_block_type"] == "table"
+    assert out["header_row"] == ["Status", "Run Time", "Suite"]
+    assert out["table"] == [
+        [
+            '<div class="text-center"><a href="validations/new.html"><i>y</i></a></div>',
+            '<a href="validations/new.html">new</a>',
+            '<a href="s.html">s</a>',
+        ],
+        [
+            '<div class="text-center"><a href="validations/old.html"><i>y</i></a></div>',
+            '<a href="validations/old.html">old</a>',
+            '<a href="s.html">s</a>',
+        ],
+    ]
+    assert out["styling"]["body"]["classes"] == ["table-sm", "table", "table-hover"]
+    assert block["styling"]["body"]["classes"] == ["table-sm"]  # the block is left as it was
+    assert not {"table_data", "table_columns", "table_options"} & out.keys()
