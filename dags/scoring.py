@@ -55,8 +55,8 @@ from mlops.airflow.timetable import ReplayTimetable
 # shows it as this file's import error.
 CALENDAR = calendar()
 PARTITIONS_HELP = (
-    "Partitions to score instead of the data interval's, as ingest.partition ids "
-    '(e.g. ["2013-08", "2013-09"] for months); empty: the data interval\'s.'
+    "Partitions to score instead of the data interval's, as ingest.partition ids, one per "
+    "line (e.g. 2013-08 and 2013-09 for months); empty: the data interval's."
 )
 
 

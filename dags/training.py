@@ -44,11 +44,12 @@ from mlops.airflow.defaults import (
 from mlops.airflow.hitl import Approval
 
 WINDOW_HELP = (
-    'Manual runs: the training window, as ingest.partition ids (e.g. ["2013-03", '
-    '"2013-04"]); empty: the configured window, or the one a drift breach decides.'
+    "Manual runs: the training window, as ingest.partition ids, one per line (e.g. "
+    "2013-03 and 2013-04); empty: the configured window, or the one a drift breach decides."
 )
 CANDIDATES_HELP = (
-    'Manual runs: train only these of train.candidates (by name, e.g. ["xgb"]); empty: all of them.'
+    "Manual runs: train only these of train.candidates, by name, one per line (e.g. xgb); "
+    "empty: all of them."
 )
 DRIFT_BREACH = Asset(name=DRIFT_BREACH_NAME, uri=DRIFT_BREACH_URI)
 # A params.yaml that does not load raises here, naming the file and the key: Airflow

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 APPROVE, REJECT = ApprovalOperator.APPROVE, ApprovalOperator.REJECT
 NOTE = "note"
 NOTE_PARAM = Param(
-    "",
-    type="string",
+    None,
+    type=["null", "string"],
     title="Note",
     description="Why you approve or reject: kept in the audit history (mlops history).",
 )
@@ -86,7 +86,11 @@ def body(decision: dict[str, Any], until: datetime, card: str | None) -> str:
     names = {"model_version": "MLflow version", "mlflow_run": "MLflow run", "timeline": "Timeline"}
     shown = [f"[{names.get(k, k)}]({v})" for k, v in links.items()]
     lines.append(f"- Links: {' · '.join(shown)}" if shown else "- Links: none recorded")
-    lines.append(f"- Model card: {card}" if card else "- Model card: not built")
+    lines.append(
+        f"- Model card: {card} (also among the MLflow run's artifacts)"
+        if card
+        else "- Model card: not built (`mlops card` builds it)"
+    )
     lines += [
         "",
         f"Approve makes v{version} `champion`; Reject keeps "

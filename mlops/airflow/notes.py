@@ -2,7 +2,8 @@
 
 A run that decides "no" (a cooldown skip, a failed gate, a rejection) is a green run;
 its reason goes on the DAG run's note ("gate failed: ...; champion v1 kept", "skipped:
-cooldown ..."), which the grid and the run's page show without opening a log.
+cooldown ..."), which the run's page shows without opening a log; the newest decision is
+the note's first line.
 
 The Task SDK cannot write notes, so they are written through Airflow's REST API with the
 credentials of the connection ``mlops_airflow_api`` (``AIRFLOW_CONN_MLOPS_AIRFLOW_API``,
@@ -28,25 +29,26 @@ TIMEOUT_S = 10
 
 
 def merged(current: str | None, line: str) -> str:
-    """Pure: the note after adding ``line`` (once) to ``current``, within MAX_CHARS.
+    """Pure: the note after adding ``line`` (once) on top of ``current``, within MAX_CHARS.
 
-    The newest lines are kept when the note would be too long.
+    The newest line comes first, as the UI shows a note's first line; the oldest lines
+    are dropped when the note would be too long.
     """
-    lines = [x for x in (current or "").splitlines() if x.strip()]
-    if line in lines:
-        lines.remove(line)
-    lines.append(line)
+    lines = [x for x in (current or "").splitlines() if x.strip() and x != line]
+    lines.insert(0, line)
     while len(lines) > 1 and len("\n".join(lines)) > MAX_CHARS:
-        lines.pop(0)
-    return "\n".join(lines)[-MAX_CHARS:]
+        lines.pop()
+    return "\n".join(lines)[:MAX_CHARS]
 
 
 def gate(decision: dict[str, Any]) -> str:
     """Pure: the run note of a promotion decision."""
     reasons = "; ".join(decision.get("reasons") or [])
     version, prev = decision["version"], decision.get("champion_version")
-    kept = f"champion v{prev} kept" if prev else "no champion yet"
     if not decision["promote"]:
+        if "gate failed" not in decision["outcome"]:  # e.g. train gave back the champion
+            return f"v{version} not promoted: {reasons}; {decision['outcome']}"
+        kept = f"champion v{prev} kept" if prev else "no champion yet"
         return f"gate failed for v{version}: {reasons}; {kept}"
     if decision["approval"] == "manual":
         return f"gate passed for v{version}: {reasons}; waits for approval (Required Actions)"

@@ -45,15 +45,25 @@ def test_a_failed_gate_notes_its_numbers_and_the_champion_kept() -> None:
     assert notes.gate(manual).endswith("waits for approval (Required Actions)")
     first = {**DECISION, "champion_version": None}
     assert notes.gate(first).endswith("no champion yet")
+    # train gave back the champion: no gate ran, so none failed
+    same = {
+        **DECISION,
+        "reasons": ["v1 is already champion; its gate is not re-run"],
+        "outcome": "champion v1 (unchanged)",
+    }
+    assert notes.gate(same) == (
+        "v3 not promoted: v1 is already champion; its gate is not re-run; champion v1 (unchanged)"
+    )
 
 
-def test_a_note_keeps_each_line_once_and_the_newest_within_airflows_limit() -> None:
+def test_a_note_keeps_each_line_once_newest_first_within_airflows_limit() -> None:
     assert notes.merged(None, "a") == "a"
-    assert notes.merged("a\nb", "a") == "b\na"
+    assert notes.merged("b\na", "a") == "a\nb"
+    assert notes.merged("a", "b") == "b\na"
     long = "\n".join(f"line {i} " + "x" * 90 for i in range(30))
     out = notes.merged(long, "newest")
-    assert len(out) <= notes.MAX_CHARS and out.endswith("newest") and "line 29" in out
-    assert "line 0 " not in out
+    assert len(out) <= notes.MAX_CHARS and out.startswith("newest\nline 0 ")
+    assert "line 29" not in out
 
 
 def test_without_the_api_connection_a_note_is_only_logged(monkeypatch, caplog) -> None:
@@ -73,7 +83,7 @@ def test_the_approval_request_shows_the_gate_the_links_and_the_other_ways() -> N
     assert "**flights v3** passed the promotion gate" in text
     assert "Holdout roc_auc: candidate 0.7410, champion v1: 0.7410" in text
     assert "[MLflow version](http://127.0.0.1:5000/#/models/flights/versions/3)" in text
-    assert "Model card: /r/card.html" in text and "Training window: 2013-03, 2013-04" in text
+    assert "Model card: /r/card.html (also among the MLflow run's artifacts)" in text and "Training window: 2013-03, 2013-04" in text
     assert "expires at 2013-09-05 12:00 UTC" in text and "mlops approve flights 3" in text
 
 
