@@ -337,6 +337,9 @@ def _depth(doc: Mapping[str, Any]) -> int:
     return 0
 
 
+OFFLINE_CLASSES = ("OfflinePageView", "OfflineIndexPageView", "OfflineSiteBuilder")
+
+
 @cache
 def _offline_classes() -> dict[str, type]:
     """GX's site builder and page views, made to build Data Docs that open offline."""
@@ -438,7 +441,6 @@ if not TYPE_CHECKING:  # hidden from mypy, which would type every unknown name a
 
         Defining them at import would import GX with every ``import mlops.gx_context``.
         """
-        classes = _offline_classes()
-        if name in classes:
-            return classes[name]
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        if name not in OFFLINE_CLASSES:  # e.g. ``__path__``, asked by every from-import
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _offline_classes()[name]

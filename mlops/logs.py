@@ -5,29 +5,132 @@ warnings on every run; on the console they would bury the stage summaries. Every
 INFO and above goes to ``<data_root>/state/logs/mlops.log`` instead; the console gets
 this package's warnings and everyone's errors (everything with ``--verbose``). Both
 hide credentials (``io.redact``) in every line, tracebacks included, whoever logged it.
+
+In an Airflow task, whose logging Airflow set up, ``for_task`` keeps Airflow's records,
+this package's, and everyone's warnings and errors in the task log; library notices go
+to the same log file only, and progress bars are off (Airflow logs a task's stderr at
+ERROR: a bar would mark a successful task with red lines).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import stat
+import sys
+import threading
 import traceback
-from io import TextIOWrapper
 from pathlib import Path
+from typing import TextIO
 
 from mlops.io import redact
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 FILE_FORMAT = "%(asctime)s %(process)d " + FORMAT
 _OURS = "mlops"
+_AIRFLOW = "airflow"
+_PRINTED = "task.stdout"  # Airflow's name for what a task prints
+# What the libraries offer to keep banners, bars and their own handlers out of our output.
+_QUIET = {
+    "MLFLOW_CONFIGURE_LOGGING": "false",  # else MLflow prints through its own handler
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the stages print their own links
+    "GX_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "FEAST_USAGE": "False",
+}
+# A task log is a file: no progress bar of any library that draws them with tqdm (read
+# when tqdm is imported: the stages import it, and every heavy library, lazily).
+_QUIET_TASK = {**_QUIET, "TQDM_DISABLE": "1"}
+# Chatty at INFO even in the file: connection pools and migrations.
+_CHATTY = ("urllib3", "alembic", "numexpr")
+# The loggers MLflow gives its own stderr handler when it configures logging on import.
+_MLFLOW_OWN = ("mlflow", "alembic", "huey", "sqlalchemy.engine")
+
+
+def _of(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
 
 
 class _Console(logging.Filter):
     """Our warnings and everyone's errors; library notices stay in the file."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ours = record.name == _OURS or record.name.startswith(_OURS + ".")
+        ours = _of(record.name, _OURS)
         return record.levelno >= (logging.WARNING if ours else logging.ERROR)
+
+
+class _TaskLog(logging.Filter):
+    """Airflow's records and ours, and everyone's warnings and errors; not library notices."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return any(_of(record.name, p) for p in (_OURS, _AIRFLOW, _PRINTED))
+
+
+class _Printed(io.TextIOBase):
+    """A task's standard output as log records of ``task.stdout``, one per line.
+
+    Airflow's supervisor stamps each line a task prints when it reads it, and a task log
+    is shown in time order: a stage's summary, printed, could show after the records
+    that followed it. A record is stamped when it is made, and sent in order.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self._partial = ""
+        self._lock = threading.Lock()
+        self._emitting = threading.local()
+        self._log = logging.getLogger(_PRINTED)
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
+
+    @property
+    def buffer(self) -> io.BufferedIOBase:  # bytes written there are not lines of text
+        return self._stream.buffer  # type: ignore[return-value]
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._stream.fileno()  # a child process writes to the stream itself
+
+    def write(self, text: str) -> int:
+        if getattr(self._emitting, "on", False):  # a handler that writes to stdout
+            return self._stream.write(text)
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+        self._emit(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            rest, self._partial = self._partial, ""
+        self._emit([rest] if rest else [])
+        if not self._stream.closed:
+            self._stream.flush()
+
+    def _emit(self, lines: list[str]) -> None:
+        self._emitting.on = True
+        try:
+            for line in lines:
+                self._log.info("%s", line)
+        finally:
+            self._emitting.on = False
+
+
+def _supervised() -> bool:
+    """Whether Airflow's task supervisor reads this process's stdout: a socket, then."""
+    try:
+        return stat.S_ISSOCK(os.fstat(sys.stdout.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
 
 
 class _Redacting(logging.Formatter):
@@ -77,13 +180,48 @@ def mask_handlers() -> None:
             handler.addFilter(_Masked())
 
 
+def for_task() -> None:
+    """Set up logging in an Airflow task, whose handlers Airflow installed (idempotent).
+
+    The libraries' progress bars and MLflow's own stderr handler are turned off with
+    their settings, before they are imported: Airflow logs everything a task writes to
+    stderr at ERROR. Airflow's handlers keep its records and ours, and everyone's warnings
+    and errors; library notices below WARNING reach only the log file (``to_file``).
+    Every handler masks credentials (``mask_handlers``). Under Airflow's supervisor,
+    what the task prints becomes records, so that a summary keeps its place in the log.
+    """
+    for name, value in _QUIET_TASK.items():
+        os.environ.setdefault(name, value)
+    _quiet_loggers()
+    if _supervised() and not isinstance(sys.stdout, _Printed):
+        sys.stdout = _Printed(sys.stdout)
+    mask_handlers()
+    for handler in _handlers():
+        if isinstance(handler.formatter, _Redacting):
+            continue
+        if not any(isinstance(f, _TaskLog) for f in handler.filters):
+            handler.addFilter(_TaskLog())
+
+
+def _quiet_loggers() -> None:
+    """Records of MLflow (imported earlier, with its own handler) reach ours; less chatter."""
+    for name in _MLFLOW_OWN:
+        lg = logging.getLogger(name)
+        if not lg.propagate:
+            for own in list(lg.handlers):
+                lg.removeHandler(own)
+            lg.propagate = True
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class _LazyFile(logging.FileHandler):
     """A log file opened, and its folder made, only when the first record arrives."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8", delay=True)
 
-    def _open(self) -> TextIOWrapper:
+    def _open(self) -> io.TextIOWrapper:
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
 
@@ -107,24 +245,10 @@ def setup(verbose: bool = False) -> None:
     _replace(console, "console")
     logging.getLogger().setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.captureWarnings(True)
-    for name, value in {
-        "MLFLOW_CONFIGURE_LOGGING": "false",  # else MLflow prints through its own handler
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "GX_ANALYTICS_ENABLED": "false",
-        "DVC_NO_ANALYTICS": "1",
-        "FEAST_USAGE": "False",
-    }.items():
+    for name, value in _QUIET.items():
         os.environ.setdefault(name, value)
-    # MLflow imported before this ran installed its own handler: its records come here too
-    mlflow = logging.getLogger("mlflow")
-    for own in list(mlflow.handlers):
-        mlflow.removeHandler(own)
-    mlflow.propagate = True
+    _quiet_loggers()
     mask_handlers()  # handlers other libraries installed before this ran
-    # chatty at INFO even in the file: connection pools and migrations
-    for name in ("urllib3", "alembic", "numexpr"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def to_file(path: Path) -> Path:

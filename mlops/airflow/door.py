@@ -71,7 +71,7 @@ def _call(
 
     With ``stage``, the run is measured and its metrics pushed (``mlops.observe``).
     """
-    logs.mask_handlers()
+    logs.for_task()
     with _fail_fast(), warnings.catch_warnings():
         # Loading a scikit-learn model, skops looks up each of its functions in every
         # loaded module; in a task process Airflow's modules answer every lookup with a
@@ -79,6 +79,7 @@ def _call(
         warnings.filterwarnings("ignore", category=FutureWarning, module="skops")
         path = params_path()
         params, st = load_params(path), settings(path)
+        logs.to_file(st.state_dir / "logs" / "mlops.log")
         ownership.claim(params, st)
         if stage is None:
             return fn(params, st)
