@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from mlops import audit, tags
+from mlops import audit, describe, tags
 from mlops.config import Settings
 from mlops.registry import CHALLENGER, CHAMPION, Registry, RegistryError, connect
 
@@ -124,7 +124,9 @@ def decide(
     reg = connect(st)
     with audit.registry_lock(reg.st, model):
         audit.reconcile(reg, model)
-        return _decide(reg, model, version, approve, by, note, override)
+        out = _decide(reg, model, version, approve, by, note, override)
+        describe.refresh(reg, model, out["version"])
+        return out
 
 
 def _decide(
@@ -197,7 +199,9 @@ def complete(st: Settings | Registry, model: str, version: str) -> str:
     reg = connect(st)
     with audit.registry_lock(reg.st, model):
         audit.reconcile(reg, model)
-        return _complete(reg, model, version)
+        out = _complete(reg, model, version)
+        describe.refresh(reg, model, version)
+        return out
 
 
 def _complete(reg: Registry, model: str, version: str) -> str:
@@ -252,10 +256,14 @@ def expire(
         version = str(mv.version)
         if mv.tags.get(tags.APPROVAL) in DECIDED:
             return f"v{version} already {mv.tags[tags.APPROVAL]}; nothing expired"
-        reg.client.set_model_version_tag(model, version, tags.APPROVAL, Status.EXPIRED.value)
+        c = reg.client
+        c.set_model_version_tag(model, version, tags.APPROVAL_EXPIRED_AT, audit.now())
+        c.set_model_version_tag(model, version, tags.APPROVAL_EXPIRED_WHY, reason)
+        c.set_model_version_tag(model, version, tags.APPROVAL, Status.EXPIRED.value)
         event = {"action": "expire", "version": version, "actor": by, "reason": reason}
         if reg.alias_version(model, CHALLENGER) == version:
             audit.move(reg, model, CHALLENGER, None, event)
         else:
             audit.record(reg, model, event)
+        describe.refresh(reg, model, version)
     return f"champion unchanged: v{version} approval expired ({reason})"

@@ -21,17 +21,23 @@ import contextlib
 import getpass
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-from mlops import faults, io, observe, tags
+from mlops import describe, faults, observe, runs, tags
 from mlops.config import Settings
-from mlops.registry import CHALLENGER, CHAMPION, Registry, RegistryError, connect
+from mlops.registry import (
+    CHALLENGER,
+    CHAMPION,
+    LOCK_TIMEOUT_S,
+    Registry,
+    connect,
+    lock,
+)
 
 AUDIT_PREFIX = "audit/"
-LOCK_TIMEOUT_S = 120.0
 PENDING, DONE, ABANDONED = "pending", "done", "abandoned"
 log = logging.getLogger(__name__)
 
@@ -53,22 +59,15 @@ def experiment(model: str) -> str:
     return f"{AUDIT_PREFIX}{model}"
 
 
-@contextmanager
-def registry_lock(st: Settings, model: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+def registry_lock(
+    st: Settings, model: str, timeout_s: float = LOCK_TIMEOUT_S
+) -> AbstractContextManager[None]:
     """Serialise alias moves of one model so the history always matches the alias.
 
-    Re-entrant within a thread; other threads and processes wait up to ``timeout_s``.
+    ``registry.lock``: re-entrant within a thread; other threads and processes wait up
+    to ``timeout_s``.
     """
-    path = st.state_dir / f"registry-{model}.lock"
-
-    def busy(holder: str) -> RegistryError:
-        return RegistryError(
-            f"{path}: another alias move of {model!r} (process {holder}) has held this lock "
-            f"for over {timeout_s:.0f}s; retry when it finishes"
-        )
-
-    with io.file_lock(path, wait=timeout_s, busy=busy):
-        yield
+    return lock(st, model, timeout_s)
 
 
 def _event_from_run(run: Any) -> Event:
@@ -136,7 +135,7 @@ def record(reg: Registry, model: str, event: Event, state: str = DONE) -> Event:
     }
     subject = full["version"] or full["to_version"] or full["from_version"]
     name = f"#{seq} {full['action']} {full['alias'] or ''} v{subject or '-'}".replace("  ", " ")
-    r = c.create_run(exp, run_name=name, tags={f"audit.{k}": v for k, v in full.items()})
+    r = runs.create(c, exp, name, {f"audit.{k}": v for k, v in full.items()})
     c.log_batch(r.info.run_id, metrics=[Metric("seq", seq, int(time.time() * 1000), 0)])
     c.set_terminated(r.info.run_id)
     return {**full, "seq": str(seq), "run_id": r.info.run_id}
@@ -273,6 +272,7 @@ def _after_champion(reg: Registry, model: str, prev: str, version: str, event: E
     if prev:
         reg.client.set_model_version_tag(model, prev, tags.REPLACED_BY, version)
     reg.client.set_model_version_tag(model, version, tags.CHAMPION_SINCE, now())
+    describe.refresh(reg, model, version, prev)
 
 
 def _settle(reg: Registry, model: str, intent: Event, state: str) -> None:
@@ -345,6 +345,7 @@ def reconcile(reg: Registry, model: str) -> list[Event]:
                 "reason": "alias found moved outside mlops at the next governance command",
             },
         )
+        describe.refresh(reg, model, was, found)
         changed = True
     champion = reg.alias_version(model, CHAMPION)
     if champion is not None and reg.alias_version(model, CHALLENGER) == champion:

@@ -15,14 +15,13 @@ The card is written to ``<reports_dir>/cards/`` and logged to the version's run 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from mlops import (
     card_render,
+    describe,
     io,
     models,
     partitions,
@@ -33,6 +32,7 @@ from mlops import (
 )
 from mlops.config import Params, Settings
 from mlops.contract import Contract
+from mlops.describe_render import authored, data_hash, window
 from mlops.registry import Registry, RegistryError, connect
 
 if TYPE_CHECKING:
@@ -112,11 +112,6 @@ def _categories(learned: list[str] | None, cap: dict[str, Any] | None) -> str | 
             f"({cap['kept_rows']:.1%} of rows); the rest -> {models.OTHER}"
         )
     return f"{len(learned)}"
-
-
-def data_hash(md5: dict[str, str]) -> str:
-    """One hash for a training window: md5 over the sorted partition -> md5 map."""
-    return hashlib.md5(json.dumps(md5, sort_keys=True).encode()).hexdigest()
 
 
 def limitations(card: dict[str, Any], gap: float = GAP) -> list[str]:
@@ -210,12 +205,8 @@ def holdout_of(
 
 
 def _window(parts: list[str]) -> list[str] | None:
-    with contextlib.suppress(ValueError):
-        return [
-            partitions.interval(min(parts, key=partitions.sort_key))[0].isoformat(),
-            partitions.interval(max(parts, key=partitions.sort_key))[1].isoformat(),
-        ]
-    return None
+    found = window(parts)
+    return None if found is None else list(found)
 
 
 def _run_json(run_id: str, name: str) -> dict[str, Any]:
@@ -236,8 +227,8 @@ def _intended_use(
     window: list[str] | None,
     service: str | None,
 ) -> str:
-    if rm_description and rm_description.strip():
-        return rm_description.strip()
+    if rm_description:
+        return rm_description
     c = params.contract
     what = "the probability that" if c.task == "classification" else "the value of"
     when = f" Trained on data from {window[0][:10]} to {window[1][:10]}." if window else ""
@@ -246,8 +237,9 @@ def _intended_use(
         f"{c.timestamp}, from the features of the Feast feature service "
         f"{service or '-'}, by `mlops score` on new partitions.{when} Intended for "
         f"monitoring and prioritisation by people who know the domain; it was not assessed "
-        f"for other populations or for automated decisions without review. Set the "
-        f"registered model's description in MLflow to replace this text."
+        f"for other populations or for automated decisions without review. Write the "
+        f"intended use in the registered model's description in MLflow (outside the block "
+        f"mlops keeps there) to replace this text."
     )
 
 
@@ -319,7 +311,7 @@ def build(
         rm_desc = c.get_registered_model(model).description
     except Exception:  # noqa: BLE001
         rm_desc = None
-    window = _window(fitted)
+    fitted_window = _window(fitted)
     service = vt.get(tags.FEATURE_SERVICE)
     card: dict[str, Any] = {
         "model": model,
@@ -327,7 +319,9 @@ def build(
         "run_id": mv.run_id,
         "aliases": list(mv.aliases),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "intended_use": _intended_use(params, rm_desc or mv.description, window, service),
+        "intended_use": _intended_use(
+            params, authored(rm_desc) or authored(mv.description), fitted_window, service
+        ),
         "candidate": vt.get(tags.CANDIDATE),
         "kind": run.data.params.get("kind"),
         "params": dict(run.data.params),
@@ -341,7 +335,7 @@ def build(
             "partitions": parts,
             "fitted": fitted,
             "holdout": hold,
-            "window": window,
+            "window": fitted_window,
             "holdout_window": _window(hold),
             "md5": md5,
             "data_hash": data_hash(md5),
@@ -421,6 +415,7 @@ def run(
         c.set_model_version_tag(
             model, version, tags.CARD, f"runs:/{card['run_id']}/{ARTIFACT_DIR}/model_card.html"
         )
+        describe.refresh(reg, model, version)
     m = card["metric"]
     sizes = ", ".join(f"{k} {len(v)}" for k, v in card["slices"].items()) or "none"
     breaches = sum(1 for r in card["realised"] if r.get("breach"))

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
-from mlops import alerts, governance, io, models, observe, timeline
+from mlops import alerts, describe, governance, io, models, observe, tags, timeline
 from mlops.config import Params, Promote, Settings
-from mlops.registry import CHAMPION, connect
+from mlops.registry import CHAMPION, Registry, connect
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,37 @@ def should_promote(
         f"{gate.min_improvement}: {'yes' if improved else 'no'}"
     )
     return Decision(ok and improved, reasons)
+
+
+def gate_tags(ev: dict[str, Any], gate: Promote) -> dict[str, str]:
+    """Pure: what the gate compares, as version tags: the metric, both values, the settings.
+
+    From the evaluation ``should_promote`` decides on, so the version's description shows
+    the numbers behind the decision even after a later evaluation rewrites ``mlops.eval.*``.
+    """
+    metric, champ = ev["metric"], ev.get("champion")
+    value = ev["candidate"]["metrics"].get(metric)
+    out = {
+        tags.GATE_METRIC: metric,
+        tags.GATE_CANDIDATE: "nan" if value is None else f"{value:.6f}",
+        tags.GATE_FLOOR: repr(gate.floor),
+        tags.GATE_MIN_IMPROVEMENT: repr(gate.min_improvement),
+        tags.GATE_CHAMPION: "",
+        tags.GATE_CHAMPION_VERSION: "",
+    }
+    if champ:
+        base = champ["metrics"].get(metric)
+        out[tags.GATE_CHAMPION] = "nan" if base is None else f"{base:.6f}"
+        out[tags.GATE_CHAMPION_VERSION] = str(champ["version"])
+    return out
+
+
+def _record_inputs(reg: Registry, name: str, version: str, values: dict[str, str]) -> None:
+    def write() -> None:
+        for k, v in values.items():
+            reg.client.set_model_version_tag(name, version, k, v)
+
+    reg.retry(write, f"record the gate's inputs on {name} v{version}")
 
 
 class Promotion(TypedDict):
@@ -100,6 +131,7 @@ def run(params: Params, st: Settings) -> Promotion:
         decision = should_promote(
             ev["candidate"]["metrics"], champ["metrics"] if champ else None, params.promote, metric
         )
+        _record_inputs(reg, name, version, gate_tags(ev, params.promote))
         outcome = governance.apply_gate(
             reg, name, version, decision.promote, decision.reasons, params.promote.approval
         )
@@ -115,6 +147,7 @@ def run(params: Params, st: Settings) -> Promotion:
         approval=params.promote.approval,
         outcome=outcome,
     )
+    describe.refresh(reg, name, version)
     io.write_json(st.state_dir / "promote.json", result)
     _observe(ev, decision, version, held, params.promote.approval)
     verdict = "PASSED" if decision.promote else "FAILED" if was != version else "not re-run"

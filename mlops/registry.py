@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,12 +27,34 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+LOCK_TIMEOUT_S = 120.0
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class RegistryError(RuntimeError):
     """A model, version or alias is not what the caller expects; the message says which."""
+
+
+@contextmanager
+def lock(st: Settings, model: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Serialise the writes of one model's aliases, decisions and descriptions.
+
+    A file lock under ``<data_root>/state``, shared by every process that writes them
+    (CLI, DAG tasks). Re-entrant within a thread; other threads and processes wait up
+    to ``timeout_s``, then get a RegistryError naming the holder.
+    """
+    path = st.state_dir / f"registry-{model}.lock"
+
+    def busy(holder: str) -> RegistryError:
+        return RegistryError(
+            f"{path}: another write of {model!r}'s aliases, decisions or descriptions "
+            f"(process {holder}) has held this lock for over {timeout_s:.0f}s; retry when it "
+            f"finishes"
+        )
+
+    with io.file_lock(path, wait=timeout_s, busy=busy):
+        yield
 
 
 class Registry:

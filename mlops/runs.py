@@ -1,4 +1,8 @@
-"""runs: the MLflow runs a killed stage left open, and the runs and versions a rerun reuses.
+"""runs: where MLflow runs start, the ones a killed stage left open, and what a rerun reuses.
+
+Every run the project starts goes through :func:`start` (MLflow's fluent API) or
+:func:`create` (the client), which tag it with the Airflow task instance it runs in
+(:func:`airflow_tags`): DAG, DAG run, task, try and a link to the task in the Airflow UI.
 
 A stage killed with SIGKILL (out of memory, a lost worker) cannot end its MLflow run: the
 run stays RUNNING and a model it was uploading stays PENDING for ever, and whatever
@@ -17,17 +21,139 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from mlops import io, stages, tags
 
 if TYPE_CHECKING:
+    from mlflow import ActiveRun, MlflowClient
+
     from mlops.config import Params, Settings
     from mlops.registry import Registry
 
 log = logging.getLogger(__name__)
+
+# What Airflow's task runner exports into the task's process before it runs the task
+# (``context_to_airflow_vars``): these four, and the logical date, owner and e-mail; not
+# a mapped task's index (``airflow_map_index``).
+AIRFLOW_ENV = {
+    "AIRFLOW_CTX_DAG_ID": tags.AIRFLOW_DAG_ID,
+    "AIRFLOW_CTX_DAG_RUN_ID": tags.AIRFLOW_DAG_RUN_ID,
+    "AIRFLOW_CTX_TASK_ID": tags.AIRFLOW_TASK_ID,
+    "AIRFLOW_CTX_TRY_NUMBER": tags.AIRFLOW_TRY_NUMBER,
+}
+BASE_URL_ENV = "AIRFLOW__API__BASE_URL"
+
+
+# --------------------------------------------------------------------------- starting runs
+def airflow_tags(
+    env: Mapping[str, str], base_url: str | None, map_index: int | None = None
+) -> dict[str, str]:
+    """Pure: the run tags naming the Airflow task instance of a process environment ``env``.
+
+    Empty outside Airflow. ``map_index`` (0 and up) is a mapped task's instance, which
+    the environment does not name. The link is the task instance's page, as Airflow's
+    own ``log_url`` builds it, when ``base_url`` is known and the DAG, run and task are.
+    """
+    found = {tag: env[var] for var, tag in AIRFLOW_ENV.items() if env.get(var)}
+    if not found:
+        return {}
+    mapped = map_index is not None and map_index >= 0
+    if mapped:
+        found[tags.AIRFLOW_MAP_INDEX] = str(map_index)
+    dag, run, task = (
+        found.get(t) for t in (tags.AIRFLOW_DAG_ID, tags.AIRFLOW_DAG_RUN_ID, tags.AIRFLOW_TASK_ID)
+    )
+    if base_url and base_url.strip() and dag and run and task:
+        attempt = found.get(tags.AIRFLOW_TRY_NUMBER)
+        found[tags.AIRFLOW_URL] = (
+            f"{base_url.strip().rstrip('/')}/dags/{quote(dag, safe='')}/runs/"
+            f"{quote(run, safe='')}/tasks/{quote(task, safe='')}"
+            + (f"/mapped/{map_index}" if mapped else "")
+            + (f"?try_number={quote(attempt, safe='')}" if attempt else "")
+        )
+    return found
+
+
+def airflow_map_index() -> int | None:
+    """The running Airflow task instance's map index, when Airflow is loaded and it is one.
+
+    Read from the task's context, never by importing Airflow: outside a task there is
+    none, and the import alone would cost seconds.
+    """
+    sdk = sys.modules.get("airflow.sdk")
+    if sdk is None:
+        return None
+    try:
+        index = getattr(sdk.get_current_context().get("ti"), "map_index", None)
+    except Exception:  # noqa: BLE001 - not in a task, or an SDK without it
+        return None
+    return index if isinstance(index, int) else None
+
+
+def airflow_base_url(env: Mapping[str, str]) -> str | None:
+    """Airflow's ``[api] base_url``, or None when it is not set.
+
+    From Airflow's configuration when Airflow is loaded already (a task process), else
+    from ``AIRFLOW__API__BASE_URL``. Airflow is never imported here: outside a task that
+    would cost seconds for nothing.
+    """
+    loaded = sys.modules.get("airflow.sdk.configuration")
+    if loaded is not None:
+        try:
+            value = loaded.conf.get("api", "base_url", fallback=None)
+        except Exception as exc:  # noqa: BLE001 - a link is not worth failing the run
+            log.info("Airflow's [api] base_url could not be read: %s", exc)
+            value = None
+        if value:
+            return str(value)
+    return env.get(BASE_URL_ENV) or None
+
+
+def context_tags() -> dict[str, str]:
+    """The Airflow tags of this process (empty outside an Airflow task)."""
+    env = dict(os.environ)
+    if not any(env.get(var) for var in AIRFLOW_ENV):
+        return {}
+    return airflow_tags(env, airflow_base_url(env), airflow_map_index())
+
+
+@contextmanager
+def start(
+    exp_id: str, name: str, run_tags: Mapping[str, str], run_id: str | None = None
+) -> Iterator[ActiveRun]:
+    """``mlflow.start_run`` for a new run with ``run_tags``, or resuming ``run_id``.
+
+    Tagged as it starts with the Airflow task instance (:func:`context_tags`); a run
+    resumed by a rerun is tagged with the task instance that resumed it.
+    """
+    import mlflow
+
+    where = context_tags()
+    if run_id is None:
+        with mlflow.start_run(
+            experiment_id=exp_id, run_name=name, tags={**where, **run_tags}
+        ) as active:
+            yield active
+        return
+    with mlflow.start_run(run_id=run_id) as active:
+        if where:
+            mlflow.set_tags(where)
+        yield active
+
+
+def create(client: MlflowClient, exp_id: str, name: str, run_tags: Mapping[str, str]) -> Any:
+    """``MlflowClient.create_run`` with ``run_tags`` and the Airflow task instance's tags."""
+    return client.create_run(exp_id, run_name=name, tags={**context_tags(), **run_tags})
+
+
+# --------------------------------------------------------------------------- interrupted runs
 
 
 def _filter(stage: str, where: Mapping[str, str], status: str) -> str:
@@ -151,7 +277,9 @@ def code_identity() -> dict[str, str]:
     The package's own files, not the project's git revision: a commit of data pointers
     changes no fit, and an uncommitted edit of the package does.
     """
-    skip = {"mlops/__main__.py", "mlops/cli.py"}  # how train is called, not how it fits
+    # How train is called and how its versions are described, not how it fits: a
+    # rerun after an edit of those gives the same version back (and rewrites its text).
+    skip = {"mlops/__main__.py", "mlops/cli.py", "mlops/describe.py", "mlops/describe_render.py"}
     root = stages.PACKAGE.parent
     files = {m: io.md5(root / m) for m in stages.stage_modules("train") if m not in skip}
     return {**files, **{p: importlib.metadata.version(p) for p in FIT_LIBRARIES}}

@@ -1,6 +1,7 @@
 """Every ``mlops.*`` tag name written to MLflow runs, model versions and models.
 
 Tags are for machines (and the MLflow UI's tag boxes); each name is written here once.
+People read the descriptions ``mlops.describe`` writes from them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ INTERRUPTED = "mlops.interrupted"
 """``true`` on a run its stage was killed in; closed as KILLED on the stage's next start."""
 INTERRUPTED_WHY = "mlops.interrupted.why"
 
+# --------------------------------------------------------------------------- airflow
+AIRFLOW_PREFIX = "mlops.airflow."
+AIRFLOW_DAG_ID = "mlops.airflow.dag_id"
+"""On every run started inside an Airflow task: the task instance that started it."""
+AIRFLOW_DAG_RUN_ID = "mlops.airflow.dag_run_id"
+AIRFLOW_TASK_ID = "mlops.airflow.task_id"
+AIRFLOW_TRY_NUMBER = "mlops.airflow.try_number"
+AIRFLOW_MAP_INDEX = "mlops.airflow.map_index"
+"""A mapped task instance's index (0 and up); absent on a task that is not mapped."""
+AIRFLOW_URL = "mlops.airflow.url"
+"""The task instance's page in the Airflow UI, when the Airflow base URL is known."""
+
 # --------------------------------------------------------------------------- lineage
 DATA_PARTITIONS = "mlops.data.partitions"
 DATA_MD5 = "mlops.data.md5"
@@ -45,10 +58,19 @@ EVAL_CHAMPION_PREFIX = "mlops.eval.champion_"
 # --------------------------------------------------------------------------- governance
 GATE = "mlops.gate.decision"
 GATE_REASONS = "mlops.gate.reasons"
+GATE_METRIC = "mlops.gate.metric"
+"""What the gate compared, as ``promote`` saw it: the metric, both values, the settings."""
+GATE_CANDIDATE = "mlops.gate.candidate"
+GATE_CHAMPION = "mlops.gate.champion"
+GATE_CHAMPION_VERSION = "mlops.gate.champion_version"
+GATE_FLOOR = "mlops.gate.floor"
+GATE_MIN_IMPROVEMENT = "mlops.gate.min_improvement"
 APPROVAL = "mlops.approval.status"
 APPROVAL_BY = "mlops.approval.by"
 APPROVAL_AT = "mlops.approval.at"
 APPROVAL_NOTE = "mlops.approval.note"
+APPROVAL_EXPIRED_AT = "mlops.approval.expired_at"
+APPROVAL_EXPIRED_WHY = "mlops.approval.expired_why"
 OVERRIDE = "mlops.approval.override"
 CHAMPION_SINCE = "mlops.champion_since"
 CHALLENGER_SINCE = "mlops.challenger_since"

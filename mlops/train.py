@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from mlops import faults, features, io, models, observe, partitions, plots, provenance, runs, tags
 from mlops.config import Candidate, Params, Settings
+from mlops.describe import refresh, write_model
 from mlops.thresholds import Choice, describe_threshold, holdout_metrics, logged_params
 from mlops.training_data import training_set
 
@@ -186,9 +187,7 @@ def log_candidate(
     sig = infer_signature(models.fit_input(x_ho.head(5), "sklearn"), f.holdout_pred[:5])
     run_tags = {tags.STAGE: "train", tags.CANDIDATE: f.candidate.name, tags.KIND: f.candidate.kind}
     # Tagged as it starts: a run killed at any point is still found as a train run.
-    with mlflow.start_run(
-        experiment_id=exp_id, run_name=f.candidate.name, tags={**run_tags, **lineage}
-    ) as run:
+    with runs.start(exp_id, f.candidate.name, {**run_tags, **lineage}) as run:
         logged = run_params(f.candidate, params)
         mlflow.log_params(logged)
         mlflow.log_metrics(
@@ -259,10 +258,11 @@ def log_failure(
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     c = reg.client
-    run = c.create_run(
+    run = runs.create(
+        c,
         exp_id,
-        run_name=f.candidate.name,
-        tags={
+        f.candidate.name,
+        {
             tags.STAGE: "train",
             tags.CANDIDATE: f.candidate.name,
             tags.KIND: f.candidate.kind,
@@ -330,6 +330,7 @@ def _again(params: Params, st: Settings, reg: Registry, fp: str, t0: float) -> T
         return None
     mv, summary = found
     result = cast(Trained, {**summary, "version": str(mv.version)})
+    _describe(params, st, reg, str(mv.version))  # in case a kill came before it did
     io.write_json(st.state_dir / "train.json", result)
     gate = mv.tags.get(tags.GATE, "not run yet")
     held = f", aliases {', '.join(mv.aliases)}" if mv.aliases else ", no alias"
@@ -339,6 +340,12 @@ def _again(params: Params, st: Settings, reg: Registry, fp: str, t0: float) -> T
         f"state/train.json names it, in {time.perf_counter() - t0:.1f}s"
     )
     return result
+
+
+def _describe(params: Params, st: Settings, reg: Registry, version: str) -> None:
+    """The registry's descriptions of the model and of this version of it."""
+    write_model(reg, params, features.service_name(params), st.reports_dir / "cards")
+    refresh(reg, params.model_name, version)
 
 
 def _run(params: Params, st: Settings) -> Trained:
@@ -409,6 +416,7 @@ def _run(params: Params, st: Settings) -> Trained:
     reg.retry(select, "tag the selected run")
     version_tags = {
         tags.CANDIDATE: top.candidate.name,
+        tags.KIND: top.candidate.kind,
         tags.RUN_ID: run_id,
         tags.holdout(metric): f"{top.metrics[metric]:.6f}",
         **run_tags,
@@ -419,6 +427,7 @@ def _run(params: Params, st: Settings) -> Trained:
     # seen without its lineage or fingerprint, even if this process dies right after.
     mv = reg.register(model_uri, params.model_name, version_tags)
     faults.point("train.after_register")
+    _describe(params, st, reg, str(mv.version))
     result["version"] = str(mv.version)
     io.write_json(st.state_dir / "train.json", result)
     scores = ", ".join(
