@@ -2,15 +2,19 @@
 
 The comparison is ``mlops.drift``'s (one Evidently ``ValueDrift`` per column, both sides
 sampled to ``monitor.max_rows``); :func:`run_partition` samples the scored rows before
-reading their features, so its memory does not grow with the partition. The decision
-itself, :func:`is_breach`, is a pure function of the summary.
+reading their features, so its memory does not grow with the partition, and measures
+performance, once every outcome is known, against the holdout the version was evaluated
+on. The decision itself, :func:`is_breach`, is a pure function of the summary; the page
+opens with it (:func:`verdicts`) and shares Evidently's script with the other reports.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NotRequired
+from typing import TYPE_CHECKING, Any, NamedTuple, NotRequired
 
 from mlops import (
     alerts,
@@ -24,14 +28,19 @@ from mlops import (
     runs,
     tags,
     timeline,
+    training_data,
 )
 from mlops.config import Monitor, Params, Settings
-from mlops.drift import PREDICTION, SAMPLE_SEED, Drift, evaluate
+from mlops.drift import PREDICTION, SAMPLE_SEED, Drift, evaluate, share_library, summary_html
 from mlops.training_data import known_targets
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from mlops.registry import Registry
+
+PAGE = "drift.html"
 
 
 class Monitored(Drift):
@@ -46,6 +55,22 @@ class Monitored(Drift):
     input_md5: NotRequired[str | None]
     run_id: NotRequired[str]
     links: NotRequired[dict[str, str]]
+    holdout_partitions: NotRequired[list[str]]
+
+
+class Holdout(NamedTuple):
+    """The rows a version was evaluated on, with its predictions: the performance reference."""
+
+    frame: pd.DataFrame
+    partitions: list[str]
+
+
+def _fired(summary: Drift, cfg: Monitor) -> tuple[bool, bool]:
+    """Whether the share rule and the prediction rule fire (``is_breach``'s two rules)."""
+    n, total = summary["drifted_features"], summary["n_features"]
+    share = bool(total) and n / total >= cfg.drift_share
+    pred = summary.get("prediction_drift")
+    return share, bool(pred and pred["drifted"] and cfg.breach_on_prediction_drift)
 
 
 def is_breach(summary: Drift, cfg: Monitor) -> tuple[bool, list[str]]:
@@ -60,20 +85,50 @@ def is_breach(summary: Drift, cfg: Monitor) -> tuple[bool, list[str]]:
     reasons = []
     n, total = summary["drifted_features"], summary["n_features"]
     share = n / total if total else 0.0
-    if total and share >= cfg.drift_share:
+    by_share, by_prediction = _fired(summary, cfg)
+    if by_share:
         names = sorted(c for c, r in summary["columns"].items() if r["drifted"])
         reasons.append(
             f"{n}/{total} features drifted ({share:.0%} >= drift_share {cfg.drift_share:.0%}): "
             + ", ".join(names)
         )
     pred = summary.get("prediction_drift")
-    if pred and pred["drifted"] and cfg.breach_on_prediction_drift:
+    if pred and by_prediction:
         value = "n/a" if pred["value"] is None else f"{pred['value']:.3g}"
         reasons.append(
             f"prediction column {pred['column']!r} drifted "
             f"({pred['method']} {value}, threshold {pred['threshold']:g})"
         )
     return bool(reasons), reasons
+
+
+def verdicts(summary: Drift, cfg: Monitor) -> list[str]:
+    """Pure: one line per breach rule, whether it fired or not, for the top of the report.
+
+    ``6 of 14 features drifted (43%) >= 30%: breach``, ``... (21%) < 30%: no breach``, and
+    the prediction's, which says when the policy does not count it.
+    """
+    by_share, by_prediction = _fired(summary, cfg)
+    n, total = summary["drifted_features"], summary["n_features"]
+    share = n / total if total else 0.0
+    out = [
+        f"{n} of {total} features drifted ({share:.0%}) {'>=' if by_share else '<'} "
+        f"{cfg.drift_share:.0%}: {'breach' if by_share else 'no breach'}"
+    ]
+    pred = summary.get("prediction_drift")
+    if pred:
+        value = "n/a" if pred["value"] is None else f"{pred['value']:.3g}"
+        what = f"{pred['method']} {value}, threshold {pred['threshold']:g}"
+        if not pred["drifted"]:
+            out.append(f"prediction did not drift ({what}): no breach")
+        elif by_prediction:
+            out.append(f"prediction drifted ({what}): breach")
+        else:
+            out.append(
+                f"prediction drifted ({what}): no breach "
+                "(monitor.breach_on_prediction_drift is off)"
+            )
+    return out
 
 
 def _observe(partition: str, summary: Drift, breach: bool, described: dict[str, Any]) -> None:
@@ -107,16 +162,64 @@ def run(
     current_rows: int | None = None,
     described: dict[str, str | None] | None = None,
     folder: Path | None = None,
+    holdout: Holdout | None = None,
 ) -> Monitored:
     """Report drift of ``current`` (one partition) against ``reference`` and decide on a breach.
 
     ``current_rows`` is the partition's row count when ``current`` is a sample of it;
-    ``described`` what the predictions were made from (``model_version``, ``input_md5``).
-    Writes ``drift.html`` and ``drift.json`` (summary, breach, reasons, ``described``) to
-    ``folder`` (default ``<reports_dir>/<partition>``) and returns that summary with the
-    two paths added.
+    ``described`` what the predictions were made from (``model_version``, ``input_md5``);
+    ``holdout`` the performance reference (:func:`holdout`). Writes ``drift.html`` and
+    ``drift.json`` (summary, breach, reasons, ``described``) to ``folder`` (default
+    ``<reports_dir>/<partition>``) and returns that summary with the two paths added.
     """
-    return _report(params, st, partition, reference, current, current_rows, described, folder)[0]
+    return _report(
+        params, st, partition, reference, current, current_rows, described, folder, None, holdout
+    )[0]
+
+
+def previous_report(folder: Path, partition: str) -> Path | None:
+    """The report of the latest partition before ``partition`` beside ``folder``, if any."""
+    here = partitions.sort_key(partition)
+    earlier = [
+        p / PAGE
+        for p in (folder.parent.iterdir() if folder.parent.is_dir() else [])
+        if partitions.is_id(p.name) and partitions.sort_key(p.name) < here and (p / PAGE).is_file()
+    ]
+    return max(earlier, key=lambda p: partitions.sort_key(p.parent.name), default=None)
+
+
+def _page(
+    params: Params,
+    partition: str,
+    snapshot: Any,
+    result: Monitored,
+    out: Path,
+    mlflow_run: str | None,
+    holdout: Holdout | None,
+) -> str:
+    """The report's page: the verdict and links (:func:`drift.summary_html`), then Evidently's."""
+    links = {}
+    before = previous_report(out, partition)
+    if before is not None:
+        rel = Path(os.path.relpath(before, out)).as_posix()
+        links[f"Previous report ({before.parent.name})"] = rel
+    links["Timeline"] = timeline.url(params)
+    if mlflow_run:
+        links["MLflow run"] = mlflow_run
+    version = result.get("model_version")
+    served = " (served requests)" if result.get("source") == "served" else ""
+    title = f"Drift of {params.model_name}{f' v{version}' if version else ''} on {partition}"
+    where = "" if holdout is None else ", ".join(holdout.partitions)
+    header = summary_html(
+        title + served,
+        result["breach"],
+        verdicts(result, params.monitor),
+        result,
+        params.monitor,
+        links,
+        where,
+    )
+    return timeline.at_top(snapshot.get_html_str(as_iframe=False), header)
 
 
 def _report(
@@ -129,15 +232,19 @@ def _report(
     described: dict[str, str | None] | None = None,
     folder: Path | None = None,
     mlflow_run: str | None = None,
-) -> tuple[Monitored, Any]:
-    """:func:`run`, with Evidently's snapshot of the report (which links to ``mlflow_run``)."""
+    holdout: Holdout | None = None,
+) -> tuple[Monitored, Any, str]:
+    """:func:`run`, with Evidently's snapshot and the page as one file (for MLflow)."""
     partitions.check(partition)  # a malformed id fails before any work
     t0 = time.perf_counter()
     summary, snapshot = evaluate(
-        reference, current, params.contract, params.monitor, current_rows=current_rows
+        reference,
+        current,
+        params.contract,
+        params.monitor,
+        current_rows=current_rows,
+        holdout=None if holdout is None else holdout.frame,
     )
-    links = {"Timeline": timeline.url(params), **({"MLflow run": mlflow_run} if mlflow_run else {})}
-    html = timeline.with_links(snapshot.get_html_str(as_iframe=False), links)
     breach, reasons = is_breach(summary, params.monitor)
     _observe(partition, summary, breach, described or {})
     out = folder or st.reports_dir / partition
@@ -146,11 +253,14 @@ def _report(
         partition=partition,
         breach=breach,
         reasons=reasons,
-        html_path=str(out / "drift.html"),
+        html_path=str(out / PAGE),
         json_path=str(out / "drift.json"),
         **(described or {}),  # type: ignore[typeddict-item]
     )
-    html_path = io.write_text(out / "drift.html", html)
+    if holdout is not None and summary["rows"]["holdout"]:
+        result["holdout_partitions"] = holdout.partitions
+    page = _page(params, partition, snapshot, result, out, mlflow_run, holdout)
+    html_path = io.write_text(out / PAGE, share_library(page, out / PAGE, st.reports_dir))
     # The JSON goes last: when it exists, the HTML it describes does too.
     io.write_json(out / "drift.json", {k: v for k, v in result.items() if not k.endswith("_path")})
 
@@ -162,7 +272,22 @@ def _report(
         f"{'BREACH' if breach else 'ok'} (report: {html_path}) "
         f"in {time.perf_counter() - t0:.1f}s"
     )
-    return result, snapshot
+    return result, snapshot, page
+
+
+def holdout(params: Params, st: Settings, reg: Registry, name: str, version: str) -> Holdout:
+    """The rows ``version`` was evaluated on, each with the version's prediction.
+
+    The partitions are its ``mlops.eval.holdout`` tag (``train.holdout`` before it was
+    evaluated), read as ``evaluate`` reads them (rows whose outcome is known), so the
+    report's reference performance is the version's holdout score, not its fit to the
+    training rows.
+    """
+    tagged = reg.get_version(name, version).tags.get(tags.EVAL_HOLDOUT)
+    parts = tagged.split(",") if tagged else params.train.holdout
+    frame = training_data.training_frame(params, st, parts, stage="monitor")
+    frame[PREDICTION] = reg.load(name, version).predict(frame, params.contract)
+    return Holdout(frame, parts)
 
 
 def sample_positions(n: int, k: int, seed: int) -> np.ndarray:
@@ -227,11 +352,14 @@ def run_partition(params: Params, st: Settings, partition: str) -> Monitored:
 
     The reference (a sample of that model's training rows with its predictions) is read
     from the model's MLflow run; the current side is a sample of the partition's scored
-    rows with their features, labels when present, and predictions. Predictions made
-    from an earlier version of the partition are refused. The report and summary are
-    logged to MLflow as the ``monitor`` run of the partition, model version and input md5:
-    a rerun on the same predictions replaces that run's results rather than adding a run.
-    One monitor of a partition at a time; a run an interrupted one left open is closed.
+    rows with their features, labels when present, and predictions. Once every sampled
+    outcome is known, performance is measured against the version's holdout
+    (:func:`holdout`). Predictions made from an earlier version of the partition are
+    refused. The report and summary are logged to MLflow as the ``monitor`` run of the
+    partition, model version and input md5 (the HTML whole, with Evidently's script in
+    it, so that it opens on its own): a rerun on the same predictions replaces that
+    run's results rather than adding a run. One monitor of a partition at a time; a run
+    an interrupted one left open is closed.
     """
     pred_path = partitions.file(st.predictions_dir, partition)  # refuses a malformed id
     with io.exclusive(st.state_dir / "locks", "monitor", [partition]):
@@ -254,6 +382,9 @@ def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path
     reg = connect(st)
     reference = reg.reference(name, version)
     described = {"model_version": version, "input_md5": input_md5}
+    target = params.contract.target
+    labelled = target in current.columns and bool(current[target].notna().all())
+    held = holdout(params, st, reg, name, version) if labelled else None
 
     exp = reg.experiment_id(params.model_name)
     runs.close_interrupted(reg, exp, "monitor", {tags.PARTITION: partition})
@@ -270,8 +401,8 @@ def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path
         faults.point("monitor.run_started", partition)
         # The run is opened first so that the report can link to it.
         mlflow_run = alerts.run_link(st.tracking_uri, active.info.run_id)
-        out, snapshot = _report(
-            params, st, partition, reference, current, total, described, None, mlflow_run
+        out, snapshot, page = _report(
+            params, st, partition, reference, current, total, described, None, mlflow_run, held
         )
         out["run_id"] = active.info.run_id
         mlflow.set_tags({**key, tags.BREACH: str(out["breach"])})
@@ -281,7 +412,9 @@ def _run_partition(params: Params, st: Settings, partition: str, pred_path: Path
                 "drifted_features": float(out["drifted_features"]),
             }
         )
-        mlflow.log_artifact(out["html_path"], artifact_path=f"drift/{partition}")
+        with tempfile.TemporaryDirectory() as tmp:
+            whole = io.write_text(Path(tmp) / PAGE, page)
+            mlflow.log_artifact(str(whole), artifact_path=f"drift/{partition}")
         mlflow.log_artifact(out["json_path"], artifact_path=f"drift/{partition}")
     links = {"report": Path(out["html_path"]).resolve().as_uri(), "mlflow_run": mlflow_run}
     sid = timeline.add(params, st, snapshot, partition, "drift", links, version)

@@ -18,6 +18,18 @@ REPO = Path(__file__).resolve().parents[2]
 ROWS = 3000
 
 
+def evidently_version() -> str:
+    import evidently
+
+    return str(evidently.__version__)
+
+
+def evidently_script() -> Path:
+    from evidently.legacy.utils.dashboard import STATIC_PATH
+
+    return Path(STATIC_PATH) / "index.js"
+
+
 @pytest.fixture(scope="module")
 def seasons() -> dict[str, pd.DataFrame]:
     """The real 2013-01 and 2013-07 partitions with their targets, built from the source.
@@ -37,7 +49,8 @@ def seasons() -> dict[str, pd.DataFrame]:
 def frames(seasons: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Random rows (a month's weather varies by day, so no head()), scored by a real model.
 
-    ``reference`` and ``january`` are disjoint samples of 2013-01; ``july`` is from 2013-07.
+    ``reference`` (the model's training rows), ``january`` and ``holdout`` are disjoint
+    samples of 2013-01; ``july`` is from 2013-07.
     """
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -47,8 +60,8 @@ def frames(seasons: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     p = load_params(REPO / "params.yaml")
     numeric = [f.name for f in p.contract.features if f.dtype in ("float", "int")]
     labelled = {pid: df[df[p.contract.target].notna()] for pid, df in seasons.items()}
-    jan = labelled["2013-01"].sample(n=2 * ROWS, random_state=0)
-    reference, january = jan.iloc[:ROWS], jan.iloc[ROWS:]
+    jan = labelled["2013-01"].sample(n=3 * ROWS, random_state=0)
+    reference, january, holdout = jan.iloc[:ROWS], jan.iloc[ROWS : 2 * ROWS], jan.iloc[2 * ROWS :]
     july = labelled["2013-07"].sample(n=ROWS, random_state=0)
     model = make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression())
     model.fit(reference[numeric], reference[p.contract.target])
@@ -56,7 +69,12 @@ def frames(seasons: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     def scored(df: pd.DataFrame) -> pd.DataFrame:
         return df.assign(prediction=model.predict_proba(df[numeric])[:, 1])
 
-    return {"reference": scored(reference), "january": scored(january), "july": scored(july)}
+    return {
+        "reference": scored(reference),
+        "january": scored(january),
+        "holdout": scored(holdout),
+        "july": scored(july),
+    }
 
 
 def make_project(tmp_path: Path) -> tuple[Params, Settings]:
@@ -66,9 +84,13 @@ def make_project(tmp_path: Path) -> tuple[Params, Settings]:
 
 @pytest.fixture(scope="module")
 def july_run(tmp_path_factory, frames) -> tuple[Settings, dict]:
-    """``monitor.run`` on January (reference) against July, in a throwaway project."""
+    """``monitor.run`` on January (reference, holdout) against July, in a throwaway project."""
     params, st = make_project(tmp_path_factory.mktemp("proj"))
-    return st, monitor.run(params, st, "2013-07", frames["reference"], frames["july"])
+    held = monitor.Holdout(frames["holdout"], ["2013-01"])
+    described = {"model_version": "7"}
+    return st, monitor.run(
+        params, st, "2013-07", frames["reference"], frames["july"], None, described, None, held
+    )
 
 
 # --------------------------------------------------------------------------- real data
@@ -90,13 +112,55 @@ def test_seasonal_drift_is_a_breach(july_run):
     assert result["prediction_drift"]["drifted"] is True
     assert any("prediction" in r for r in result["reasons"])
     assert result["target_drift"]["column"] == "is_delayed"
-    assert result["performance"]["roc_auc"]["reference"] > 0.5
     assert result["rows"] == {
         "reference": ROWS,
         "current": ROWS,
         "sampled": False,
         "max_rows": 100_000,
+        "holdout": ROWS,
     }
+    assert result["holdout_partitions"] == ["2013-01"]
+
+
+def test_reference_performance_is_the_holdouts_not_the_training_rows(july_run, frames):
+    from sklearn.metrics import roc_auc_score
+
+    # given a model scored on the rows it was fitted on (reference) and on a holdout
+    _, result = july_run
+    target = "is_delayed"
+
+    def auc(name: str) -> float:
+        return float(roc_auc_score(frames[name][target], frames[name]["prediction"]))
+
+    # then the report's reference ROC AUC is the holdout's, which the training rows flatter
+    roc = result["performance"]["roc_auc"]
+    assert roc["reference"] == pytest.approx(auc("holdout"), abs=1e-6)
+    assert roc["reference"] != pytest.approx(auc("reference"), abs=1e-4)
+    assert roc["current"] == pytest.approx(auc("july"), abs=1e-6)
+
+
+def test_without_a_holdout_performance_has_no_reference(frames):
+    params = load_params(REPO / "params.yaml")
+    # when July is compared with the training rows and no holdout is given
+    summary, snapshot = drift.evaluate(
+        frames["reference"], frames["july"], params.contract, params.monitor
+    )
+    # then the current performance is measured, and nothing stands in for the holdout's
+    assert summary["performance"]["roc_auc"]["current"] > 0.5
+    assert {v["reference"] for v in summary["performance"].values()} == {None}
+    assert summary["rows"]["holdout"] is None
+    # and the drift metrics and the performance metrics are in one snapshot
+    names = {r.display_name for r in snapshot.metric_results.values()}
+    assert {"RocAuc metric", "Drifted features", "Value drift for temp"} <= names
+
+
+def test_a_holdout_without_predictions_is_named(frames):
+    params = load_params(REPO / "params.yaml")
+    holdout = frames["holdout"].drop(columns=["prediction"])
+    with pytest.raises(ValueError, match=r"holdout lacks column\(s\) \['prediction'\]"):
+        drift.evaluate(
+            frames["reference"], frames["july"], params.contract, params.monitor, holdout=holdout
+        )
 
 
 def test_run_writes_html_and_json(july_run):
@@ -110,6 +174,21 @@ def test_run_writes_html_and_json(july_run):
     assert js == st.reports_dir / "2013-07" / "drift.json"
     text = html.read_text()
     assert len(text) > 100_000 and "<html" in text.lower() and "temp" in text
+    # and the page opens with the verdict, before Evidently's report
+    body = text[text.index("<body") :]
+    assert body.index('id="drift-summary"') < body.index('<div id="root_')
+    head = body[: body.index("</section>")]
+    assert "Drift of flight_delay v7 on 2013-07: " in head and ">BREACH<" in head
+    assert f"{result['drifted_features']} of 14 features drifted (" in head
+    assert "&gt;= 30%: breach" in head
+    assert "wasserstein, threshold 0.1" in head and "jensenshannon, threshold 0.1" in head
+    assert "3,000 of 3,000 current rows compared (all)" in head
+    assert "the 3,000 holdout rows of 2013-01 the version was evaluated on" in head
+    # and it loads Evidently's script from the one copy beside the reports, not inline
+    shared = st.reports_dir / f"evidently-{evidently_version()}.js"
+    assert f'<script src="../{shared.name}"></script>' in text
+    assert shared.read_bytes() == evidently_script().read_bytes()
+    assert html.stat().st_size < 1_000_000 < shared.stat().st_size
     saved = json.loads(js.read_text())
     assert saved["breach"] is True and saved["reasons"] == result["reasons"]
     assert saved["columns"]["temp"] == result["columns"]["temp"]
@@ -220,6 +299,74 @@ def test_breach_reason_names_columns_and_share():
     cfg = Monitor(drift_share=0.3)
     _, reasons = monitor.is_breach(summary_with(5, 14, None), cfg)
     assert reasons == ["5/14 features drifted (36% >= drift_share 30%): f0, f1, f2, f3, f4"]
+
+
+@pytest.mark.parametrize(
+    ("drifted", "prediction", "on_prediction", "lines"),
+    [
+        (6, None, True, ["6 of 14 features drifted (43%) >= 30%: breach"]),
+        (4, None, True, ["4 of 14 features drifted (29%) < 30%: no breach"]),
+        (
+            0,
+            True,
+            True,
+            [
+                "0 of 14 features drifted (0%) < 30%: no breach",
+                "prediction drifted (wasserstein 0.4, threshold 0.1): breach",
+            ],
+        ),
+        (
+            5,
+            True,
+            False,
+            [
+                "5 of 14 features drifted (36%) >= 30%: breach",
+                "prediction drifted (wasserstein 0.4, threshold 0.1): no breach "
+                "(monitor.breach_on_prediction_drift is off)",
+            ],
+        ),
+        (
+            1,
+            False,
+            True,
+            [
+                "1 of 14 features drifted (7%) < 30%: no breach",
+                "prediction did not drift (wasserstein 0.01, threshold 0.1): no breach",
+            ],
+        ),
+    ],
+)
+def test_verdicts_say_each_rule_with_its_numbers(drifted, prediction, on_prediction, lines):
+    cfg = Monitor(drift_share=0.3, breach_on_prediction_drift=on_prediction)
+    summary = summary_with(drifted, 14, prediction)
+    # then there is one line per rule, and a line says breach exactly when is_breach does
+    got = monitor.verdicts(summary, cfg)
+    assert got == lines
+    breach, _ = monitor.is_breach(summary, cfg)
+    assert any(line.endswith(": breach") for line in got) is breach
+
+
+def test_the_previous_report_is_the_latest_earlier_one_that_exists(tmp_path):
+    # given reports of June and April (none in May), a folder that is not a partition,
+    # and a later August
+    reports = tmp_path / "reports"
+    for pid in ("2013-04", "2013-06", "2013-08", "cards"):
+        (reports / pid).mkdir(parents=True)
+        (reports / pid / "drift.html").write_text("<html></html>")
+    (reports / "2013-07").mkdir()  # July's own folder, its page not written yet
+    # then July's previous report is June's; April has none; a first report has no folder
+    assert (
+        monitor.previous_report(reports / "2013-07", "2013-07")
+        == reports / "2013-06" / "drift.html"
+    )
+    assert monitor.previous_report(reports / "2013-04", "2013-04") is None
+    assert monitor.previous_report(tmp_path / "new" / "2013-01", "2013-01") is None
+    # and a folder that lost its page is skipped
+    (reports / "2013-06" / "drift.html").unlink()
+    assert (
+        monitor.previous_report(reports / "2013-07", "2013-07")
+        == reports / "2013-04" / "drift.html"
+    )
 
 
 # --------------------------------------------------------------------------- current sample
