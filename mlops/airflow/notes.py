@@ -7,7 +7,7 @@ the note's first line.
 
 The Task SDK cannot write notes, so they are written through Airflow's REST API with the
 credentials of the connection ``mlops_airflow_api`` (``AIRFLOW_CONN_MLOPS_AIRFLOW_API``,
-for example ``http://admin:PASSWORD@127.0.0.1:8080``; the local Airflow of
+for example ``http://admin:<password>@127.0.0.1:8080``; the local Airflow of
 ``mlops.airflow.local`` sets it). Without that connection, or when the API does not
 answer, the note is only logged: a note never fails a task. Importing this module imports
 nothing heavy.
