@@ -49,8 +49,9 @@ UI_PORT ?= 8001
 ui: install
 	$(VENV)/bin/mlops ui --port $(UI_PORT)
 
+# Two workers, a test file each at a time (module fixtures are built once per file).
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 # A local Airflow on this project (UI on http://127.0.0.1:$(AIRFLOW_PORT)); Ctrl-C stops it.
 # The executor and metadata DB come from Airflow's own environment variables (README,

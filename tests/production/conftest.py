@@ -58,6 +58,10 @@ def pg_database() -> Iterator[callable]:
     conn.close()
 
 
+# Redis dbs 11, 12 and 14 belong to single modules (materialize, celery, serve)
+WORKER_DBS = (13, 15, 10, 9, 8, 7)
+
+
 @pytest.fixture
 def redis_db() -> Iterator[int]:
     """A Redis db number for this test, flushed before and after."""
@@ -65,7 +69,9 @@ def redis_db() -> Iterator[int]:
 
     if not _reachable(*REDIS):
         pytest.fail("Redis is not reachable on 127.0.0.1:6379 (.ci/run starts it)")
-    db = 13
+    # one db per pytest-xdist worker, none of them a db another module holds as its own
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    db = WORKER_DBS[worker % len(WORKER_DBS)]
     client = redis.Redis(host=REDIS[0], port=REDIS[1], db=db)
     client.flushdb()
     yield db
