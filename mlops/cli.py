@@ -155,6 +155,15 @@ def do_ui(p: Params, st: Settings, a: argparse.Namespace) -> object:
     return ui.run(p, st, a.host, a.port)
 
 
+def do_ci(_p: Params, st: Settings, a: argparse.Namespace) -> object:
+    """Check this revision's model against the base revision's (README, "CI/CD for models")."""
+    from pathlib import Path
+
+    from mlops import ci
+
+    return ci.report(st, a.base, Path(a.out) if a.out else None)
+
+
 def _moment(text: str | None) -> datetime | None:
     """``--as-of``: an ISO date or time (UTC when it names no zone)."""
     if text is None:
@@ -217,6 +226,7 @@ COMMANDS: dict[str, Callable[[Params, Settings, argparse.Namespace], object]] = 
     "rollback": do_rollback,
     "lineage": do_lineage,
     "card": do_card,
+    "ci": do_ci,
 }
 
 HELP = {
@@ -241,6 +251,8 @@ HELP = {
     "lineage": "trace a prediction file, run or model version back to its data, or a data "
     "version (md5 or partition) forward to models and predictions",
     "card": "write a model card (Markdown, HTML) and log it to the version's run",
+    "ci": "report: train this revision's candidate and --base's model in scratch copies, "
+    "compare them on one holdout with the gate; exit 1 when the gate fails",
 }
 
 
@@ -349,6 +361,20 @@ def parser() -> argparse.ArgumentParser:
                 "--no-log",
                 action="store_true",
                 help="write the files only; do not log them to MLflow",
+            )
+        if name == "ci":
+            sp.add_argument("action", choices=["report"], help="what to do (report)")
+            sp.add_argument(
+                "--base",
+                required=True,
+                metavar="REF",
+                help="the git revision to compare with (a pull request's target: origin/main)",
+            )
+            sp.add_argument(
+                "--out",
+                default=None,
+                metavar="PATH",
+                help="the Markdown report (default: <data>/ci/report.md; JSON beside it)",
             )
     sp = sub.add_parser("init", add_help=False, prefix_chars="+", help="a project from a data file")
     sp.add_argument("rest", nargs="*", help=argparse.SUPPRESS)  # parsed by mlops.init.parser

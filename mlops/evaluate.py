@@ -4,16 +4,27 @@ The holdout is the most recent ``train.holdout_partitions`` partitions of the tr
 window, retrieved through Feast like the training set. Results are written as tags on
 the candidate version and to ``state/evaluate.json`` for ``promote``. A classifier's
 precision, recall and F1 are at its own decision threshold; the gate metric needs none.
+
+For ``dvc metrics`` and ``dvc plots`` (``dvc.yaml`` declares them) it also writes both
+versions' metrics to ``metrics/evaluate.json`` and the candidate's curves to
+``plots/evaluate/``: ROC and precision-recall points for a classifier, actual against
+predicted for a regressor.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mlops import io, models, observe, tags, training_data
 from mlops.config import Params, Settings
 from mlops.registry import CHAMPION, connect
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The most points a curve file keeps: enough for a smooth plot, small enough to diff.
+MAX_POINTS = 500
 
 
 class Scored(TypedDict):
@@ -51,15 +62,16 @@ def run(params: Params, st: Settings, version: str | None = None) -> Evaluation:
     y = models.target(df, c)
     reg = connect(st)
 
-    def scored(v: str) -> dict[str, float]:
+    def scored(v: str) -> tuple[dict[str, float], np.ndarray]:
         loaded = reg.load(name, v)
-        return models.metrics(y, loaded.predict(df, c), c.task, loaded.threshold)
+        pred = loaded.predict(df, c)
+        return models.metrics(y, pred, c.task, loaded.threshold), pred
 
-    cand = scored(str(version))
+    cand, cand_pred = scored(str(version))
     champ_mv = reg.version_by_alias(name, CHAMPION)
     champ: Scored | None = None
     if champ_mv is not None and str(champ_mv.version) != str(version):
-        champ = Scored(version=str(champ_mv.version), metrics=scored(str(champ_mv.version)))
+        champ = Scored(version=str(champ_mv.version), metrics=scored(str(champ_mv.version))[0])
     metric = params.gate_metric
     cl = reg.client
     cand_value = cand.get(metric, float("nan"))
@@ -83,6 +95,9 @@ def run(params: Params, st: Settings, version: str | None = None) -> Evaluation:
         champion_at_evaluation=None if champ_mv is None else str(champ_mv.version),
     )
     io.write_json(st.state_dir / "evaluate.json", result)
+    io.write_json(st.data_root / "metrics" / "evaluate.json", metrics_file(result))
+    for file, text in curves(y, cand_pred, c.task).items():
+        io.write_text(st.data_root / "plots" / "evaluate" / file, text)
     observe.rows(len(df))
     observe.gauge(
         "mlops_model_metric", cand_value, role="candidate", metric=metric, version=version
@@ -113,3 +128,46 @@ def at_threshold(m: dict[str, float]) -> str:
         f" (precision {m['precision']:.3f}, recall {m['recall']:.3f}, F1 {m['f1']:.3f} "
         f"at threshold {m['threshold']:.4f})"
     )
+
+
+def metrics_file(ev: Evaluation) -> dict[str, Any]:
+    """Pure: what ``dvc metrics`` shows of an evaluation (numbers only, both versions)."""
+    out: dict[str, Any] = {"rows": ev["rows"], "candidate": dict(ev["candidate"]["metrics"])}
+    if ev["champion"] is not None:
+        out["champion"] = dict(ev["champion"]["metrics"])
+    return out
+
+
+def _thin(n: int) -> np.ndarray:
+    """Indices of at most ``MAX_POINTS`` evenly spaced points of ``n``, both ends kept."""
+    import numpy as np
+
+    return np.unique(np.linspace(0, n - 1, min(n, MAX_POINTS)).round().astype(int))
+
+
+def curves(y: np.ndarray, pred: np.ndarray, task: str) -> dict[str, str]:
+    """Pure: the CSV text of each file in ``models.PLOTS[task]``, at most ``MAX_POINTS`` rows each.
+
+    A regressor's rows are an even sample of the holdout sorted by the actual value.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn import metrics as m
+
+    frames: dict[str, pd.DataFrame] = {}
+    if task == "classification" and len(np.unique(y)) > 1:
+        fpr, tpr, _ = m.roc_curve(y, pred)
+        precision, recall, _ = m.precision_recall_curve(y, pred)
+        frames["roc.csv"] = pd.DataFrame({"fpr": fpr, "tpr": tpr})
+        frames["precision_recall.csv"] = pd.DataFrame({"recall": recall, "precision": precision})
+    elif task == "classification":  # one class in the holdout: no curve, the files stay
+        frames = {f: pd.DataFrame(columns=list(xy)) for f, xy in models.PLOTS[task].items()}
+    else:
+        order = np.argsort(y, kind="stable")
+        frames["residuals.csv"] = pd.DataFrame({"actual": y[order], "predicted": pred[order]})
+    return {
+        f: frame.iloc[_thin(len(frame))].to_csv(index=False, float_format="%.6g")
+        if len(frame)
+        else frame.to_csv(index=False)
+        for f, frame in frames.items()
+    }

@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+# The candidate's curves ``evaluate`` writes under ``plots/evaluate/`` for ``dvc plots``:
+# file -> (x column, y column), by task.
+PLOTS: dict[str, dict[str, tuple[str, str]]] = {
+    "classification": {"roc.csv": ("fpr", "tpr"), "precision_recall.csv": ("recall", "precision")},
+    "regression": {"residuals.csv": ("actual", "predicted")},
+}
+
 # Types skops refuses by default that our own sklearn candidates contain. They are
 # trusted only because this project wrote the files it loads from its own registry.
 SKOPS_TRUSTED = [

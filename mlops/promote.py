@@ -1,6 +1,6 @@
 """promote: the promotion gate, then the alias moves it allows.
 
-``should_promote`` decides, purely, from the evaluation: an absolute floor on the gate
+``gate.should_promote`` decides, purely, from the evaluation: an absolute floor on the gate
 metric and, when a champion exists, a minimum improvement over it. Only then are aliases
 moved: ``champion`` directly in approval mode ``auto``; in mode ``manual`` the candidate
 becomes ``challenger`` with a pending-approval tag and waits for a person.
@@ -9,48 +9,12 @@ becomes ``challenger`` with a pending-approval tag and waits for a person.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
-from mlops import alerts, describe, governance, io, models, observe, tags, timeline
+from mlops import alerts, describe, governance, io, observe, tags, timeline
 from mlops.config import Params, Promote, Settings
+from mlops.gate import Decision, gate_metrics, should_promote
 from mlops.registry import CHAMPION, Registry, connect
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The gate's verdict and the reasons, in words a reviewer can read."""
-
-    promote: bool
-    reasons: list[str] = field(default_factory=list)
-
-
-def should_promote(
-    candidate: dict[str, float], champion: dict[str, float] | None, gate: Promote, metric: str
-) -> Decision:
-    """Pure gate: floor first, then improvement over the champion (if there is one)."""
-    higher = models.HIGHER_IS_BETTER[metric]
-    value = candidate.get(metric)
-    if value is None or value != value:
-        return Decision(False, [f"candidate has no {metric} on the holdout"])
-    reasons = []
-    ok = value >= gate.floor if higher else value <= gate.floor
-    cmp = ">=" if higher else "<="
-    reasons.append(f"{metric} {value:.4f} {cmp} floor {gate.floor}: {'yes' if ok else 'no'}")
-    if champion is None:
-        reasons.append("no champion yet: floor only")
-        return Decision(ok, reasons)
-    base = champion.get(metric)
-    if base is None or base != base:
-        reasons.append(f"champion has no {metric}: floor only")
-        return Decision(ok, reasons)
-    gain = value - base if higher else base - value
-    improved = gain >= gate.min_improvement
-    reasons.append(
-        f"gain over champion {gain:+.4f} ({value:.4f} vs {base:.4f}) >= "
-        f"{gate.min_improvement}: {'yes' if improved else 'no'}"
-    )
-    return Decision(ok and improved, reasons)
 
 
 def gate_tags(ev: dict[str, Any], gate: Promote) -> dict[str, str]:
@@ -149,6 +113,7 @@ def run(params: Params, st: Settings) -> Promotion:
     )
     describe.refresh(reg, name, version)
     io.write_json(st.state_dir / "promote.json", result)
+    io.write_json(st.data_root / "metrics" / "promote.json", gate_metrics(ev, decision.promote))
     _observe(ev, decision, version, held, params.promote.approval)
     verdict = "PASSED" if decision.promote else "FAILED" if was != version else "not re-run"
     print(

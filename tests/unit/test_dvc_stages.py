@@ -31,7 +31,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from mlops import cli, stages
+from mlops import cli, models, stages
 from mlops.config import ENV, Params, load_params, settings
 from mlops.stages import imports, stage_modules
 
@@ -288,3 +288,25 @@ def test_a_stage_lists_exactly_the_params_it_reads(
         f"{problem} in mlops/stages.py PARAMS\n(read: {sorted(stage_reads[verb])})"
     )
     assert listed_params(dvc_stages()[verb]) == set(stages.PARAMS[verb])
+
+
+@pytest.mark.parametrize(
+    ("folder", "files"),
+    [
+        (".", ["roc.csv", "precision_recall.csv"]),  # flight delays: a classifier
+        ("examples/seattle_weather", ["residuals.csv"]),  # a regressor
+    ],
+)
+def test_evaluate_declares_its_metrics_and_the_curves_of_the_projects_task(
+    folder: str, files: list[str]
+) -> None:
+    doc = yaml.safe_load((REPO / folder / "dvc.yaml").read_text())["stages"]
+    assert doc["evaluate"]["metrics"] == [{"data/metrics/evaluate.json": {"cache": False}}]
+    assert doc["promote"]["metrics"] == [{"data/metrics/promote.json": {"cache": False}}]
+    plots = [next(iter(p)) for p in doc["evaluate"]["plots"]]
+    assert plots == [f"data/plots/evaluate/{f}" for f in files]
+    for p in doc["evaluate"]["plots"]:
+        ((path, spec),) = p.items()
+        assert (spec["x"], spec["y"]) == models.PLOTS[
+            "regression" if "residuals" in path else "classification"
+        ][path.rsplit("/", 1)[1]]
