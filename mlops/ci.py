@@ -2,8 +2,9 @@
 
 ``mlops ci report --base REF`` builds two copies of the repository in a scratch folder:
 the base revision, and this one (``HEAD`` with the uncommitted changes to tracked files).
-In each it runs the pipeline up to ``evaluate`` on the project's own slice (its
-``params.yaml``), both registering into one scratch MLflow registry, so that the base
+In each it runs the pipeline up to ``evaluate`` on the training window only, with this
+revision's ``ci.overrides`` merged into the side's ``params.yaml`` (a smaller slice, for
+example), both registering into one scratch MLflow registry, so that the base
 revision's model is the scratch registry's ``champion`` when this revision's candidate is
 evaluated: both are scored on this revision's holdout and the project's own gate
 (``gate.should_promote``) decides. The project's data, registry, champion, DVC remote,
@@ -32,11 +33,13 @@ from typing import Any
 import yaml
 
 from mlops import ci_report, gate, io
-from mlops.config import Params, Settings, load_params, settings
+from mlops.config import ConfigError, Params, Settings, load_params, settings
 
 # What each side runs, in order; ``promote`` never runs, so no alias moves but the one here.
 BASE_STAGES = ["ingest", "validate", "materialize", "train", "evaluate"]
 HEAD_STAGES = BASE_STAGES
+# The stages given the training window's partitions (not the score partitions too).
+PARTITIONED = ("ingest", "validate", "materialize")
 # Never reach the project's shared services from a check.
 CLEARED = (
     "MLOPS_PARAMS",
@@ -92,12 +95,31 @@ def _checkout(repo: Path, rev: str, dest: Path, changes: bool) -> None:
             _git(dest, "apply", "--whitespace=nowarn", "-", text_in=diff)
 
 
-def _isolate(side: Side) -> None:
-    """The scratch copy's ``params.yaml`` never pushes to the project's DVC remote."""
-    raw = yaml.safe_load(side.params_path.read_text())
-    if isinstance(raw, dict) and isinstance(raw.get("ingest"), dict) and raw["ingest"].get("push"):
-        raw["ingest"]["push"] = False
-        side.params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+def merged(raw: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Pure: ``raw`` with ``over`` merged in; nested sections merge, other values replace."""
+    out = dict(raw)
+    for k, v in over.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _isolate(side: Side, overrides: dict[str, Any]) -> Params:
+    """The scratch copy's ``params.yaml``: the check's slice, never the project's DVC remote.
+
+    Returns the side's params as its stages will read them.
+    """
+    raw = merged(yaml.safe_load(side.params_path.read_text()) or {}, overrides)
+    if isinstance(raw.get("ingest"), dict):
+        raw["ingest"] = {**raw["ingest"], "push": False}
+    else:
+        raw["ingest"] = {"push": False}
+    side.params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        return load_params(side.params_path)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{side.name} revision {side.rev} with ci.overrides {overrides}: {exc}"
+        ) from None
 
 
 def side_env(scratch: Path, code: Path | None, base: dict[str, str]) -> dict[str, str]:
@@ -114,10 +136,12 @@ def side_env(scratch: Path, code: Path | None, base: dict[str, str]) -> dict[str
     return env
 
 
-def _stage(side: Side, verb: str, env: dict[str, str], logs: Path) -> None:
+def _stage(side: Side, verb: str, env: dict[str, str], logs: Path, parts: list[str]) -> None:
+    """``mlops VERB`` in the side's project; the data stages on the training window only."""
     t0 = time.perf_counter()
+    args = ["--partitions", *parts] if verb in PARTITIONED else []
     proc = subprocess.run(
-        [sys.executable, "-m", "mlops", verb],
+        [sys.executable, "-m", "mlops", verb, *args],
         cwd=side.project,
         env=env,
         capture_output=True,
@@ -232,25 +256,26 @@ def report(st: Settings, base: str, out: Path | None = None) -> dict[str, Any]:
         "head": Side("head", "this revision", scratch / "head", scratch / "head" / rel),
     }
     try:
-        for side, rev, changes in (("base", base_sha, False), ("head", "HEAD", True)):
-            s = sides[side]
-            _checkout(repo, rev, s.repo, changes)
-            if not s.params_path.is_file():
-                raise CheckError(f"{s.name} revision {s.rev}: no {rel / 'params.yaml'}")
-            _isolate(s)
+        for side, rev, changes in (("head", "HEAD", True), ("base", base_sha, False)):
+            _checkout(repo, rev, sides[side].repo, changes)
+            if not sides[side].params_path.is_file():
+                raise CheckError(f"{side} revision {sides[side].rev}: no {rel / 'params.yaml'}")
+        # this revision's slice for both: the change under review says how it is checked
+        over = load_params(sides["head"].params_path).ci.overrides
+        side_params = {name: _isolate(side, over) for name, side in sides.items()}
         env = {
             name: side_env(scratch, sides[name].repo if in_repo else None, dict(os.environ))
             for name in sides
         }
         for verb in BASE_STAGES:
-            _stage(sides["base"], verb, env["base"], logs)
+            _stage(sides["base"], verb, env["base"], logs, side_params["base"].train.partitions)
         base_version = str(_read(sides["base"], "train")["version"])
         metrics_rev = _commit_metrics(sides["base"])
-        head_params = load_params(sides["head"].params_path)
-        if load_params(sides["base"].params_path).model_name == head_params.model_name:
+        head_params = side_params["head"]
+        if side_params["base"].model_name == head_params.model_name:
             _champion(scratch, head_params.model_name, base_version)
         for verb in HEAD_STAGES:
-            _stage(sides["head"], verb, env["head"], logs)
+            _stage(sides["head"], verb, env["head"], logs, head_params.train.partitions)
         ev = _read(sides["head"], "evaluate")
         champ = ev.get("champion")
         decision = gate.should_promote(

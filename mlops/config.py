@@ -272,6 +272,16 @@ class Serve(Strict):
         return self
 
 
+class CI(Strict):
+    """The model check of a change (``mlops ci report``)."""
+
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="params.yaml values merged into both revisions' params for the check "
+        "(a smaller training window, fewer rounds); nested sections merge, lists replace.",
+    )
+
+
 class Schedule(Strict):
     """When the Airflow DAGs run: training's cron, the scoring cadence and its dates."""
 
@@ -319,6 +329,7 @@ class Params(Strict):
     labels: Labels | None = None
     serve: Serve = Serve()
     schedule: Schedule = Schedule()
+    ci: CI = CI()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

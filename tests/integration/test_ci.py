@@ -17,7 +17,7 @@ import yaml
 
 from mlops import stages
 from mlops.cli import main
-from tests.conftest import FLIGHTS, FLIGHTS_SMALL
+from tests.conftest import FLIGHTS, FLIGHTS_SMALL, merge
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,9 @@ def test_a_change_that_fails_the_gate_fails_the_check_with_its_report(
     project, tmp_path, monkeypatch, capsys
 ) -> None:
     # given a committed project on three January weeks
-    params_path = project(FLIGHTS, FLIGHTS_SMALL)
+    # whose check trains on two of them (ci.overrides), so W04 and July are never read
+    slice_ = {"ci": {"overrides": {"train": {"partitions": ["2013-W02", "2013-W03"]}}}}
+    params_path = project(FLIGHTS, merge(FLIGHTS_SMALL, slice_))
     root = params_path.parent
     stages.write(root)
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
@@ -55,7 +57,7 @@ def test_a_change_that_fails_the_gate_fails_the_check_with_its_report(
     check = json.loads(out.with_suffix(".json").read_text())
     ev = check["evaluation"]
     # both versions scored on the same holdout, in one table
-    assert ev["holdout_partitions"] == ["2013-W04"] and ev["champion"]["version"] == "1"
+    assert ev["holdout_partitions"] == ["2013-W03"] and ev["champion"]["version"] == "1"
     cand, base = ev["candidate"]["metrics"]["roc_auc"], ev["champion"]["metrics"]["roc_auc"]
     assert f"| **roc_auc** (gate) | {base:.4f} | {cand:.4f} |" in text
     assert check["gain"] == pytest.approx(cand - base)
@@ -68,6 +70,8 @@ def test_a_change_that_fails_the_gate_fails_the_check_with_its_report(
     assert "data/metrics/evaluate.json" in check["metrics_diff"]
     assert "candidate.roc_auc" in check["metrics_diff"]
     assert check["base_sha"] in check["metrics_diff"]  # not the scratch commit of its files
+    ingested = (out.parent / "head-ingest.log").read_text()
+    assert "ingest: 2 partition(s)" in ingested
     # each stage of each side logged beside the report
     assert {p.name for p in out.parent.glob("*.log")} == {
         f"{side}-{verb}.log" for side in ("base", "head") for verb in stages.STAGES[:5]

@@ -30,3 +30,14 @@ def test_a_side_runs_on_the_scratch_registry_and_a_local_online_store() -> None:
 def test_a_side_imports_its_own_revisions_code_first() -> None:
     env = ci.side_env(Path("/s"), Path("/s/head"), {"PYTHONPATH": "/opt/extra"})
     assert env["PYTHONPATH"] == os.pathsep.join(["/s/head", "/opt/extra"])
+
+
+def test_the_checks_overrides_merge_sections_and_replace_lists() -> None:
+    raw = {"train": {"partitions": ["a", "b", "c"], "seed": 1}, "project": "p"}
+    over = {"train": {"partitions": ["a"]}, "monitor": {"max_rows": 10}}
+    assert ci.merged(raw, over) == {
+        "train": {"partitions": ["a"], "seed": 1},
+        "project": "p",
+        "monitor": {"max_rows": 10},
+    }
+    assert raw["train"]["partitions"] == ["a", "b", "c"]
