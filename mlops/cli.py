@@ -314,6 +314,14 @@ def parser() -> argparse.ArgumentParser:
                     action="store_true",
                     help="also make it champion now (without Airflow)",
                 )
+        if name in ("promote", "run"):
+            sp.add_argument(
+                "--approval",
+                choices=["auto", "manual"],
+                default=None,
+                help="promote.approval for this run; manual: a passing candidate waits as "
+                "challenger for a person's approval (default: from params.yaml)",
+            )
         if name == "promote":
             sp.add_argument("model", nargs="?", help="registered model (omit to run the gate)")
             sp.add_argument("version", nargs="?", help="version to make champion")
@@ -381,6 +389,14 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def with_approval(params: Params, approval: str | None) -> Params:
+    """Pure: ``params`` with ``promote.approval`` set by ``--approval`` (unchanged for None)."""
+    if approval is None:
+        return params
+    gate = params.promote.model_copy(update={"approval": approval})
+    return params.model_copy(update={"promote": gate})
+
+
 def _safe(exc: BaseException, traceback: bool = False) -> str:
     """The error message, or with ``traceback`` the whole chain, credentials masked."""
     from traceback import format_exception
@@ -402,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {_safe(exc)}", file=sys.stderr)
         return 2
+    params = with_approval(params, getattr(args, "approval", None))
     logs.to_file(st.state_dir / "logs" / "mlops.log")
     try:
         if args.command in (*STAGES, "run"):
