@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from mlops import (
     card_render,
     describe,
+    explain,
     io,
     models,
     partitions,
@@ -370,6 +371,7 @@ def build(
             },
         },
         "slices": slice_metrics(df, y, pred, columns, con.task, threshold=loaded.threshold),
+        "explanations": explain.attributions(loaded, df, con, columns, min_rows=MIN_SLICE_ROWS),
         "min_slice_rows": MIN_SLICE_ROWS,
         "unseen_categories": unseen,
         "monitoring": monitoring,
@@ -423,7 +425,8 @@ def run(
         f"card: {model} v{version} {m} {card['holdout']['metrics'].get(m, float('nan')):.4f} "
         f"on {card['holdout']['rows']:,} holdout rows; slices: {sizes}; realised on "
         f"{len(card['realised'])} labelled partitions ({breaches} breaches); "
-        f"{len(card['limitations'])} limitations -> {html_path}"
+        f"{len(card['limitations'])} limitations; SHAP top: "
+        f"{', '.join(list(card['explanations'].get('overall', {}))[:3]) or '-'} -> {html_path}"
         f"{', logged to run ' + card['run_id'] if log else ''} "
         f"in {time.perf_counter() - t0:.1f}s"
     )

@@ -131,6 +131,7 @@ def blocks(card: dict[str, Any]) -> list[Block]:
                 "pass slice columns explicitly.",
             )
         ]
+    out += _explanations(c.get("explanations"))
     g, a = c["gate"], c["approval"]
     out += [
         ("h2", "Promotion gate"),
@@ -173,6 +174,44 @@ COMPANIONS = {
     "classification": ["roc_auc", "average_precision", "precision", "recall", "f1", "log_loss"],
     "regression": ["rmse", "mae", "r2"],
 }
+
+
+def _explanations(ex: dict[str, Any] | None) -> list[Block]:
+    """Pure: the SHAP section: mean |contribution| per feature, overall and per slice."""
+    out: list[Block] = [("h2", "Why it predicts what it does (SHAP)")]
+    if not ex:
+        return out + [("p", "Not explained: the card was made without explanations.")]
+    if ex.get("error"):
+        return out + [("p", f"Not explained: {ex['error']}")]
+    out += [
+        (
+            "p",
+            f"Mean absolute contribution of each feature to the model's {ex['output']}, "
+            f"on {ex['rows']:,} holdout rows (of {ex['of_rows']:,}), by {ex['method']}. "
+            f"Base value {_fmt(ex['base'])}: for each row, the base plus its features' "
+            f"contributions is the model's {ex['output']}.",
+        ),
+        ("bars", list(ex["overall"].items())),
+    ]
+    for col, rows in ex["slices"].items():
+        out += [
+            ("h3", f"SHAP by {col}"),
+            (
+                "table",
+                [col, "Rows explained", "Top features (mean |SHAP|)"],
+                [
+                    [
+                        r["value"],
+                        f"{r['rows']:,}",
+                        ", ".join(f"{k} {v:.4f}" for k, v in r["top"].items())
+                        if "top" in r
+                        else f"fewer than {ex['min_rows']} rows",
+                    ]
+                    for r in rows
+                ],
+            ),
+        ]
+    return out
 
 
 def _realised(c: dict[str, Any]) -> list[Block]:
@@ -275,6 +314,11 @@ def to_markdown(bs: list[Block]) -> str:
         elif kind == "kv":
             lines += ["| | |", "|---|---|"]
             lines += [f"| **{_md_cell(k)}** | {_md_cell(v)} |" for k, v in b[1]] + [""]
+        elif kind == "bars":
+            top = max((v for _, v in b[1]), default=0) or 1
+            lines += ["| Feature | Mean \\|SHAP\\| | |", "|---|---:|---|"]
+            lines += [f"| {_md_cell(k)} | {v:.4f} | {'█' * round(20 * v / top)} |" for k, v in b[1]]
+            lines.append("")
         elif kind == "table":
             head, rows = b[1], b[2]
             lines.append("| " + " | ".join(map(_md_cell, head)) + " |")
@@ -301,6 +345,18 @@ def to_html(bs: list[Block], title: str) -> str:
                 + "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in b[1])
                 + "</table>"
             )
+        elif kind == "bars":
+            top = max((v for _, v in b[1]), default=0) or 1
+            body.append(
+                "<table class='bars'><thead><tr><th>Feature</th><th>Mean |SHAP|</th><th></th>"
+                "</tr></thead><tbody>"
+                + "".join(
+                    f"<tr><td>{e(str(k))}</td><td>{v:.4f}</td><td><div class='bar' "
+                    f"style='width:{100 * v / top:.1f}%'></div></td></tr>"
+                    for k, v in b[1]
+                )
+                + "</tbody></table>"
+            )
         elif kind == "table":
             head = "".join(f"<th>{e(str(h))}</th>" for h in b[1])
             rows = "".join(
@@ -312,6 +368,7 @@ def to_html(bs: list[Block], title: str) -> str:
         "table{border-collapse:collapse;margin:.5em 0 1em}"
         "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
         "th{background:#f3f3f3}"
+        ".bars td:last-child{width:20em}.bar{background:#4c78a8;height:.9em}"
     )
     return (
         f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

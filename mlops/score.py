@@ -23,9 +23,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
-from mlops import faults, features, io, observe, partitions, provenance, thresholds
+from mlops import explain, faults, features, io, observe, partitions, provenance, thresholds
 from mlops.config import Params, Settings
 from mlops.registry import CHAMPION, Loaded, RegistryError, connect
 
@@ -37,7 +37,8 @@ def predict_frame(part: pd.DataFrame, loaded: Loaded, params: Params) -> pd.Data
     """Pure core: keys, timestamp, prediction (and label), model name and version.
 
     A classifier's label is ``prediction >= threshold``, the threshold the version was
-    trained with (:func:`threshold`).
+    trained with (:func:`threshold`). With ``score.explain_top_k`` each row also gets its
+    top contributing features (``explain.top_columns``).
     """
     import pandas as pd
 
@@ -49,6 +50,11 @@ def predict_frame(part: pd.DataFrame, loaded: Loaded, params: Params) -> pd.Data
         out["predicted_label"] = (pred >= threshold(loaded)).astype("int8")
     out["model_name"] = pd.Series([loaded.name] * len(out), dtype="string")
     out["model_version"] = pd.Series([loaded.version] * len(out), dtype="string")
+    k = params.score.explain_top_k
+    if k:
+        why = explain.contributions(loaded, part, c, approximate=not params.score.explain_exact)
+        for col, values in explain.top_columns(why, k).items():
+            out[col] = pd.Series(values, dtype="string" if "feature" in col else "float64")
     return out
 
 
@@ -130,6 +136,7 @@ class Scored(TypedDict):
     md5: str
     archived: str
     threshold: float | None
+    explanations: NotRequired[dict[str, object]]
 
 
 def run(params: Params, st: Settings, partition: str) -> Scored:
@@ -169,6 +176,9 @@ def _run(params: Params, st: Settings, partition: str, target: Path) -> Scored:
         archived=str(archived),
         threshold=threshold(loaded) if params.contract.task == "classification" else None,
     )
+    if params.score.explain_top_k:
+        fast = loaded.flavor == "xgboost" and not params.score.explain_exact
+        meta["explanations"] = {"top_k": params.score.explain_top_k, "approximate": fast}
 
     def archive(complete: Path, rows: int) -> None:
         # Archived first: once the new file is in place, the archive already holds it.

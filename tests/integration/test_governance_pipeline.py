@@ -177,6 +177,15 @@ def test_model_card_content_and_logging(demo, capsys) -> None:
     assert "## Known limitations" in md and "Trained on 2013-W02, 2013-W03 only" in md
     assert "| **Held out** | 2013-W04" in md
     assert "<h3>By carrier</h3>" in Path(out["html_path"]).read_text()
+    # and why it predicts what it does: SHAP on the holdout, overall and per slice
+    ex = out["explanations"]
+    assert ex["rows"] == min(out["holdout"]["rows"], 2000) and ex["output"] == "log-odds"
+    assert set(ex["overall"]) == set(params.contract.feature_names)
+    assert list(ex["overall"].values()) == sorted(ex["overall"].values(), reverse=True)
+    assert list(ex["slices"]) == ["carrier", "origin"]
+    assert {r["value"] for r in ex["slices"]["origin"]} == {"EWR", "JFK", "LGA"}
+    assert "## Why it predicts what it does (SHAP)" in md and "### SHAP by origin" in md
+    assert "class='bar'" in Path(out["html_path"]).read_text()
     # and it is logged to the version's run, which the version points at
     names = {f.path for f in connect(st).client.list_artifacts(out["run_id"], card.ARTIFACT_DIR)}
     assert names == {f"{card.ARTIFACT_DIR}/model_card.{x}" for x in ("md", "html", "json")}

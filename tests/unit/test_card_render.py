@@ -64,3 +64,41 @@ def test_realised_performance_per_partition_against_the_holdout_and_by_slice() -
 def test_a_version_never_labelled_says_how_to_measure_it() -> None:
     md = card_render.to_markdown(card_render.blocks({**_card(), "limitations": []}))
     assert "## Realised performance" in md and "mlops label PARTITION" in md
+
+
+def test_the_shap_section_shows_bars_overall_and_the_top_features_per_slice() -> None:
+    c = _card()
+    c["limitations"] = card.limitations(c)
+    c["explanations"] = {
+        "method": "TreeSHAP (XGBoost)",
+        "output": "log-odds",
+        "rows": 2000,
+        "of_rows": 5925,
+        "base": -1.0123,
+        "overall": {"dep_hour": 0.4, "carrier": 0.2, "distance": 0.0},
+        "slices": {
+            "carrier": [
+                {"value": "AA", "rows": 600, "top": {"dep_hour": 0.5, "carrier": 0.1}},
+                {"value": "VX", "rows": 7},
+            ]
+        },
+        "min_rows": 100,
+    }
+    bs = card_render.blocks(c)
+    md, page = card_render.to_markdown(bs), card_render.to_html(bs, "Model card: m v3")
+    assert "## Why it predicts what it does (SHAP)" in md
+    assert "on 2,000 holdout rows (of 5,925), by TreeSHAP (XGBoost)" in md
+    assert "| dep_hour | 0.4000 | " + "█" * 20 + " |" in md
+    assert "| carrier | 0.2000 | " + "█" * 10 + " |" in md
+    assert "| AA | 600 | dep_hour 0.5000, carrier 0.1000 |" in md
+    assert "| VX | 7 | fewer than 100 rows |" in md
+    assert "<div class='bar' style='width:100.0%'>" in page
+    assert "<div class='bar' style='width:50.0%'>" in page
+
+
+def test_a_card_without_explanations_says_why() -> None:
+    c = _card()
+    c["limitations"] = card.limitations(c)
+    c["explanations"] = {"error": "explain: no exact method for a SVC model"}
+    md = card_render.to_markdown(card_render.blocks(c))
+    assert "Not explained: explain: no exact method for a SVC model" in md
