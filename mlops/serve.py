@@ -1,7 +1,8 @@
 """serve: answer prediction requests online with the registry's champion.
 
 ``mlops serve`` starts an ASGI app (FastAPI on uvicorn) around :class:`mlops.predictor.
-Predictor`: ``POST /predict`` (one row or ``{"rows": [...]}``), the Open Inference
+Predictor`: ``POST /predict`` (one row or ``{"rows": [...]}``; ``?explain=true`` adds each
+answer's top SHAP contributions), the Open Inference
 Protocol v2 (``/v2/...``), ``/health``, ``/ready`` and ``/metrics``. A background thread
 re-reads the aliases every ``serve.poll_seconds`` and swaps a moved version in; answered
 rows go to the prediction log (``mlops.traffic``), written off the request path.
@@ -29,7 +30,7 @@ from starlette.responses import Response
 
 from mlops.config import ENV_PARAMS, Params, Settings, load_params, settings
 from mlops.predictor import SHADOW, Predictor
-from mlops.registry import RegistryError
+from mlops.registry import CHAMPION, RegistryError
 from mlops.request_schema import RequestError
 from mlops.serve_http import Guard, access_log, api_key
 from mlops.serve_metrics import WORKERS_ENV
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 HOST_ENV = "MLOPS_SERVE_HOST"
 INLINE_ROWS = 8  # requests of up to this many rows are predicted on the event loop
+EXPLAIN_TOP_K = 5  # the contributions ``?explain=true`` returns per row unless top_k says
 log = logging.getLogger(__name__)
 
 
@@ -139,6 +141,9 @@ def build(
         try:
             rows = pred.schema.parse(await body_of(request))
             out = await answer(request, rows, rid)
+            top = explain_top_k(request.query_params.get("explain"), request.query_params)
+            if top:
+                await run_in_threadpool(explained, pred, out, top)
         except (RequestError, RegistryError) as exc:
             return refused(exc)
         return _json({"request_id": rid, "predictions": out.predictions})
@@ -194,6 +199,51 @@ def build(
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return Guard(app, params, metrics, key)  # type: ignore[return-value]
+
+
+def explain_top_k(flag: str | None, query: Any) -> int:
+    """Pure: how many features ``?explain=true[&top_k=K]`` asks for (0: no explanation)."""
+    if (flag or "").lower() not in ("1", "true", "yes"):
+        return 0
+    try:
+        k = int(query.get("top_k") or EXPLAIN_TOP_K)
+    except ValueError:
+        k = 0
+    if not 1 <= k <= 50:
+        err = {"loc": ["query", "top_k"], "field": "top_k", "rule": "an integer 1-50"}
+        raise RequestError([{**err, "msg": "top_k must be 1 to 50", "type": "int_range"}])
+    return k
+
+
+def explained(pred: Predictor, out: Any, k: int) -> None:
+    """Add ``explanation`` (base, output, the top ``k`` contributions) to each answer.
+
+    The contributions are exact SHAP of the version that answered, on the features it was
+    answered from (the log records, in row order per arm). ``mlops serve`` answers the
+    request's ``?explain=true``; ``top_k`` sets how many (default ``EXPLAIN_TOP_K``).
+    """
+    import pandas as pd
+
+    from mlops import explain
+
+    arms = pred.arms
+    c = pred.params.contract
+    for arm in {p["arm"] for p in out.predictions}:
+        model = None if arms is None else arms.champion if arm == CHAMPION else arms.challenger
+        recs = [r for r in out.records if r["arm"] == arm]
+        answers = [p for p in out.predictions if p["arm"] == arm]
+        if model is None or model.loaded.version != answers[0]["model_version"]:
+            for ans in answers:  # swapped out between the answer and now: not guessed
+                ans["explanation"] = {"error": "the version that answered is no longer loaded"}
+            continue
+        why = explain.contributions(model.loaded, pd.DataFrame(recs), c)
+        for i, (ans, row) in enumerate(zip(answers, explain.top_k(why, k), strict=True)):
+            ans["explanation"] = {
+                "base": float(why.base[i]),
+                "output": why.output,
+                "method": why.method,
+                "top": row,
+            }
 
 
 def readiness(pred: Predictor) -> tuple[dict[str, Any], int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -294,6 +295,42 @@ def test_a_key_alone_gets_the_prediction_batch_scoring_made(trained: Trained, pl
     assert {a["predicted_label"] for a in answers} == {0, 1}
     # and each response names its request id, taken from the client when it sends one
     assert all(r.json()["request_id"] == r.headers["x-request-id"] for r in single)
+
+
+def test_an_answer_explained_on_request_adds_up_to_the_models_own_output(
+    trained: Trained, plain: Server
+):
+    # given two scored keys, asked for with explanations of every feature
+    keys = trained.keys(2)
+    n = len(trained.params.contract.feature_names)
+    with plain.client() as http:
+        full = http.post(
+            f"/predict?explain=true&top_k={n}", json={"rows": [{"flight_id": k} for k in keys]}
+        )
+        top = http.post("/predict?explain=true", json={"flight_id": keys[0]})
+        plain_answer = http.post("/predict", json={"flight_id": keys[0]})
+        bad = http.post("/predict?explain=true&top_k=0", json={"flight_id": keys[0]})
+    assert full.status_code == top.status_code == 200
+    # then the base plus every contribution is the log-odds of the probability answered
+    for got in full.json()["predictions"]:
+        ex = got["explanation"]
+        assert ex["output"] == "log-odds" and ex["method"] == "TreeSHAP (XGBoost)"
+        assert len(ex["top"]) == n
+        margin = ex["base"] + sum(t["contribution"] for t in ex["top"])
+        p = got["prediction"]
+        assert margin == pytest.approx(math.log(p / (1 - p)), abs=1e-4)
+        sizes = [abs(t["contribution"]) for t in ex["top"]]
+        assert sizes == sorted(sizes, reverse=True)
+    # and by default the five largest, with the answer itself unchanged
+    one = top.json()["predictions"][0]
+    assert len(one["explanation"]["top"]) == 5
+    assert one["explanation"]["top"] == full.json()["predictions"][0]["explanation"]["top"][:5]
+    assert "explanation" not in plain_answer.json()["predictions"][0]
+    assert {k: v for k, v in one.items() if k != "explanation"} == plain_answer.json()[
+        "predictions"
+    ][0]
+    # a bad top_k is refused naming it
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "top_k"
 
 
 def test_a_row_sent_with_all_its_features_is_predicted_from_them(trained: Trained, plain: Server):
