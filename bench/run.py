@@ -18,7 +18,8 @@ through ingest, validate and materialize cut into days, then into years: the sam
 ``bench/partitions.py``), serve (``mlops serve`` against a bare FastAPI app and ``mlflow
 models serve`` at 200 requests/s, batches, a champion swap under load; ``bench/serve.py``),
 observe (``mlops validate``, ``monitor`` and ``score`` with and without a Pushgateway, and
-the push itself in-process; ``bench/observe.py``).
+the push itself in-process; ``bench/observe.py``), explain (the contributions of 100k rows
+against their prediction; ``bench/explain.py``).
 
 Each size gets a project under ``--work`` (default ``/tmp/mlops-bench``) whose training
 window (January-June) and scored month (July) are the real 2013 partitions scaled to that
@@ -59,7 +60,10 @@ from bench import ENV as CASE_ENV
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SIZE_STAGES = ["validate", "materialize", "train", "score", "monitor", "label"]
-STAGES = [*SIZE_STAGES, "e2e", "dags", "airflow", "celery", "partitions", "serve", "observe"]
+STAGES = [
+    *SIZE_STAGES,
+    *("e2e", "dags", "airflow", "celery", "partitions", "serve", "observe", "explain"),
+]
 ENV = {**CASE_ENV, "PYTHONWARNINGS": "ignore"}
 MAX_RSS_MB = 9 * 1024  # a case above this is stopped and reported (set by --max-rss-gb)
 Res = dict[str, Any] | None
@@ -610,7 +614,19 @@ def _observe_rows(res: dict[str, Any]) -> list[tuple[Any, ...]]:
     return rows(res)
 
 
-# A stage's target row, or several (serve, observe)
+def run_explain(work: Path) -> dict[str, Any]:
+    from bench.explain import run_explain as run
+
+    return run(work)
+
+
+def _explain_rows(res: dict[str, Any]) -> list[tuple[Any, ...]]:
+    from bench.explain import rows
+
+    return rows(res)
+
+
+# A stage's target row, or several (serve, observe, explain)
 Report = Callable[[dict[str, Any]], "tuple[Any, ...] | list[tuple[Any, ...]] | None"]
 CELERY = "a scoring run of six months on one Celery worker, then two"
 # stage -> (what is printed, how it runs, its target row): in this order, after the sizes
@@ -633,6 +649,11 @@ RUNS: dict[str, tuple[str, Callable[[Path], dict[str, Any]], Report]] = {
         "stage runs with and without a Pushgateway, and the push itself",
         run_observe,
         _observe_rows,
+    ),
+    "explain": (
+        "contributions of 100k rows against their prediction (XGBoost, HistGradientBoosting)",
+        run_explain,
+        _explain_rows,
     ),
 }
 
