@@ -54,10 +54,21 @@ def contributions(
     from mlops import models
 
     x = models.align_categories(models.matrix(df, contract), loaded.categories)
+    return of_matrix(loaded.model, loaded.flavor, x, contract, approximate)
+
+
+def of_matrix(
+    model: Any, flavor: str, x: pd.DataFrame, contract: Contract, approximate: bool = False
+) -> Contributions:
+    """The contributions for ``x``, the feature matrix with its categories aligned.
+
+    ``flavor`` is ``xgboost`` or ``sklearn`` (a fitted pipeline of encoders and estimator).
+    """
+    from mlops import models
+
     clf = contract.task == "classification"
-    if loaded.flavor == "xgboost":
-        return _xgboost(loaded.model, x, clf, approximate)
-    model = loaded.model
+    if flavor == "xgboost":
+        return _xgboost(model, x, clf, approximate)
     pre, est = model[:-1], model[-1]
     z = pre.transform(models.fit_input(x, "sklearn"))
     names = models.input_columns("sklearn", contract)

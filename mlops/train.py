@@ -150,12 +150,13 @@ def evaluation_artifacts(
     """Write a candidate's evaluation artifacts into ``out`` and return it.
 
     Holdout plots (ROC and precision-recall, or residuals), ``feature_importance.json``
-    and its plot, and ``reference.parquet``: a sample of training rows with this
-    candidate's predictions, which ``monitor`` compares scored partitions against.
+    and ``shap_importance.json`` with their plots, and ``reference.parquet``: a sample of
+    training rows with this candidate's predictions, which ``monitor`` compares scored
+    partitions against.
     """
     c = params.contract
     out.mkdir(parents=True, exist_ok=True)
-    plots.holdout(f.model, f.candidate.kind, y_ho, f.holdout_pred, x_ho, c.task, out)
+    plots.holdout(f.model, f.candidate.kind, y_ho, f.holdout_pred, x_ho, c, out)
     ref = reference.copy()
     x_ref = models.align_categories(models.matrix(ref, c), cats)
     ref["prediction"] = models.predict(f.model, models.fit_input(x_ref, f.candidate.kind), c.task)

@@ -66,7 +66,14 @@ def _assert_landed(params_path: Path, expect_breach: bool | None = None) -> dict
     logged = {a.path for a in MlflowClient().list_artifacts(champ.run_id)}
     plot = "roc_pr.png" if params.contract.task == "classification" else "residuals.png"
     expected = {"features.json", "feature_importance.json", "feature_importance.png", plot}
-    assert expected | {"reference.parquet"} <= logged
+    assert expected | {"reference.parquet", "shap_importance.json", "shap_importance.png"} <= logged
+    # with SHAP on the holdout: every feature, largest first, by an exact method
+    local = MlflowClient().download_artifacts(champ.run_id, "shap_importance.json", str(st.root))
+    shap = json.loads(Path(local).read_text())
+    assert set(shap["mean_abs"]) == set(params.contract.feature_names)
+    values = list(shap["mean_abs"].values())
+    assert values == sorted(values, reverse=True) and values[0] > 0
+    assert "TreeSHAP" in shap["method"] or shap["method"].startswith("linear")
     return {"params": params, "st": st, "champion": champ}
 
 
