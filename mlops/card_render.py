@@ -189,7 +189,13 @@ def _explanations(ex: dict[str, Any] | None) -> list[Block]:
             f"Mean absolute contribution of each feature to the model's {ex['output']}, "
             f"on {ex['rows']:,} holdout rows (of {ex['of_rows']:,}), by {ex['method']}. "
             f"Base value {_fmt(ex['base'])}: for each row, the base plus its features' "
-            f"contributions is the model's {ex['output']}.",
+            f"contributions is the model's {ex['output']}."
+            + (
+                f" Per slice, a value with fewer than {ex['min_rows']} of those rows gets "
+                f"more of its own ({ex['slice_rows']:,} rows in all)."
+                if ex.get("slice_rows", ex["rows"]) > ex["rows"]
+                else ""
+            ),
         ),
         ("bars", list(ex["overall"].items())),
     ]

@@ -417,31 +417,49 @@ def attributions(
     max_rows: int = MAX_ROWS,
     min_rows: int = 100,
 ) -> dict[str, Any]:
-    """The card's explanation: mean |SHAP| per feature on the holdout, overall and per slice."""
+    """The card's explanation: mean |SHAP| per feature on the holdout, overall and per slice.
+
+    Overall on a seeded sample of ``max_rows``; a slice value the sample holds fewer than
+    ``min_rows`` of gets more of its own rows (up to ``min_rows``) for its own line.
+    """
+    import pandas as pd
+
+    df = df.reset_index(drop=True)
     sample = df.sample(max_rows, random_state=0) if len(df) > max_rows else df
+    extra = []
+    for col in slice_columns:
+        have = sample[col].astype(str).value_counts()
+        for value, group in df.drop(sample.index).groupby(df[col].astype(str)):
+            need = min_rows - int(have.get(value, 0))
+            if need > 0 and len(group) + int(have.get(value, 0)) >= min_rows:
+                extra.append(group.sample(need, random_state=0))
+    both = pd.concat([sample, *extra]) if extra else sample
+    both = both[~both.index.duplicated()]
     try:
-        c = contributions(loaded, sample, contract)
+        c = contributions(loaded, both, contract)
     except ValueError as exc:  # a model kind without an exact method: the card says so
         return {"error": str(exc)}
     slices: dict[str, list[dict[str, Any]]] = {}
     for col in slice_columns:
-        keys = sample[col].astype(object).where(sample[col].notna(), "(missing)").astype(str)
+        keys = both[col].astype(object).where(both[col].notna(), "(missing)").astype(str)
         rows = []
         for value, idx in keys.groupby(keys).groups.items():
-            pos = sample.index.get_indexer(idx)
+            pos = both.index.get_indexer(idx)
             entry: dict[str, Any] = {"value": str(value), "rows": len(pos)}
             if len(pos) >= min_rows:
                 top = mean_abs(c.values[pos], c.features)
                 entry["top"] = dict(list(top.items())[:SLICE_TOP])
             rows.append(entry)
         slices[col] = sorted(rows, key=lambda r: (-r["rows"], r["value"]))
+    n = len(sample)
     return {
         "method": c.method,
         "output": c.output,
-        "rows": len(sample),
+        "rows": n,
         "of_rows": len(df),
-        "base": float(c.base.mean()) if len(c.base) else None,
-        "overall": mean_abs(c.values, c.features),
+        "slice_rows": len(both),
+        "base": float(c.base[:n].mean()) if n else None,
+        "overall": mean_abs(c.values[:n], c.features),
         "slices": slices,
         "min_rows": min_rows,
     }

@@ -197,3 +197,22 @@ def test_a_regressors_contributions_add_up_to_its_value(kind) -> None:
     np.testing.assert_allclose(
         c.values.sum(axis=1) + c.base, loaded.predict(rows, params.contract), rtol=1e-6, atol=1e-5
     )  # XGBoost sums in float32: 1e-6 of a value near 25 degrees
+
+
+def test_a_slice_value_the_sample_misses_gets_its_own_rows_and_the_overall_does_not(
+    weeks,
+) -> None:
+    train, rows = weeks
+    loaded = fit("xgboost", train)
+    # given a sample too small for most carriers
+    a = explain.attributions(loaded, rows, CONTRACT, ["carrier"], max_rows=100, min_rows=40)
+    counts = rows["carrier"].astype(str).value_counts()
+    got = {r["value"]: r for r in a["slices"]["carrier"]}
+    # then every carrier with 40 rows in the holdout is explained on at least 40
+    for value, n in counts.items():
+        if n >= 40:
+            assert got[value]["rows"] >= 40 and "top" in got[value], value
+    # while the overall figure stays on the uniform sample
+    assert a["rows"] == 100 and a["slice_rows"] > 100
+    again = explain.attributions(loaded, rows, CONTRACT, [], max_rows=100, min_rows=40)
+    assert again["overall"] == pytest.approx(a["overall"])
