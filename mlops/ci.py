@@ -217,7 +217,9 @@ def _champion(scratch: Path, name: str, version: str) -> None:
     """The base revision's version becomes ``champion`` of the scratch registry."""
     from mlflow import MlflowClient
 
-    MlflowClient(f"sqlite:///{scratch / 'mlflow.db'}").set_registered_model_alias(
+    uri = f"sqlite:///{scratch / 'mlflow.db'}"
+    # both URIs named: a registry URI set earlier in this process must not be the one used
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
         name, "champion", version
     )
 

@@ -17,6 +17,8 @@ import yaml
 
 from mlops import stages
 from mlops.cli import main
+from mlops.config import settings
+from mlops.registry import connect
 from tests.conftest import FLIGHTS, FLIGHTS_SMALL, merge
 
 pytestmark = pytest.mark.integration
@@ -41,6 +43,10 @@ def test_a_change_that_fails_the_gate_fails_the_check_with_its_report(
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     monkeypatch.chdir(root)
+
+    # in a process that has used another registry before (MLflow's registry URI is global)
+    other = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"}
+    connect(settings(params_path, env=other))
 
     # when the check runs against the committed revision
     out = tmp_path / "check" / "report.md"

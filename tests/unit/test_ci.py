@@ -15,7 +15,7 @@ def test_a_side_runs_on_the_scratch_registry_and_a_local_online_store() -> None:
         "MLOPS_FEAST_ONLINE": "redis://redis:6379/0",
         "MLOPS_PUSHGATEWAY_URL": "http://pushgateway:9091",
         "MLOPS_DVC_REMOTE": "s3://bucket/store",
-        "MLFLOW_TRACKING_PASSWORD": "secret",
+        "MLFLOW_TRACKING_PASSWORD": os.urandom(8).hex(),
         "MLOPS_PARAMS": "/elsewhere/params.yaml",
     }
     env = ci.side_env(Path("/scratch"), None, base)
