@@ -6,9 +6,9 @@ forest, which averages probabilities), the value of a regressor.
 
 - XGBoost: its own TreeSHAP (``pred_contribs``); ``approximate=True`` uses its path
   attribution (``approx_contribs``, Saabas), which also adds up and is far faster.
-- HistGradientBoosting and random forests: path-dependent TreeSHAP (Lundberg et al.,
-  2018) on the fitted trees, vectorised over rows, with HistGradientBoosting's own
-  category splits and missing-value directions.
+- HistGradientBoosting and random forests: path-dependent TreeSHAP (``tree_shap``) on
+  the fitted trees, with HistGradientBoosting's own category splits and missing-value
+  directions.
 - Linear models: coefficient times the transformed input against the training mean
   (numeric features are standardised, so their reference is 0; a category's reference is
   no category); the base is the intercept.
@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from mlops import tree_shap
+from mlops.tree_shap import Tree
 
 if TYPE_CHECKING:
     import numpy as np
@@ -144,129 +147,6 @@ def _reorder(
     return Contributions(values[:, order], base, list(contract.feature_names), output, method)
 
 
-# ---- path-dependent TreeSHAP, vectorised over rows -----------------------------------
-
-
-@dataclass(frozen=True)
-class _Tree:
-    left: np.ndarray  # child ids, -1 at a leaf
-    right: np.ndarray
-    feature: np.ndarray
-    value: np.ndarray  # leaf values (the tree's output)
-    cover: np.ndarray  # training rows (or weight) through each node
-    go_left: np.ndarray  # (nodes, rows) bool: where each row goes at each split
-
-
-def tree_shap(tree: _Tree, n_features: int) -> tuple[np.ndarray, float]:
-    """Exact path-dependent SHAP values of one tree for every row, and its expected value.
-
-    The recursion of Lundberg et al. (2018, algorithm 2) with both children followed at
-    each split: a row's one-fraction is 1 on the branch it takes and 0 on the other, so a
-    path's weights are vectors over the rows.
-    """
-    import numpy as np
-
-    n = tree.go_left.shape[1]
-    phi = np.zeros((n, n_features))
-    ones = np.ones(n)
-
-    def recurse(
-        node: int,
-        feats: list[int],
-        zs: list[float],
-        os: list[np.ndarray],
-        ws: list[np.ndarray],
-        pz: float,
-        po: np.ndarray,
-        pf: int,
-    ) -> None:
-        feats, zs, os, ws = _extend(feats, zs, os, ws, pz, po, pf, n)
-        ud = len(feats) - 1
-        if tree.left[node] < 0:
-            for i in range(1, ud + 1):
-                total = _unwound_sum(ws, zs[i], os[i], ud)
-                phi[:, feats[i]] += total * (os[i] - zs[i]) * tree.value[node]
-            return
-        f = int(tree.feature[node])
-        iz, io = 1.0, ones
-        if f in feats[1:]:
-            k = feats.index(f, 1)
-            iz, io = zs[k], os[k]
-            feats, zs, os, ws = _unwind(feats, zs, os, ws, k, ud)
-        gl = tree.go_left[node]
-        lc, rc = int(tree.left[node]), int(tree.right[node])
-        cover = float(tree.cover[node])
-        recurse(lc, feats, zs, os, ws, iz * tree.cover[lc] / cover, io * gl, f)
-        recurse(rc, feats, zs, os, ws, iz * tree.cover[rc] / cover, io * ~gl, f)
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        recurse(0, [], [], [], [], 1.0, ones, -1)
-    leaves = tree.left < 0
-    expected = float((tree.cover[leaves] * tree.value[leaves]).sum() / tree.cover[0])
-    return phi, expected
-
-
-def _extend(
-    feats: list[int],
-    zs: list[float],
-    os: list[np.ndarray],
-    ws: list[np.ndarray],
-    pz: float,
-    po: np.ndarray,
-    pf: int,
-    n: int,
-) -> tuple[list[int], list[float], list[np.ndarray], list[np.ndarray]]:
-    import numpy as np
-
-    ud = len(feats)
-    feats, zs, os = [*feats, pf], [*zs, pz], [*os, po]
-    ws = [*ws, np.ones(n) if ud == 0 else np.zeros(n)]
-    for i in range(ud - 1, -1, -1):
-        ws[i + 1] = ws[i + 1] + po * ws[i] * ((i + 1) / (ud + 1))
-        ws[i] = pz * ws[i] * ((ud - i) / (ud + 1))
-    return feats, zs, os, ws
-
-
-def _unwind(
-    feats: list[int],
-    zs: list[float],
-    os: list[np.ndarray],
-    ws: list[np.ndarray],
-    k: int,
-    ud: int,
-) -> tuple[list[int], list[float], list[np.ndarray], list[np.ndarray]]:
-    import numpy as np
-
-    o, z = os[k] > 0, zs[k]
-    nop = ws[ud]
-    ws = list(ws)
-    for i in range(ud - 1, -1, -1):
-        w1 = nop * ((ud + 1) / (i + 1))
-        w0 = ws[i] * ((ud + 1) / (z * (ud - i))) if z else np.zeros_like(nop)
-        nop = ws[i] - w1 * (z * (ud - i) / (ud + 1))
-        ws[i] = np.where(o, w1, w0)
-    return (
-        feats[:k] + feats[k + 1 :],
-        zs[:k] + zs[k + 1 :],
-        os[:k] + os[k + 1 :],
-        ws[:ud],
-    )
-
-
-def _unwound_sum(ws: list[np.ndarray], z: float, o: np.ndarray, ud: int) -> np.ndarray:
-    import numpy as np
-
-    hot = o > 0
-    nop = ws[ud]
-    total = np.zeros_like(nop)
-    for i in range(ud - 1, -1, -1):
-        w1 = nop * ((ud + 1) / (i + 1))
-        w0 = ws[i] / z / ((ud - i) / (ud + 1)) if z else np.zeros_like(nop)
-        total += np.where(hot, w1, w0)
-        nop = ws[i] - w1 * (z * (ud - i) / (ud + 1))
-    return total
-
-
 def _hgb(est: Any, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """TreeSHAP of a fitted HistGradientBoosting model on its encoded input ``z``."""
     import numpy as np
@@ -288,7 +168,7 @@ def _hgb(est: Any, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             inside = (words[code // 32] >> (code % 32).astype(np.uint32)) & 1
             go_left[i] = np.where(missing[i], bool(nodes["missing_go_to_left"][i]), inside == 1)
         leaf = nodes["is_leaf"].astype(bool)
-        tree = _Tree(
+        tree = Tree(
             left=np.where(leaf, -1, nodes["left"].astype(np.int64)),
             right=np.where(leaf, -1, nodes["right"].astype(np.int64)),
             feature=feat,
@@ -296,7 +176,7 @@ def _hgb(est: Any, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             cover=nodes["count"].astype(np.float64),
             go_left=go_left,
         )
-        values, expected = tree_shap(tree, z.shape[1])
+        values, expected = tree_shap.shap_values(tree, z.shape[1])
         phi += values
         base += expected
     return phi, np.full(len(z), base)
@@ -319,7 +199,7 @@ def _forest(est: Any, z: np.ndarray, clf: bool) -> tuple[np.ndarray, np.ndarray]
         value = tr.value[:, 0, 1] if clf else tr.value[:, 0, 0]
         if clf:  # class fractions per node (or counts, in older versions)
             value = value / tr.value[:, 0, :].sum(axis=1)
-        tree = _Tree(
+        tree = Tree(
             left=tr.children_left,
             right=tr.children_right,
             feature=feat,
@@ -327,7 +207,7 @@ def _forest(est: Any, z: np.ndarray, clf: bool) -> tuple[np.ndarray, np.ndarray]
             cover=tr.weighted_n_node_samples.astype(np.float64),
             go_left=go_left,
         )
-        values, expected = tree_shap(tree, z.shape[1])
+        values, expected = tree_shap.shap_values(tree, z.shape[1])
         phi += values
         base += expected
     k = len(est.estimators_)

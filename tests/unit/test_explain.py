@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import explain, models
+from mlops import explain, models, tree_shap
 from mlops.config import Candidate, load_params
 from mlops.registry import Loaded
 from mlops.source import load
@@ -78,7 +78,7 @@ def test_xgboosts_fast_path_attribution_adds_up_too(weeks) -> None:
     assert c.method.startswith("path attribution")
 
 
-def _brute_force(tree: explain._Tree, n_features: int, row: int) -> np.ndarray:
+def _brute_force(tree: tree_shap.Tree, n_features: int, row: int) -> np.ndarray:
     """Shapley values by every coalition, with the path-dependent value function."""
 
     def value(node: int, known: set[int]) -> float:
@@ -111,9 +111,9 @@ def test_tree_shap_is_the_shapley_value_of_the_path_dependent_game() -> None:
     cover = np.array([100, 40, 60, 10, 30, 35, 25, 20, 15], dtype=float)
     value = np.array([0, 0, 0, 1.5, -2.0, 0, 0.7, 3.1, -0.4])
     go_left = rng.random((9, 16)) < 0.5
-    tree = explain._Tree(left, right, feature, value, cover, go_left)
+    tree = tree_shap.Tree(left, right, feature, value, cover, go_left)
     # when it is explained, then each row's values are the brute-force Shapley values
-    phi, expected = explain.tree_shap(tree, 3)
+    phi, expected = tree_shap.shap_values(tree, 3)
     for row in range(16):
         np.testing.assert_allclose(phi[row], _brute_force(tree, 3, row), atol=1e-12)
     leaves = left < 0
