@@ -58,6 +58,11 @@ def slice_columns(contract: Contract, max_levels: int = MAX_SLICE_LEVELS) -> lis
     ]
 
 
+def slice_keys(values: pd.Series) -> np.ndarray:
+    """Pure: a slice column's value per row as its table shows it (``MISSING`` for none)."""
+    return values.astype(object).where(values.notna(), MISSING).astype(str).to_numpy()
+
+
 def slice_metrics(
     df: pd.DataFrame,
     y: np.ndarray,
@@ -82,7 +87,7 @@ def slice_metrics(
                 f"slice column {col!r} is not in the holdout frame "
                 f"(columns: {', '.join(map(str, df.columns))})"
             )
-        keys = df[col].astype(object).where(df[col].notna(), MISSING).astype(str).to_numpy()
+        keys = slice_keys(df[col])
         rows = []
         for value in sorted(set(keys)):
             mask = keys == value
@@ -371,7 +376,9 @@ def build(
             },
         },
         "slices": slice_metrics(df, y, pred, columns, con.task, threshold=loaded.threshold),
-        "explanations": explain.attributions(loaded, df, con, columns, min_rows=MIN_SLICE_ROWS),
+        "explanations": explain.attributions(
+            loaded, df, con, {col: slice_keys(df[col]) for col in columns}, min_rows=MIN_SLICE_ROWS
+        ),
         "min_slice_rows": MIN_SLICE_ROWS,
         "unseen_categories": unseen,
         "monitoring": monitoring,

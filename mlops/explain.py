@@ -258,14 +258,18 @@ def mean_abs(values: np.ndarray, features: list[str]) -> dict[str, float]:
     return dict(sorted(zip(features, map(float, m), strict=True), key=lambda p: -p[1]))
 
 
-def top_k(c: Contributions, k: int) -> list[list[dict[str, Any]]]:
-    """Pure: per row, the ``k`` features with the largest absolute contribution."""
+def _largest(c: Contributions, k: int) -> np.ndarray:
+    """Per row, the indices of the ``k`` largest absolute contributions, largest first."""
     import numpy as np
 
-    order = np.argsort(-np.abs(c.values), axis=1, kind="stable")[:, :k]
+    return np.argsort(-np.abs(c.values), axis=1, kind="stable")[:, :k]
+
+
+def top_k(c: Contributions, k: int) -> list[list[dict[str, Any]]]:
+    """Pure: per row, the ``k`` features with the largest absolute contribution."""
     return [
         [{"feature": c.features[j], "contribution": float(c.values[r, j])} for j in row]
-        for r, row in enumerate(order)
+        for r, row in enumerate(_largest(c, k))
     ]
 
 
@@ -277,11 +281,10 @@ def top_columns(c: Contributions, k: int) -> dict[str, Any]:
     """
     import numpy as np
 
-    k = min(k, len(c.features))
-    order = np.argsort(-np.abs(c.values), axis=1, kind="stable")[:, :k]
+    order = _largest(c, min(k, len(c.features)))
     names = np.asarray(c.features, dtype=object)
     out: dict[str, Any] = {"explain_base": c.base}
-    for i in range(k):
+    for i in range(order.shape[1]):
         out[f"explain_feature_{i + 1}"] = names[order[:, i]]
         out[f"explain_contribution_{i + 1}"] = np.take_along_axis(
             c.values, order[:, i : i + 1], axis=1
@@ -289,42 +292,51 @@ def top_columns(c: Contributions, k: int) -> dict[str, Any]:
     return out
 
 
+def sample_rows(df: pd.DataFrame, n: int = MAX_ROWS) -> pd.DataFrame:
+    """At most ``n`` rows of ``df``, a seeded sample: what the card and a run explain."""
+    return df.sample(n, random_state=0) if len(df) > n else df
+
+
 def attributions(
     loaded: Loaded,
     df: pd.DataFrame,
     contract: Contract,
-    slice_columns: list[str],
+    slice_keys: dict[str, np.ndarray],
     max_rows: int = MAX_ROWS,
     min_rows: int = 100,
 ) -> dict[str, Any]:
     """The card's explanation: mean |SHAP| per feature on the holdout, overall and per slice.
 
-    Overall on a seeded sample of ``max_rows``; a slice value the sample holds fewer than
-    ``min_rows`` of gets more of its own rows (up to ``min_rows``) for its own line.
+    ``slice_keys`` holds each slice column's value per row of ``df``, as the card shows it
+    (``card.slice_keys``). Overall on a seeded sample of ``max_rows``; a slice value the
+    sample holds fewer than ``min_rows`` of gets more of its own rows (up to ``min_rows``)
+    for its own line.
     """
+    import numpy as np
     import pandas as pd
 
     df = df.reset_index(drop=True)
-    sample = df.sample(max_rows, random_state=0) if len(df) > max_rows else df
-    extra = []
-    for col in slice_columns:
-        have = sample[col].astype(str).value_counts()
-        for value, group in df.drop(sample.index).groupby(df[col].astype(str)):
+    keys = {col: pd.Series(k) for col, k in slice_keys.items()}
+    sample = sample_rows(df, max_rows)
+    picked = sample.index
+    for k in keys.values():
+        have = k[sample.index].value_counts()
+        rest = k.drop(sample.index)
+        for value, n in rest.value_counts().items():
             need = min_rows - int(have.get(value, 0))
-            if need > 0 and len(group) + int(have.get(value, 0)) >= min_rows:
-                extra.append(group.sample(need, random_state=0))
-    both = pd.concat([sample, *extra]) if extra else sample
-    both = both[~both.index.duplicated()]
+            if 0 < need <= n:
+                picked = picked.append(rest[rest == value].sample(need, random_state=0).index)
+    picked = picked.unique()  # the sample's rows first, in its order
     try:
-        c = contributions(loaded, both, contract)
+        c = contributions(loaded, df.loc[picked], contract)
     except ValueError as exc:  # a model kind without an exact method: the card says so
         return {"error": str(exc)}
     slices: dict[str, list[dict[str, Any]]] = {}
-    for col in slice_columns:
-        keys = both[col].astype(object).where(both[col].notna(), "(missing)").astype(str)
+    for col, k in keys.items():
+        values = k.loc[picked].to_numpy()
         rows = []
-        for value, idx in keys.groupby(keys).groups.items():
-            pos = both.index.get_indexer(idx)
+        for value in sorted(set(values)):
+            pos = np.flatnonzero(values == value)
             entry: dict[str, Any] = {"value": str(value), "rows": len(pos)}
             if len(pos) >= min_rows:
                 top = mean_abs(c.values[pos], c.features)
@@ -337,7 +349,7 @@ def attributions(
         "output": c.output,
         "rows": n,
         "of_rows": len(df),
-        "slice_rows": len(both),
+        "slice_rows": len(picked),
         "base": float(c.base[:n].mean()) if n else None,
         "overall": mean_abs(c.values[:n], c.features),
         "slices": slices,

@@ -76,7 +76,7 @@ def shap_importance(
     """``shap_importance.json`` (mean |SHAP| per feature on the holdout) and its bar chart."""
     import matplotlib.pyplot as plt
 
-    sample = x_ho.sample(explain.MAX_ROWS, random_state=0) if len(x_ho) > explain.MAX_ROWS else x_ho
+    sample = explain.sample_rows(x_ho)
     flavor = "xgboost" if kind == "xgboost" else "sklearn"
     try:
         c = explain.of_matrix(model, flavor, sample, contract)

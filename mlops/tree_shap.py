@@ -9,7 +9,7 @@ scikit-learn's fitted trees.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +27,19 @@ class Tree:
     go_left: np.ndarray  # (nodes, rows) bool: where each row goes at each split
 
 
+class _Path(NamedTuple):
+    """The unique features on the way to a node.
+
+    Per element: the split feature, its zero and one fractions, and the permutation weight
+    (one-fractions and weights are vectors over the rows).
+    """
+
+    feats: list[int]
+    zs: list[float]
+    os: list[np.ndarray]
+    ws: list[np.ndarray]
+
+
 def shap_values(tree: Tree, n_features: int) -> tuple[np.ndarray, float]:
     """Exact path-dependent SHAP values of one tree for every row, and its expected value.
 
@@ -40,98 +53,63 @@ def shap_values(tree: Tree, n_features: int) -> tuple[np.ndarray, float]:
     phi = np.zeros((n, n_features))
     ones = np.ones(n)
 
-    def recurse(
-        node: int,
-        feats: list[int],
-        zs: list[float],
-        os: list[np.ndarray],
-        ws: list[np.ndarray],
-        pz: float,
-        po: np.ndarray,
-        pf: int,
-    ) -> None:
-        feats, zs, os, ws = _extend(feats, zs, os, ws, pz, po, pf, n)
-        ud = len(feats) - 1
+    def recurse(node: int, path: _Path, pz: float, po: np.ndarray, pf: int) -> None:
+        path = _extend(path, pz, po, pf, n)
+        ud = len(path.feats) - 1
         if tree.left[node] < 0:
             for i in range(1, ud + 1):
-                total = _unwound_sum(ws, zs[i], os[i], ud)
-                phi[:, feats[i]] += total * (os[i] - zs[i]) * tree.value[node]
+                total = sum(_unwound(path.ws, path.zs[i], path.os[i]))
+                phi[:, path.feats[i]] += total * (path.os[i] - path.zs[i]) * tree.value[node]
             return
         f = int(tree.feature[node])
         iz, io = 1.0, ones
-        if f in feats[1:]:
-            k = feats.index(f, 1)
-            iz, io = zs[k], os[k]
-            feats, zs, os, ws = _unwind(feats, zs, os, ws, k, ud)
+        if f in path.feats[1:]:
+            k = path.feats.index(f, 1)
+            iz, io = path.zs[k], path.os[k]
+            path = _unwind(path, k)
         gl = tree.go_left[node]
         lc, rc = int(tree.left[node]), int(tree.right[node])
         cover = float(tree.cover[node])
-        recurse(lc, feats, zs, os, ws, iz * tree.cover[lc] / cover, io * gl, f)
-        recurse(rc, feats, zs, os, ws, iz * tree.cover[rc] / cover, io * ~gl, f)
+        recurse(lc, path, iz * tree.cover[lc] / cover, io * gl, f)
+        recurse(rc, path, iz * tree.cover[rc] / cover, io * ~gl, f)
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        recurse(0, [], [], [], [], 1.0, ones, -1)
+        recurse(0, _Path([], [], [], []), 1.0, ones, -1)
     leaves = tree.left < 0
     expected = float((tree.cover[leaves] * tree.value[leaves]).sum() / tree.cover[0])
     return phi, expected
 
 
-def _extend(
-    feats: list[int],
-    zs: list[float],
-    os: list[np.ndarray],
-    ws: list[np.ndarray],
-    pz: float,
-    po: np.ndarray,
-    pf: int,
-    n: int,
-) -> tuple[list[int], list[float], list[np.ndarray], list[np.ndarray]]:
+def _extend(path: _Path, pz: float, po: np.ndarray, pf: int, n: int) -> _Path:
+    """The path one split deeper, on feature ``pf`` with fractions ``pz`` and ``po``."""
     import numpy as np
 
-    ud = len(feats)
-    feats, zs, os = [*feats, pf], [*zs, pz], [*os, po]
-    ws = [*ws, np.ones(n) if ud == 0 else np.zeros(n)]
+    ud = len(path.feats)
+    ws = [*path.ws, np.ones(n) if ud == 0 else np.zeros(n)]
     for i in range(ud - 1, -1, -1):
         ws[i + 1] = ws[i + 1] + po * ws[i] * ((i + 1) / (ud + 1))
         ws[i] = pz * ws[i] * ((ud - i) / (ud + 1))
-    return feats, zs, os, ws
+    return _Path([*path.feats, pf], [*path.zs, pz], [*path.os, po], ws)
 
 
-def _unwind(
-    feats: list[int],
-    zs: list[float],
-    os: list[np.ndarray],
-    ws: list[np.ndarray],
-    k: int,
-    ud: int,
-) -> tuple[list[int], list[float], list[np.ndarray], list[np.ndarray]]:
+def _unwound(ws: list[np.ndarray], z: float, o: np.ndarray) -> list[np.ndarray]:
+    """The weights with the element of fractions ``z`` and ``o`` taken out of the path."""
     import numpy as np
 
-    o, z = os[k] > 0, zs[k]
+    ud = len(ws) - 1
+    hot = o > 0
     nop = ws[ud]
-    ws = list(ws)
+    out = list(ws[:ud])
     for i in range(ud - 1, -1, -1):
         w1 = nop * ((ud + 1) / (i + 1))
         w0 = ws[i] * ((ud + 1) / (z * (ud - i))) if z else np.zeros_like(nop)
         nop = ws[i] - w1 * (z * (ud - i) / (ud + 1))
-        ws[i] = np.where(o, w1, w0)
-    return (
-        feats[:k] + feats[k + 1 :],
-        zs[:k] + zs[k + 1 :],
-        os[:k] + os[k + 1 :],
-        ws[:ud],
-    )
+        out[i] = np.where(hot, w1, w0)
+    return out
 
 
-def _unwound_sum(ws: list[np.ndarray], z: float, o: np.ndarray, ud: int) -> np.ndarray:
-    import numpy as np
-
-    hot = o > 0
-    nop = ws[ud]
-    total = np.zeros_like(nop)
-    for i in range(ud - 1, -1, -1):
-        w1 = nop * ((ud + 1) / (i + 1))
-        w0 = ws[i] / z / ((ud - i) / (ud + 1)) if z else np.zeros_like(nop)
-        total += np.where(hot, w1, w0)
-        nop = ws[i] - w1 * (z * (ud - i) / (ud + 1))
-    return total
+def _unwind(path: _Path, k: int) -> _Path:
+    """The path without its element ``k`` (a feature met again further down)."""
+    f, zs, os = path.feats, path.zs, path.os
+    ws = _unwound(path.ws, zs[k], os[k])
+    return _Path(f[:k] + f[k + 1 :], zs[:k] + zs[k + 1 :], os[:k] + os[k + 1 :], ws)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import explain, models, tree_shap
+from mlops import card, explain, models, tree_shap
 from mlops.config import Candidate, load_params
 from mlops.registry import Loaded
 from mlops.source import load
@@ -39,6 +39,10 @@ def weeks() -> tuple[pd.DataFrame, pd.DataFrame]:
     df = df[df[CONTRACT.target].notna()].reset_index(drop=True)
     cut = pd.Timestamp("2013-01-15", tz="UTC")
     return df[df["event_ts"] < cut], df[df["event_ts"] >= cut].head(600)
+
+
+def _keys(rows: pd.DataFrame, *columns: str) -> dict[str, np.ndarray]:
+    return {col: card.slice_keys(rows[col]) for col in columns}
 
 
 def fit(kind: str, train: pd.DataFrame, task_contract=CONTRACT) -> Loaded:
@@ -132,7 +136,7 @@ def test_the_top_features_of_a_row_are_its_largest_contributions() -> None:
 def test_the_cards_summary_is_mean_absolute_contributions_overall_and_per_slice(weeks) -> None:
     train, rows = weeks
     loaded = fit("xgboost", train)
-    a = explain.attributions(loaded, rows, CONTRACT, ["origin"], min_rows=100)
+    a = explain.attributions(loaded, rows, CONTRACT, _keys(rows, "origin"), min_rows=100)
     assert a["rows"] == len(rows) and a["method"] == "TreeSHAP (XGBoost)"
     overall = list(a["overall"].values())
     assert overall == sorted(overall, reverse=True) and overall[0] > 0
@@ -205,7 +209,7 @@ def test_a_slice_value_the_sample_misses_gets_its_own_rows_and_the_overall_does_
     train, rows = weeks
     loaded = fit("xgboost", train)
     # given a sample too small for most carriers
-    a = explain.attributions(loaded, rows, CONTRACT, ["carrier"], max_rows=100, min_rows=40)
+    a = explain.attributions(loaded, rows, CONTRACT, _keys(rows, "carrier"), 100, min_rows=40)
     counts = rows["carrier"].astype(str).value_counts()
     got = {r["value"]: r for r in a["slices"]["carrier"]}
     # then every carrier with 40 rows in the holdout is explained on at least 40
@@ -214,5 +218,5 @@ def test_a_slice_value_the_sample_misses_gets_its_own_rows_and_the_overall_does_
             assert got[value]["rows"] >= 40 and "top" in got[value], value
     # while the overall figure stays on the uniform sample
     assert a["rows"] == 100 and a["slice_rows"] > 100
-    again = explain.attributions(loaded, rows, CONTRACT, [], max_rows=100, min_rows=40)
+    again = explain.attributions(loaded, rows, CONTRACT, {}, 100, min_rows=40)
     assert again["overall"] == pytest.approx(a["overall"])
