@@ -7,7 +7,7 @@ revision's ``ci.overrides`` merged into the side's ``params.yaml`` (a smaller sl
 example), both registering into one scratch MLflow registry, so that the base
 revision's model is the scratch registry's ``champion`` when this revision's candidate is
 evaluated: both are scored on this revision's holdout and the project's own gate
-(``gate.should_promote``) decides. The project's data, registry, champion, DVC remote,
+(``gate.decide``) decides. The project's data, registry, champion, DVC remote,
 online store and Pushgateway are neither read nor written.
 
 The report (``ci_report.render``) holds the decision with its reasons, the metrics side by
@@ -34,10 +34,12 @@ import yaml
 
 from mlops import ci_report, gate, io
 from mlops.config import ConfigError, Params, Settings, load_params, settings
+from mlops.registry import CHAMPION, connect
+from mlops.stages import STAGES
 
-# What each side runs, in order; ``promote`` never runs, so no alias moves but the one here.
-BASE_STAGES = ["ingest", "validate", "materialize", "train", "evaluate"]
-HEAD_STAGES = BASE_STAGES
+# What each side runs, in order: the stages up to ``evaluate``. ``promote`` never runs, so
+# no alias moves but the base's champion here.
+SIDE_STAGES = STAGES[: STAGES.index("evaluate") + 1]
 # The stages given the training window's partitions (not the score partitions too).
 PARTITIONED = ("ingest", "validate", "materialize")
 # Never reach the project's shared services from a check.
@@ -197,7 +199,6 @@ def _commit_metrics(side: Side) -> str | None:
 def slices(params: Params, st: Settings, versions: dict[str, str]) -> dict[str, Any]:
     """The gate metric per slice of the holdout for each of ``versions`` (role -> version)."""
     from mlops import card, models, training_data
-    from mlops.registry import connect
 
     c = params.contract
     df = training_data.training_frame(params, st, params.train.holdout, stage="evaluate")
@@ -211,17 +212,6 @@ def slices(params: Params, st: Settings, versions: dict[str, str]) -> dict[str, 
             df, y, pred, card.slice_columns(c), c.task, threshold=loaded.threshold
         )
     return out
-
-
-def _champion(scratch: Path, name: str, version: str) -> None:
-    """The base revision's version becomes ``champion`` of the scratch registry."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{scratch / 'mlflow.db'}"
-    # both URIs named: a registry URI set earlier in this process must not be the one used
-    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-        name, "champion", version
-    )
 
 
 def _cleanup(repo: Path, scratch: Path) -> None:
@@ -269,24 +259,21 @@ def report(st: Settings, base: str, out: Path | None = None) -> dict[str, Any]:
             name: side_env(scratch, sides[name].repo if in_repo else None, dict(os.environ))
             for name in sides
         }
-        for verb in BASE_STAGES:
+        for verb in SIDE_STAGES:
             _stage(sides["base"], verb, env["base"], logs, side_params["base"].train.partitions)
         base_version = str(_read(sides["base"], "train")["version"])
         metrics_rev = _commit_metrics(sides["base"])
         head_params = side_params["head"]
+        head_st = settings(sides["head"].params_path, env=env["head"])
         if side_params["base"].model_name == head_params.model_name:
-            _champion(scratch, head_params.model_name, base_version)
-        for verb in HEAD_STAGES:
+            # the base's version is the champion the candidate is evaluated against
+            reg = connect(head_st)
+            reg.client.set_registered_model_alias(head_params.model_name, CHAMPION, base_version)
+        for verb in SIDE_STAGES:
             _stage(sides["head"], verb, env["head"], logs, head_params.train.partitions)
         ev = _read(sides["head"], "evaluate")
         champ = ev.get("champion")
-        decision = gate.should_promote(
-            ev["candidate"]["metrics"],
-            champ["metrics"] if champ else None,
-            head_params.promote,
-            ev["metric"],
-        )
-        head_st = settings(sides["head"].params_path, env=env["head"])
+        decision = gate.decide(ev, head_params.promote)
         versions = {"candidate": str(ev["candidate"]["version"])}
         if champ:
             versions["base"] = str(champ["version"])

@@ -39,13 +39,25 @@ def should_promote(
     if base is None or base != base:
         reasons.append(f"champion has no {metric}: floor only")
         return Decision(ok, reasons)
-    gain = value - base if higher else base - value
+    gain = _gain(metric, value, base)
     improved = gain >= gate.min_improvement
     reasons.append(
         f"gain over champion {gain:+.4f} ({value:.4f} vs {base:.4f}) >= "
         f"{gate.min_improvement}: {'yes' if improved else 'no'}"
     )
     return Decision(ok and improved, reasons)
+
+
+def _gain(metric: str, value: float, base: float) -> float:
+    return value - base if models.HIGHER_IS_BETTER[metric] else base - value
+
+
+def decide(ev: dict[str, Any], gate: Promote) -> Decision:
+    """Pure: the gate on an evaluation (``evaluate``'s result): its candidate and champion."""
+    champ = ev["champion"]
+    return should_promote(
+        ev["candidate"]["metrics"], champ["metrics"] if champ else None, gate, ev["metric"]
+    )
 
 
 def gain_of(ev: dict[str, Any]) -> float | None:
@@ -55,7 +67,7 @@ def gain_of(ev: dict[str, Any]) -> float | None:
     base = None if champ is None else champ["metrics"].get(metric)
     if value is None or base is None or value != value or base != base:
         return None
-    return value - base if models.HIGHER_IS_BETTER[metric] else base - value
+    return _gain(metric, value, base)
 
 
 def gate_metrics(ev: dict[str, Any], passed: bool) -> dict[str, Any]:

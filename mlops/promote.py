@@ -13,7 +13,7 @@ from typing import Any, NotRequired, TypedDict
 
 from mlops import alerts, describe, governance, io, observe, tags, timeline
 from mlops.config import Params, Promote, Settings
-from mlops.gate import Decision, gate_metrics, should_promote
+from mlops.gate import Decision, decide, gate_metrics
 from mlops.registry import CHAMPION, Registry, connect
 
 
@@ -82,8 +82,7 @@ def run(params: Params, st: Settings) -> Promotion:
     if not state.is_file():
         raise FileNotFoundError(f"{state}: no evaluation; run `mlops evaluate` first")
     ev = io.read_json(state)
-    name, version, metric = ev["model_name"], str(ev["candidate"]["version"]), ev["metric"]
-    champ = ev["champion"]
+    name, version = ev["model_name"], str(ev["candidate"]["version"])
     reg = connect(st)
     held = reg.retry(lambda: reg.alias_version(name, CHAMPION), f"resolve {name}@{CHAMPION}")
     was = ev.get("champion_at_evaluation", held)  # older evaluations did not record it
@@ -92,9 +91,7 @@ def run(params: Params, st: Settings) -> Promotion:
         decision = Decision(False, [f"v{version} is already {CHAMPION}; its gate is not re-run"])
         outcome = f"champion v{version} (unchanged)"
     else:
-        decision = should_promote(
-            ev["candidate"]["metrics"], champ["metrics"] if champ else None, params.promote, metric
-        )
+        decision = decide(ev, params.promote)
         _record_inputs(reg, name, version, gate_tags(ev, params.promote))
         outcome = governance.apply_gate(
             reg, name, version, decision.promote, decision.reasons, params.promote.approval

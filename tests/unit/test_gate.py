@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlops.config import Promote
-from mlops.gate import gain_of, gate_metrics, should_promote
+from mlops.gate import decide, gain_of, gate_metrics, should_promote
 
 GATE = Promote(floor=0.65, min_improvement=0.01)
 
@@ -68,3 +68,12 @@ def test_the_gate_record_for_dvc_metrics_is_numbers_only() -> None:
         "gain": pytest.approx(0.05),
     }
     assert gate_metrics(_ev(0.60, None), False) == {"passed": 0, "roc_auc": 0.60}
+
+
+def test_the_gate_on_an_evaluation_reads_its_candidate_and_champion() -> None:
+    gate = Promote(floor=0.6, min_improvement=0.01)
+    assert decide(_ev(0.75, 0.70), gate) == should_promote(
+        {"roc_auc": 0.75}, {"roc_auc": 0.70}, gate, "roc_auc"
+    )
+    assert decide(_ev(0.705, 0.70), gate).promote is False
+    assert decide(_ev(0.65, None), gate).reasons[-1] == "no champion yet: floor only"
