@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,29 @@ REDO = "run validate and materialize on {what} again (see validate.max_duplicate
 
 class FeatureError(RuntimeError):
     """Features are missing or a retrieval broke its row-count guarantee."""
+
+
+def load_feast() -> None:
+    """Import Feast once per process, without typeguard's import-time instrumentation.
+
+    Feast decorates its classes with ``typeguard.typechecked``, which re-parses and
+    recompiles every decorated module as it is imported: about 3 s of each process's
+    start (``python -O`` turns the decorator off the same way). Only the decorator is
+    replaced, and only while Feast's modules are first imported; Feast itself is
+    unchanged, and every call into it is checked by its own code as before.
+    """
+    if "feast.feature_store" in sys.modules:
+        return
+    import typeguard
+
+    def unchecked(target: Any = None, **_: Any) -> Any:
+        return (lambda t: t) if target is None else target
+
+    checked, typeguard.typechecked = typeguard.typechecked, unchecked
+    try:
+        import feast.feature_store  # noqa: F401
+    finally:
+        typeguard.typechecked = checked
 
 
 # --------------------------------------------------------------------------- definitions
@@ -111,6 +135,7 @@ def definitions(
     params: Params, st: Settings, key_types: dict[str, KeyType] | None = None
 ) -> Definitions:
     """Build entity, source, feature view and feature service from the data contract."""
+    load_feast()
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.data_format import ParquetFormat
     from feast.types import Bool, Float64, Int64, String
@@ -183,6 +208,7 @@ def online_store_config(st: Settings) -> dict[str, Any]:
 
 def repo_config(params: Params, st: Settings) -> RepoConfig:
     """The Feast RepoConfig built from Settings (``feature_store.yaml`` is for the CLI)."""
+    load_feast()
     from feast import RepoConfig
 
     return RepoConfig(
@@ -202,6 +228,7 @@ def store(params: Params, st: Settings) -> FeatureStore:
     The definitions carry a fingerprint tag, so a registry that already holds them is
     left alone (also across processes). Stores are cached per process.
     """
+    load_feast()
     from feast import FeatureStore
 
     key_types = infer_key_types(params, st)

@@ -11,7 +11,7 @@ CLI or a DAG from naming a path outside the data root.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,19 +45,49 @@ def check(pid: str) -> str:
 
 
 def ids(ts: pd.Series, freq: str) -> pd.Series:
-    """Name the partition of each timestamp: 2013, 2013-Q1, 2013-01, 2013-W05, 2013-01-05."""
+    """Name the partition of each timestamp: 2013, 2013-Q1, 2013-01, 2013-W05, 2013-01-05.
+
+    Each distinct partition is named once (``_names``) and the names are spread over the
+    rows: formatting every timestamp was most of ``ingest``'s own time.
+    """
     if freq == "year":
-        return ts.dt.strftime("%Y")
+        return _names(ts, ts.dt.year, lambda t: t.dt.strftime("%Y"))
     if freq == "quarter":
-        return ts.dt.strftime("%Y") + "-Q" + ts.dt.quarter.astype(str)
+        return _names(
+            ts,
+            ts.dt.year * 10 + ts.dt.quarter,
+            lambda t: t.dt.strftime("%Y") + "-Q" + t.dt.quarter.astype(str),
+        )
     if freq == "month":
-        return ts.dt.strftime("%Y-%m")
+        return _names(ts, ts.dt.year * 100 + ts.dt.month, lambda t: t.dt.strftime("%Y-%m"))
     if freq == "day":
-        return ts.dt.strftime("%Y-%m-%d")
+        code = (ts.dt.year * 100 + ts.dt.month) * 100 + ts.dt.day
+        return _names(ts, code, lambda t: t.dt.strftime("%Y-%m-%d"))
     if freq == "week":
+
+        def weeks(t: pd.Series) -> pd.Series:
+            iso = t.dt.isocalendar()
+            return iso["year"].astype(str) + "-W" + iso["week"].astype(str).str.zfill(2)
+
         iso = ts.dt.isocalendar()
-        return iso["year"].astype(str) + "-W" + iso["week"].astype(str).str.zfill(2)
+        return _names(ts, iso["year"].astype("float64") * 100 + iso["week"], weeks)
     raise ValueError(f"unknown partition frequency {freq!r}")
+
+
+def _names(ts: pd.Series, code: pd.Series, name: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``name(ts)``, computed on one timestamp per distinct ``code`` (null where ts is)."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(code, use_na_sentinel=True)
+    if len(uniques) == 0:
+        return name(ts)
+    first = np.unique(codes[codes >= 0], return_index=True)[1]
+    rows = np.flatnonzero(codes >= 0)[first]
+    names = name(ts.iloc[rows]).to_numpy(dtype=object)
+    out = np.full(len(ts), np.nan, dtype=object)
+    out[codes >= 0] = names[codes[codes >= 0]]
+    return pd.Series(out, index=ts.index, name=ts.name)
 
 
 def _bounds(pid: str) -> tuple[datetime, datetime]:

@@ -235,3 +235,23 @@ def test_rows_sharing_a_key_and_timestamp_never_reach_the_point_in_time_join(tmp
     labels = jan[["flight_id", "event_ts"]].iloc[:2]
     with pytest.raises(io.DuplicateKeys, match=r"^card: label rows: 2 rows share 1 value"):
         features.retrieve(params, st, labels, stage="card")
+
+
+def test_feast_is_imported_without_runtime_instrumentation_and_typeguard_is_restored() -> None:
+    import subprocess
+    import sys
+
+    # given a fresh interpreter
+    code = (
+        "import typeguard\n"
+        "checked = typeguard.typechecked\n"
+        "from mlops import features\n"
+        "features.load_feast()\n"
+        "import feast.feature_view as fv\n"
+        "names = fv.FeatureView.__init__.__code__.co_names\n"
+        "print(any('typeguard' in n for n in names), typeguard.typechecked is checked)\n"
+    )
+    # when Feast is loaded the framework's way
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # then Feast's classes are not recompiled with checks, and the decorator is typeguard's
+    assert out.stdout.split() == ["False", "True"]

@@ -82,6 +82,27 @@ def test_ids_name_the_partition_of_each_timestamp() -> None:
     assert partitions.of(ts.iloc[1], "week") == "2014-W01"
 
 
+@pytest.mark.parametrize("freq", ["year", "quarter", "month", "week", "day"])
+def test_ids_equal_formatting_every_row_and_keep_missing_timestamps_missing(freq) -> None:
+    import numpy as np
+    import pandas as pd
+
+    # given unordered UTC timestamps over several years, with some missing, on a shuffled index
+    rng = np.random.default_rng(7)
+    secs = rng.integers(1_300_000_000, 1_450_000_000, 400)
+    ts = pd.Series(pd.to_datetime(secs, unit="s", utc=True), index=rng.permutation(400))
+    ts.iloc[::37] = pd.NaT
+    # when each row is named
+    got = partitions.ids(ts, freq)
+    # then every present row has the name its own timestamp formats to, on the same index
+    present = ts.notna()
+    expected = [partitions.ids(pd.Series([t]), freq).iloc[0] for t in ts[present]]
+    assert got[present].tolist() == expected
+    assert got.index.equals(ts.index)
+    assert got[~present].isna().all() and int((~present).sum()) == 11
+    assert all(partitions.is_id(x) for x in got[present])
+
+
 def test_interval_is_half_open_and_malformed_ids_are_refused() -> None:
     import pandas as pd
 
