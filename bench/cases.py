@@ -478,7 +478,7 @@ def fit_one(p: Any, df: Any, tm: Timer, out: Path) -> SimpleNamespace:
     """``p``'s one candidate trained as ``train.run`` does it: split, fit (section ``fit``),
     then its evaluation artifacts (plots, importance, the monitor's reference predictions;
     section ``evaluation_artifacts``) written to ``out``."""
-    from mlops import models, train
+    from mlops import models, plots, train
 
     train_df, hold_df = train.split(df, p)
     with tm.section("fit"):
@@ -489,7 +489,7 @@ def fit_one(p: Any, df: Any, tm: Timer, out: Path) -> SimpleNamespace:
     n_ref = min(len(train_df), train.REFERENCE_ROWS)
     ref = train_df.sample(n=n_ref, random_state=p.train.seed).sort_index()
     with tm.section(EVALS):
-        train.evaluation_artifacts(f, p, x_ho, models.target(hold_df, c), ref, cats, out)
+        plots.evaluation_artifacts(f, p, x_ho, models.target(hold_df, c), ref, cats, out)
     rows = {"train": len(train_df), "holdout": len(hold_df)}
     return SimpleNamespace(f=f, cats=cats, x_ho=x_ho, out=out, rows=rows)
 

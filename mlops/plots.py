@@ -12,12 +12,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import explain, models
+from mlops import explain, io, models
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import numpy as np
     import pandas as pd
 
+    from mlops.config import Params
     from mlops.contract import Contract
 
 
@@ -29,8 +32,13 @@ def holdout(
     x_ho: pd.DataFrame,
     contract: Contract,
     out: Path,
+    shap: Future[explain.Contributions] | None = None,
 ) -> None:
-    """Write the holdout plots, feature importance and SHAP of one fitted model into ``out``."""
+    """Write the holdout plots, feature importance and SHAP of one fitted model into ``out``.
+
+    ``shap``: the model's contributions (``contributions``) being computed elsewhere,
+    such as XGBoost's TreeSHAP in a thread of its own while other candidates are logged.
+    """
     task = contract.task
     import matplotlib
 
@@ -67,30 +75,74 @@ def holdout(
     fig.tight_layout()
     fig.savefig(out / "feature_importance.png", dpi=80)
     plt.close(fig)
-    shap_importance(model, kind, x_ho, contract, out)
+    shap_importance(model, kind, x_ho, contract, out, shap)
+
+
+def contributions(
+    model: Any, kind: str, x_ho: pd.DataFrame, contract: Contract
+) -> explain.Contributions:
+    """The exact contributions of the holdout rows that ``shap_importance`` summarises.
+
+    They are those of a seeded sample of at most ``explain.MAX_ROWS`` rows; ValueError for
+    a kind without an exact method.
+    """
+    sample = explain.sample_rows(x_ho)
+    flavor = "xgboost" if kind == "xgboost" else "sklearn"
+    return explain.of_matrix(model, flavor, sample, contract)
 
 
 def shap_importance(
-    model: Any, kind: str, x_ho: pd.DataFrame, contract: Contract, out: Path
+    model: Any,
+    kind: str,
+    x_ho: pd.DataFrame,
+    contract: Contract,
+    out: Path,
+    shap: Future[explain.Contributions] | None = None,
 ) -> None:
     """``shap_importance.json`` (mean |SHAP| per feature on the holdout) and its bar chart."""
     import matplotlib.pyplot as plt
 
-    sample = explain.sample_rows(x_ho)
-    flavor = "xgboost" if kind == "xgboost" else "sklearn"
     try:
-        c = explain.of_matrix(model, flavor, sample, contract)
+        c = contributions(model, kind, x_ho, contract) if shap is None else shap.result()
     except ValueError as exc:  # no exact method for this kind: said in the file
         (out / "shap_importance.json").write_text(json.dumps({"error": str(exc)}))
         return
     imp = explain.mean_abs(c.values, c.features)
-    doc = {"method": c.method, "output": c.output, "rows": len(sample), "mean_abs": imp}
+    rows = len(c.values)
+    doc = {"method": c.method, "output": c.output, "rows": rows, "mean_abs": imp}
     (out / "shap_importance.json").write_text(json.dumps(doc, indent=2))
     names = list(imp)[::-1]
     fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(names))))
     ax.barh(names, [imp[n] for n in names])
-    ax.set_xlabel(f"mean |SHAP| ({c.output}), {len(sample):,} holdout rows")
+    ax.set_xlabel(f"mean |SHAP| ({c.output}), {rows:,} holdout rows")
     ax.set_title(f"SHAP: {c.method}")
     fig.tight_layout()
     fig.savefig(out / "shap_importance.png", dpi=80)
     plt.close(fig)
+
+
+def evaluation_artifacts(
+    f: Any,
+    params: Params,
+    x_ho: pd.DataFrame,
+    y_ho: np.ndarray,
+    reference: pd.DataFrame,
+    cats: dict[str, list[str]],
+    out: Path,
+    shap: Future[explain.Contributions] | None = None,
+) -> Path:
+    """Write a candidate's evaluation artifacts (``f``: a ``train.Fitted``) into ``out``.
+
+    Holdout plots (ROC and precision-recall, or residuals), ``feature_importance.json``
+    and ``shap_importance.json`` with their plots, and ``reference.parquet``: a sample of
+    training rows with this candidate's predictions, which ``monitor`` compares scored
+    partitions against.
+    """
+    c = params.contract
+    out.mkdir(parents=True, exist_ok=True)
+    holdout(f.model, f.candidate.kind, y_ho, f.holdout_pred, x_ho, c, out, shap)
+    ref = reference.copy()
+    x_ref = models.align_categories(models.matrix(ref, c), cats)
+    ref["prediction"] = models.predict(f.model, models.fit_input(x_ref, f.candidate.kind), c.task)
+    io.write_parquet(out / "reference.parquet", ref)
+    return out

@@ -17,6 +17,7 @@ import logging
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -138,32 +139,6 @@ def best(fitted: list[Fitted], metric: str) -> Fitted:
 
 
 # --------------------------------------------------------------------------- logging
-def evaluation_artifacts(
-    f: Fitted,
-    params: Params,
-    x_ho: pd.DataFrame,
-    y_ho: np.ndarray,
-    reference: pd.DataFrame,
-    cats: dict[str, list[str]],
-    out: Path,
-) -> Path:
-    """Write a candidate's evaluation artifacts into ``out`` and return it.
-
-    Holdout plots (ROC and precision-recall, or residuals), ``feature_importance.json``
-    and ``shap_importance.json`` with their plots, and ``reference.parquet``: a sample of
-    training rows with this candidate's predictions, which ``monitor`` compares scored
-    partitions against.
-    """
-    c = params.contract
-    out.mkdir(parents=True, exist_ok=True)
-    plots.holdout(f.model, f.candidate.kind, y_ho, f.holdout_pred, x_ho, c, out)
-    ref = reference.copy()
-    x_ref = models.align_categories(models.matrix(ref, c), cats)
-    ref["prediction"] = models.predict(f.model, models.fit_input(x_ref, f.candidate.kind), c.task)
-    io.write_parquet(out / "reference.parquet", ref)
-    return out
-
-
 def log_candidate(
     f: Fitted,
     params: Params,
@@ -176,7 +151,7 @@ def log_candidate(
 ) -> tuple[str, str]:
     """Log one candidate as an MLflow run; return (run_id, model_uri).
 
-    The run gets the files in ``artifacts`` (see :func:`evaluation_artifacts`) and
+    The run gets the files in ``artifacts`` (see :func:`mlops.plots.evaluation_artifacts`) and
     ``features.json``: the feature order, the category sets (which scoring applies,
     ``other`` included) and the capped columns.
     """
@@ -384,11 +359,17 @@ def _run(params: Params, st: Settings) -> Trained:
     n_ref = min(len(train_df), REFERENCE_ROWS)
     reference = train_df.sample(n=n_ref, random_state=params.train.seed).sort_index()
     logged = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    # XGBoost's TreeSHAP (seconds, and without the GIL) runs on the other core while
+    # the candidates before it are plotted and logged; XGBoost's predictions are thread-safe.
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1, "shap") as pool:
+        native = {
+            f.candidate.name: pool.submit(plots.contributions, f.model, f.candidate.kind, x_ho, c)
+            for f in fitted
+            if f.candidate.kind == "xgboost"
+        }
         for f in fitted:
-            out = evaluation_artifacts(
-                f, params, x_ho, y_ho, reference, cats, Path(tmp) / f.candidate.name
-            )
+            where, shap = Path(tmp) / f.candidate.name, native.get(f.candidate.name)
+            out = plots.evaluation_artifacts(f, params, x_ho, y_ho, reference, cats, where, shap)
             logged[f.candidate.name] = reg.retry(
                 functools.partial(
                     log_candidate, f, params, exp_id, x_ho, cats, run_tags, out, fits.capped

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlops import models, registry, tags, train
+from mlops import models, plots, registry, tags, train
 from mlops.config import Candidate, load_params, settings
 from mlops.source import load
 from mlops.train import Fitted
@@ -117,7 +117,7 @@ def test_a_feature_with_400_categories_trains_hgb_and_xgb_and_scores_from_the_re
     y_ho = models.target(hold_df, c)
     unseen = hold_df.head(20).assign(tailnum="N0NEW")
     for f in fits.fitted:
-        out = train.evaluation_artifacts(
+        out = plots.evaluation_artifacts(
             f, params, x_ho, y_ho, train_df.head(200), fits.categories, tmp_path / f.candidate.name
         )
         _, uri = train.log_candidate(f, params, exp_id, x_ho, fits.categories, {}, out, fits.capped)
