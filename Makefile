@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export FEAST_USAGE := False
 
-.PHONY: install demo serve prometheus ui test lint airflow bench clean
+.PHONY: install demo serve prometheus ui test lint airflow bench bench-peers clean
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,12 @@ airflow: install
 # or "--quick". Results land in bench/results/ (results.json, results.md).
 bench: install
 	nice -n 10 $(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# The demo beside the framework a user would pick instead: bare, `mlops run`, a cold
+# `dvc repro` and the same computations as a ZenML pipeline, in interleaved rounds. ZenML
+# gets a virtual environment of its own (bench/peers/requirements-zenml.txt, never uv.lock).
+bench-peers: install
+	nice -n 10 $(VENV)/bin/python -m bench.run --stages e2e --peers $(BENCH_ARGS)
 
 # ruff (rules in pyproject.toml), the formatter's check and mypy: what .ci/run runs first.
 lint: install

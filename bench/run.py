@@ -7,10 +7,13 @@
     python -m bench.run --sizes 1M --stages train --repeat 3
     python -m bench.run --quick               # 100k rows, no demo or DAG run: a smoke test
     python -m bench.run --quick --sizes 20k --out /tmp/bench-results
+    python -m bench.run --stages e2e --peers  # the demo beside ZenML (make bench-peers)
 
 Stages: validate, materialize (training-set retrieval, online write), train, score,
 monitor, label (outcomes joined to the scored month and its realised performance) per
-size; e2e (``mlops run`` on the demo against ``bench/bare_pipeline.py``), dags (parse time
+size; e2e (the demo: ``bench/bare_pipeline.py``, ``mlops run`` and a cold ``dvc repro``,
+in interleaved ``--rounds``, with ZenML beside them under ``--peers``, and the CLI's
+start-up; ``bench/e2e.py``), dags (parse time
 per DAG file), airflow (one scoring DAG run against its stages' own times; needs e2e
 first), celery (one scoring run over six months on the production profile's
 CeleryExecutor, one worker against two; ``bench/celery.py``), partitions (one source
@@ -66,11 +69,10 @@ STAGES = [
 ]
 ENV = {**CASE_ENV, "PYTHONWARNINGS": "ignore"}
 MAX_RSS_MB = 9 * 1024  # a case above this is stopped and reported (set by --max-rss-gb)
+E2E: dict[str, Any] = {"rounds": 3, "peers": False}  # set by --rounds and --peers
 Res = dict[str, Any] | None
 EVALS = "evaluation_artifacts"
 SECTIONS = ("main", "fit", EVALS, "log_register", "log_register_again")  # in results.md
-E2E_ORDER = ("ingest", "validate", "materialize", "train", "evaluate", "promote", "score")
-E2E_ORDER += ("monitor",)
 CASES_HEADER = (
     "| size | case | section | seconds | peak RSS in section (MB) | process peak RSS (MB) |"
 )
@@ -413,19 +415,11 @@ def prepare_size(work: Path, base: Path, rows: int, fresh: bool) -> dict[str, An
 
 # --------------------------------------------------------------------------- demo, DAGs
 def run_e2e(work: Path) -> dict[str, Any]:
-    """``mlops run`` on the demo in a fresh project, against the bare pipeline script."""
-    root = work / "e2e"
-    project(root, "demo", work)
-    mlops = str(Path(PY).with_name("mlops"))
-    cmd = [mlops, "--params", str(root / "params.yaml"), "run"]
-    fw = spawn(cmd, work / "logs" / "e2e-framework.log", cwd=root)
-    run_json = root / "data" / "state" / "run.json"
-    fw["stages"] = json.loads(run_json.read_text()) if run_json.is_file() else None
-    _report("e2e.framework (mlops run)", fw)
-    cmd = [PY, "-m", "bench.bare_pipeline", str(work / "e2e-bare")]
-    bare = spawn(cmd, work / "logs" / "e2e-bare.log")
-    _report("e2e.bare", bare)
-    return {"framework": fw, "bare": bare}
+    """The demo four ways side by side (``bench/e2e.py``): bare, ``mlops run``, cold
+    ``dvc repro`` and, with ``--peers``, ZenML; then the CLI's start-up."""
+    from bench.e2e import run
+
+    return run(work, E2E["rounds"], E2E["peers"])
 
 
 AIRFLOW_HOME = r"""
@@ -487,9 +481,10 @@ def run_dags(work: Path) -> dict[str, Any]:
 def run_airflow(work: Path, month: str = "2013-08") -> dict[str, Any]:
     """One scoring DAG run (``dag.test``, tasks in-process) on the demo project left by
     the e2e stage, against the sum of the stages' own times printed by each task."""
-    root = work / "e2e"
-    if not (root / "mlflow.db").is_file():
+    done = sorted((work / "e2e").glob("run-*/mlflow.db"), key=lambda p: p.stat().st_mtime)
+    if not done:
         return {"error": "needs the e2e stage first (its project and champion)"}
+    root = done[-1].parent
     log = work / "logs" / "airflow-scoring.log"
     dag, params = str(REPO / "dags" / "scoring.py"), str(root / "params.yaml")
     cmd = [PY, "-c", DAG_TEST, dag, params, f"{month}-01"]
@@ -524,15 +519,10 @@ def _dags_row(dags: dict[str, Any]) -> tuple[Any, ...] | None:
     return "each DAG file parses in < 0.3 s", "-", round(worst, 3), worst < 0.3, note
 
 
-def _e2e_row(e2e: dict[str, Any]) -> tuple[Any, ...] | None:
-    if not e2e:
-        return None
-    fw, bare = e2e["framework"], e2e["bare"]
-    ok = fw["returncode"] == 0 and bare["returncode"] == 0
-    secs = fw["wall_seconds"]
-    note = f"bare pipeline {bare['wall_seconds']}s ({_ratio(secs, bare['wall_seconds'])}x)"
-    note += "" if ok else f"; FAILED, see {fw['log']} and {bare['log']}"
-    return "demo `mlops run` < 120 s", "demo", secs, ok and secs < 120, note
+def _e2e_rows(e2e: dict[str, Any]) -> list[tuple[Any, ...]]:
+    from bench.e2e import rows
+
+    return rows(e2e)
 
 
 def _airflow_row(af: dict[str, Any]) -> tuple[Any, ...]:
@@ -632,7 +622,11 @@ CELERY = "a scoring run of six months on one Celery worker, then two"
 # stage -> (what is printed, how it runs, its target row): in this order, after the sizes
 RUNS: dict[str, tuple[str, Callable[[Path], dict[str, Any]], Report]] = {
     "dags": ("parse time per file", run_dags, _dags_row),
-    "e2e": ("the demo pipeline against the bare script", run_e2e, _e2e_row),
+    "e2e": (
+        "the demo: bare, `mlops run`, `dvc repro` (and ZenML with --peers)",
+        run_e2e,
+        _e2e_rows,
+    ),
     "airflow": ("a scoring DAG run against its stages' own times", run_airflow, _airflow_row),
     "celery": (CELERY, run_celery, _celery_row),
     "partitions": (
@@ -729,20 +723,9 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {size} | {name} | {sec} | {s['seconds']:.2f} | "
                     f"{s['peak_rss_mb']:.0f} | {res['process_peak_rss_mb']:.0f} |"
                 )
-    e2e = results.get("e2e")
-    if e2e:
-        secs = (e2e["framework"].get("stages") or {}).get("seconds", {})
-        st = sorted(
-            secs.items(), key=lambda kv: E2E_ORDER.index(kv[0]) if kv[0] in E2E_ORDER else 9
-        )
-        lines += [
-            "",
-            "## Demo end to end",
-            "",
-            f"`mlops run` {e2e['framework']['wall_seconds']} s "
-            f"(stages: {', '.join(f'{k} {v}s' for k, v in st)}); "
-            f"bare script {e2e['bare']['wall_seconds']} s.",
-        ]
+    from bench.e2e import markdown_lines as e2e_lines
+
+    lines += e2e_lines(results.get("e2e"))
     from bench.serve import markdown_lines
 
     lines += markdown_lines(results.get("serve"))
@@ -812,7 +795,10 @@ def main(argv: list[str] | None = None) -> int:
     arg("--no-redis", action="store_true", help="skip the Redis online store")
     arg("--repeat", type=int, default=1, help="run every case N times, keep the fastest")
     arg("--max-rss-gb", type=float, default=9.0, help="stop a case whose memory passes this")
+    arg("--rounds", type=int, default=3, help="interleaved rounds of the e2e stage")
+    arg("--peers", action="store_true", help="e2e: also ZenML, in its own venv (bench/peers)")
     a = ap.parse_args(argv)
+    E2E.update(rounds=a.rounds, peers=a.peers)
     global MAX_RSS_MB
     MAX_RSS_MB = a.max_rss_gb * 1024
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
