@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import hashlib
 import json
 import os
@@ -32,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +108,7 @@ def ensure_venv(work: Path) -> Path:
     return py
 
 
-@contextlib.contextmanager
-def _peer_env(work: Path) -> Iterator[None]:
+def _peer_env(work: Path) -> dict[str, str]:
     """For the spawned ZenML processes: the repository importable, and uv on PATH (ZenML
     records the run's packages with ``uv pip freeze``, else ``pip freeze``, else warns),
     alone in a folder of its own (``.tools/bin`` also holds a python and a pip)."""
@@ -120,17 +117,8 @@ def _peer_env(work: Path) -> Iterator[None]:
     link = bin_dir / "uv"
     if not link.exists():
         link.symlink_to(uv())
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PATH")}
-    os.environ["PYTHONPATH"] = str(REPO)
-    os.environ["PATH"] = os.pathsep.join([str(bin_dir), saved["PATH"] or os.defpath])
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH") or os.defpath])
+    return {"PYTHONPATH": str(REPO), "PATH": path}
 
 
 def _zenml(work: Path, py: Path, out: Path, tag: str, *flags: str) -> dict[str, Any]:
@@ -138,8 +126,7 @@ def _zenml(work: Path, py: Path, out: Path, tag: str, *flags: str) -> dict[str, 
     from bench.run import spawn_json
 
     log = work / "logs" / f"peers-zenml-{tag}.log"
-    with _peer_env(work):
-        return spawn_json([str(py), "-m", MODULE, str(out), *flags], log)
+    return spawn_json([str(py), "-m", MODULE, str(out), *flags], log, env=_peer_env(work))
 
 
 def _fresh_store(work: Path, py: Path, out: Path) -> dict[str, Any]:

@@ -111,7 +111,13 @@ def _rss_mb(pid: int) -> float:
     return int(m.group(1)) / 1024 if m else 0.0
 
 
-def spawn(cmd: list[str], log: Path, cwd: Path = REPO, timeout: float = 3600) -> dict[str, Any]:
+def spawn(
+    cmd: list[str],
+    log: Path,
+    cwd: Path = REPO,
+    timeout: float = 3600,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run ``cmd`` in a fresh process; wall time and its own peak RSS (from wait4).
 
     A process that passes ``MAX_RSS_MB`` or the timeout is killed and reported as such,
@@ -122,8 +128,8 @@ def spawn(cmd: list[str], log: Path, cwd: Path = REPO, timeout: float = 3600) ->
     t0 = time.perf_counter()
     killed = None
     with log.open("w") as fh:
-        env = {**os.environ, **ENV}
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        full = {**os.environ, **ENV, **(env or {})}
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=full)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -150,9 +156,11 @@ def spawn(cmd: list[str], log: Path, cwd: Path = REPO, timeout: float = 3600) ->
     return out
 
 
-def spawn_json(cmd: list[str], log: Path, cwd: Path = REPO) -> dict[str, Any]:
+def spawn_json(
+    cmd: list[str], log: Path, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """``spawn`` a script printing its result as its last JSON line (else the log's tail)."""
-    proc = spawn(cmd, log, cwd)
+    proc = spawn(cmd, log, cwd, env=env)
     lines = [ln for ln in log.read_text().splitlines() if ln.startswith("{")]
     res: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": log.read_text()[-800:]}
     return {**res, **proc}
