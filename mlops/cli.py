@@ -177,18 +177,12 @@ def _moment(text: str | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def do_run(p: Params, st: Settings, _a: argparse.Namespace) -> object:
-    """The whole pipeline in order, as ``dvc repro`` runs it."""
-    t0 = time.perf_counter()
-    ns = argparse.Namespace(partitions=None, version=None, as_of=None)
-    timings = {}
-    for verb in STAGES:
-        t = time.perf_counter()
-        with observe.stage(p, st, verb):
-            COMMANDS[verb](p, st, ns)
-        timings[verb] = round(time.perf_counter() - t, 2)
-    from mlops import io
+def do_run(p: Params, st: Settings, a: argparse.Namespace) -> object:
+    """The whole pipeline in order, as ``dvc repro`` runs it (``mlops.run``)."""
+    from mlops import io, run
 
+    t0 = time.perf_counter()
+    timings = run.pipeline(p, st, COMMANDS, STAGES, verbose=getattr(a, "verbose", False))
     io.write_json(
         st.state_dir / "run.json", {"seconds": timings, "total": round(time.perf_counter() - t0, 2)}
     )
