@@ -18,7 +18,6 @@ import contextlib
 import io as _io
 import logging
 import multiprocessing
-import pickle
 import sys
 import threading
 import time
@@ -219,8 +218,20 @@ class _Worker:
             elif kind == "done" and rest[0] == verb:
                 return float(rest[1])
             elif kind == "error" and rest[0] == verb:
-                exc, text = rest[1], rest[2]
-                raise exc from _RemoteTraceback(text)
+                name, message, text = rest[1:]
+                raise self._error(name, message) from _RemoteTraceback(text)
+
+    def _error(self, name: str, message: str) -> BaseException:
+        """The error the worker sends after its summary, or a RuntimeError naming it."""
+        try:
+            _, exc = self.conn.recv()
+        except EOFError:
+            raise
+        except Exception:  # noqa: BLE001 - its class cannot be rebuilt here
+            exc = None
+        if isinstance(exc, BaseException) and str(exc) == message:
+            return exc
+        return RuntimeError(f"{name}: {message}")
 
     def close(self) -> None:
         """Stop the worker once it has finished what it was doing (tools load in seconds)."""
@@ -280,26 +291,24 @@ def serve(
         if kind == "tools":
             load_tools(arg, st)
             continue
+        failed: BaseException | None = None
         try:
             seconds = _stage(params, st, commands[arg], arg, ns)
-            reply: tuple[Any, ...] = ("done", arg, seconds)
         except BaseException as exc:  # noqa: BLE001 - the parent raises it
-            reply = ("error", arg, _portable(exc), _traceback(exc))
+            failed = exc
         sys.stdout.flush()
         sys.stderr.flush()
         with lock:
-            conn.send(reply)
-        if reply[0] == "error":
-            return
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling as itself, else a RuntimeError with its message."""
-    with contextlib.suppress(Exception):  # any failure means: not portable
-        back = pickle.loads(pickle.dumps(exc))
-        if type(back) is type(exc) and str(back) == str(exc):
-            return exc
-    return RuntimeError(f"{type(exc).__name__}: {exc}")
+            if failed is None:
+                conn.send(("done", arg, seconds))
+                continue
+            # the summary first, as plain text; then the error itself, if it can travel
+            conn.send(("error", arg, type(failed).__name__, str(failed), _traceback(failed)))
+            try:
+                conn.send(("exc", failed))
+            except Exception:  # noqa: BLE001 - nothing was sent; the parent uses the summary
+                conn.send(("exc", None))
+        return
 
 
 def _traceback(exc: BaseException) -> str:

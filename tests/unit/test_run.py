@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -123,6 +124,41 @@ def test_a_worker_stage_error_is_raised_as_itself_and_stops_the_run(
     with pytest.raises(ConfigError, match="train: params.yaml: train.seed is wrong") as info:
         _pipeline(params, st, _commands(train=_fail))
     assert "Traceback" in str(info.value.__cause__)  # the worker's, for --verbose
+    assert [v for v, _ in _order(st)] == ["ingest", "validate", "materialize"]
+
+
+class _Rebuilt(Exception):
+    """Pickles, but cannot be rebuilt from its args in the parent."""
+
+    def __init__(self, table: str, column: str) -> None:
+        super().__init__(f"{table}.{column} is bad")
+
+
+class _Held(Exception):
+    """Holds a lock, so it cannot be pickled at all."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def _odd(kind: str, verb: str, p: Params, st: Settings, ns: argparse.Namespace) -> None:
+    raise _Rebuilt("flights", "temp") if kind == "rebuilt" else _Held("x")
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("rebuilt", "_Rebuilt: flights.temp is bad"), ("held", "_Held: x")],
+    ids=["not-rebuilt", "not-pickled"],
+)
+def test_a_worker_error_that_cannot_travel_arrives_as_its_name_and_message(
+    ps: tuple[Params, Settings], kind: str, message: str
+) -> None:
+    params, st = ps
+    with pytest.raises(RuntimeError, match=f"^{message}$") as info:
+        _pipeline(params, st, _commands(train=partial(_odd, kind)))
+    assert type(info.value) is RuntimeError
+    assert message.split(":")[0] in str(info.value.__cause__)  # the worker's traceback
     assert [v for v, _ in _order(st)] == ["ingest", "validate", "materialize"]
 
 
