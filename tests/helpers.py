@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io as _io
+import sys
 from typing import TYPE_CHECKING
 
 from mlops import features, io, partitions, provenance, training_data
@@ -13,6 +16,29 @@ if TYPE_CHECKING:
 
     from mlops.config import Params, Settings
     from mlops.registry import Loaded
+
+
+class _Tee(_io.StringIO):
+    """Keeps what is written and passes it on."""
+
+    def __init__(self, through: object) -> None:
+        super().__init__()
+        self.through = through
+
+    def write(self, text: str) -> int:
+        self.through.write(text)  # type: ignore[attr-defined]
+        return super().write(text)
+
+
+def run_ok(*argv: str) -> None:
+    """``mlops *argv`` exits 0; if not, the assertion says what the command printed last."""
+    from mlops.cli import main
+
+    err = _Tee(sys.stderr)
+    with contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    errors = [line for line in err.getvalue().splitlines() if line.startswith("error")]
+    assert code == 0, (errors or err.getvalue().splitlines() or ["(nothing on stderr)"])[-1]
 
 
 def scoring_frame(params: Params, st: Settings, pids: list[str]) -> pd.DataFrame:

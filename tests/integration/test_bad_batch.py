@@ -14,7 +14,7 @@ from mlops.cli import main
 from mlops.config import load_params, settings
 from mlops.registry import CHAMPION, connect
 from tests.conftest import FLIGHTS_SMALL
-from tests.helpers import record_raw
+from tests.helpers import record_raw, run_ok
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     from tests.conftest import FLIGHTS, make_project
 
     params_path = make_project(tmp_path_factory.mktemp("bad") / "proj", FLIGHTS, FLIGHTS_SMALL)
-    assert main(["--params", str(params_path), "run"]) == 0
+    run_ok("--params", str(params_path), "run")
     return params_path
 
 

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from mlops import io
-from mlops.cli import STAGES, main
+from mlops.cli import STAGES
 from mlops.config import load_params, settings
 from mlops.registry import CHAMPION, connect
 from tests.conftest import FLIGHTS_SMALL, SEATTLE
+from tests.helpers import run_ok
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ def test_flights_demo_end_to_end(project, capsys) -> None:
     # given a fresh project on three weeks of January and a week of July
     params_path = project(overrides=FLIGHTS_SMALL)
     # when the whole pipeline runs
-    assert main(["--params", str(params_path), "run"]) == 0
+    run_ok("--params", str(params_path), "run")
     out = capsys.readouterr().out
     # then every stage printed its summary and everything landed; July drifts
     for verb in STAGES:
@@ -89,7 +90,7 @@ def test_flights_demo_end_to_end(project, capsys) -> None:
     landed = _assert_landed(params_path, expect_breach=True)
 
     # when the same pipeline runs again on the same data, params and code
-    assert main(["--params", str(params_path), "run"]) == 0
+    run_ok("--params", str(params_path), "run")
     # then the existing version comes back (no second one) and stays champion
     reg = connect(landed["st"])
     name = landed["params"].model_name
@@ -101,7 +102,7 @@ def test_flights_demo_end_to_end(project, capsys) -> None:
 def test_second_example_regression_end_to_end(project) -> None:
     # given the Seattle weather config (regression) and no code change
     params_path = project(base=SEATTLE, name="seattle")
-    assert main(["--params", str(params_path), "run"]) == 0
+    run_ok("--params", str(params_path), "run")
     landed = _assert_landed(params_path)
     preds = pd.read_parquet(landed["st"].predictions_dir / "2013-07.parquet")
     # then predictions are temperatures, not probabilities

@@ -21,6 +21,7 @@ from mlops.cli import main
 from mlops.config import load_params, settings
 from mlops.registry import CHAMPION, connect
 from tests.conftest import FLIGHTS, FLIGHTS_SMALL, make_project, merge
+from tests.helpers import run_ok
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,7 @@ def test_many_categories_train_score_and_trace_from_a_sub_folder(
     params, st = load_params(pp), settings(pp)
 
     # when the whole pipeline runs
-    assert main(["--params", str(pp), "run"]) == 0
+    run_ok("--params", str(pp), "run")
     out = capsys.readouterr().out
 
     # then train capped the tail number, named the failed candidate and its column,
