@@ -49,9 +49,11 @@ UI_PORT ?= 8001
 ui: install
 	$(VENV)/bin/mlops ui --port $(UI_PORT)
 
-# Two workers, a test file each at a time (module fixtures are built once per file).
+# Two workers, a test file each at a time (module fixtures are built once per file), in
+# collection order: the few long files (DAGs, integration, production) first, the many
+# short ones after, so neither worker is left alone with a long file at the end.
 test: install
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+	$(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # A local Airflow on this project (UI on http://127.0.0.1:$(AIRFLOW_PORT)); Ctrl-C stops it.
 # The executor and metadata DB come from Airflow's own environment variables (README,
