@@ -72,6 +72,7 @@ GITIGNORE = """\
 /data/*
 !/data/raw/
 /mlflow.db
+/mlflow.db.lock
 /mlartifacts/
 /feature_repo/data/
 /great_expectations/uncommitted/

@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -57,6 +57,27 @@ def lock(st: Settings, model: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterato
         yield
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """Pure: the database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+@contextmanager
+def _opening(db: Path | None) -> Iterator[None]:
+    """Hold ``<db>.lock`` while the store opens; a folder this user cannot write: no lock."""
+    lock = None if db is None else db.with_name(db.name + ".lock")
+    if lock is not None:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            lock.touch()
+        except OSError:
+            lock = None  # a reader: it cannot create the tables either
+    with io.file_lock(lock) if lock else nullcontext():
+        yield
+
+
 class Registry:
     """One MLflow client for a stage, on the configured tracking URI.
 
@@ -84,7 +105,14 @@ class Registry:
             else:
                 os.environ[k] = v
         self.st = st
-        self.client = MlflowClient(tracking_uri=st.tracking_uri, registry_uri=st.tracking_uri)
+        # Opening a new SQLite store creates its tables and runs MLflow's migrations, which
+        # two processes opening it at once would run over each other (`mlops run`'s worker,
+        # parallel DAG tasks on a fresh project): one opens it at a time.
+        where = sqlite_path(st.tracking_uri)
+        with _opening(where):
+            self.client = MlflowClient(tracking_uri=st.tracking_uri, registry_uri=st.tracking_uri)
+            if where:
+                self.client._get_registry_client()  # the registry's store, on the same file
 
     def retry(self, fn: Callable[[], T], what: str) -> T:
         """Call ``fn`` with back-off on connection-type errors, then fail clearly.

@@ -321,3 +321,38 @@ def test_status_of_a_champion_whose_model_files_are_gone(
     [problem] = row["problems"]
     assert f"champion v{v1}: artifacts are missing at" in problem
     assert str(copy) in problem and f"run `mlops rollback {model.name}`" in problem
+
+
+def _open_at(uri: str, root: str, start: float) -> str:
+    """In a fresh process: open the registry on ``uri`` at ``start``, list its models."""
+    import mlflow  # noqa: F401 - imported before the start, so every process opens at once
+
+    from mlops.config import settings
+    from tests.conftest import FLIGHTS, make_project
+
+    st = settings(make_project(Path(root), FLIGHTS, None), env={"MLFLOW_TRACKING_URI": uri})
+    time.sleep(max(0.0, start - time.time()))
+    reg = connect(st)
+    return str(len(reg.client.search_registered_models()))
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Case: several processes open a SQLite registry that does not exist yet, at once
+    (`mlops run`'s worker and its parent, parallel tasks on a fresh project).
+    Behaviour: they open it one at a time under `mlflow.db.lock`, so MLflow creates and
+    migrates its tables once; every process opens it and sees the same registry."""
+    # given a SQLite store that does not exist yet, and four processes about to open it
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    uri = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
+    (tmp_path / "shared").mkdir()
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(4, mp_context=ctx) as pool:
+        start = time.time() + 20  # past every process's imports and project
+        futures = [pool.submit(_open_at, uri, str(tmp_path / f"p{i}"), start) for i in range(4)]
+        # when they all open it at the same moment (each creates the tables if missing)
+        results = [f.result(timeout=180) for f in futures]
+    # then every one opened it and sees the same empty registry; the lock sits beside it
+    assert results == ["0"] * 4
+    assert (tmp_path / "shared" / "mlflow.db.lock").is_file()

@@ -22,3 +22,18 @@ def test_a_versions_threshold_is_its_tag_and_0_5_without_one() -> None:
             registry.version_threshold({tags.THRESHOLD: bad}, "flights", "4")
         msg = str(err.value)
         assert msg.startswith("flights v4: tag mlops.threshold=") and "delete it" in msg
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("sqlite:////srv/proj/mlflow.db", "/srv/proj/mlflow.db"),
+        ("sqlite:///mlflow.db", "mlflow.db"),
+        ("sqlite:////srv/m.db?timeout=30", "/srv/m.db"),
+        ("postgresql://mlflow@db/mlflow", None),
+        ("http://mlflow:5000", None),
+    ],
+)
+def test_sqlite_path_names_the_database_file_of_sqlite_uris_only(uri: str, path: str) -> None:
+    got = registry.sqlite_path(uri)
+    assert (None if got is None else str(got)) == path
