@@ -268,11 +268,11 @@ def needed_validations(st: Settings, model: str) -> set[str]:
 
 def _trained_on(st: Settings, model: str) -> list[dict[str, str]]:
     """Each registered version's training data: partition -> raw md5."""
-    uri = st.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return []  # no store yet, so no version (and opening it would create one)
-    from mlops.registry import connect
+    from mlops.registry import connect, sqlite_path
 
+    db = sqlite_path(st.tracking_uri)
+    if db is not None and not db.is_file():
+        return []  # no store yet, so no version (and opening it would create one)
     versions = connect(st).client.search_model_versions(f"name = '{model}'", max_results=10_000)
     return [dict(json.loads(mv.tags.get(tags.DATA_MD5) or "{}")) for mv in versions]
 

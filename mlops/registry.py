@@ -70,10 +70,9 @@ def _opening(db: Path | None) -> Iterator[None]:
     lock = None if db is None else db.with_name(db.name + ".lock")
     if lock is not None:
         try:
-            lock.parent.mkdir(parents=True, exist_ok=True)
             lock.touch()
         except OSError:
-            lock = None  # a reader: it cannot create the tables either
+            lock = None  # a reader, or no folder: it cannot create the tables either
     with io.file_lock(lock) if lock else nullcontext():
         yield
 

@@ -225,9 +225,7 @@ class _Worker:
         """The error the worker sends after its summary, or a RuntimeError naming it."""
         try:
             _, exc = self.conn.recv()
-        except EOFError:
-            raise
-        except Exception:  # noqa: BLE001 - its class cannot be rebuilt here
+        except Exception:  # noqa: BLE001 - not rebuilt here, or the worker ended: the summary
             exc = None
         if isinstance(exc, BaseException) and str(exc) == message:
             return exc

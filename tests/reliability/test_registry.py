@@ -323,14 +323,13 @@ def test_status_of_a_champion_whose_model_files_are_gone(
     assert str(copy) in problem and f"run `mlops rollback {model.name}`" in problem
 
 
-def _open_at(uri: str, root: str, start: float) -> str:
+def _open_at(uri: str, params: str, start: float) -> str:
     """In a fresh process: open the registry on ``uri`` at ``start``, list its models."""
     import mlflow  # noqa: F401 - imported before the start, so every process opens at once
 
     from mlops.config import settings
-    from tests.conftest import FLIGHTS, make_project
 
-    st = settings(make_project(Path(root), FLIGHTS, None), env={"MLFLOW_TRACKING_URI": uri})
+    st = settings(Path(params), env={"MLFLOW_TRACKING_URI": uri})
     time.sleep(max(0.0, start - time.time()))
     reg = connect(st)
     return str(len(reg.client.search_registered_models()))
@@ -345,12 +344,15 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from tests.conftest import FLIGHTS, make_project
+
+    params = str(make_project(tmp_path / "proj", FLIGHTS, None))
     uri = f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}"
     (tmp_path / "shared").mkdir()
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(4, mp_context=ctx) as pool:
-        start = time.time() + 20  # past every process's imports and project
-        futures = [pool.submit(_open_at, uri, str(tmp_path / f"p{i}"), start) for i in range(4)]
+        start = time.time() + 15  # past every process's imports (four on two cores)
+        futures = [pool.submit(_open_at, uri, params, start) for _ in range(4)]
         # when they all open it at the same moment (each creates the tables if missing)
         results = [f.result(timeout=180) for f in futures]
     # then every one opened it and sees the same empty registry; the lock sits beside it
